@@ -1,0 +1,381 @@
+"""The bot-side reader: Redis Streams -> decoded records -> ring buffers and callbacks.
+
+::
+
+    async with Consumer("redis://localhost:6379", ["binance:BTC/USDT"]) as c:
+        c.on_record(print)
+        await asyncio.sleep(10)
+        df = c.buffer("binance", "BTC/USDT", "trades").to_pandas()
+
+Plain mode starts with the last ``backfill`` entries of each stream, then follows with
+blocking ``XREAD`` from the last id it holds: no gap, no repeat, also across Redis
+reconnects. Group mode (``group=``, ``name=``) uses ``XREADGROUP``, acknowledges each
+entry after the callbacks returned, re-reads its own pending entries after a restart and
+reclaims entries a dead member left pending (``XAUTOCLAIM``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from consumers.columns import COLUMNS, row
+from consumers.markets import plan
+from consumers.ringbuffer import RingBuffer
+from marketbus import codec
+from marketbus.errors import ConfigError, DecodeError, RedisAuthError
+from marketbus.keys import StreamKey, parse_stream_key, stream_pattern
+from marketbus.models import Channel, Record
+from marketbus.redis_client import connect, from_redis
+from marketbus.settings import RedisSettings
+
+log = structlog.get_logger("marketbus.consumer")
+
+Callback = Callable[[Record], Any]
+
+
+@dataclass
+class ConsumerStats:
+    received: int = 0
+    invalid: int = 0
+    callback_errors: int = 0
+    acked: int = 0
+    reclaimed: int = 0
+    reconnects: int = 0
+    last_error: str | None = None
+
+
+def _id_tuple(entry_id: bytes | str) -> tuple[int, int]:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class Consumer:
+    """Follows markets from Redis into per-market PyArrow ring buffers."""
+
+    def __init__(
+        self,
+        redis: str | RedisSettings | Any,
+        markets: Iterable[str],
+        channels: Iterable[Channel | str] = (Channel.TICKER, Channel.TRADES),
+        *,
+        backfill: int = 1000,
+        capacity: int = 100_000,
+        group: str | None = None,
+        name: str | None = None,
+        block_ms: int = 1000,
+        count: int = 1000,
+        reclaim_idle_ms: int = 30_000,
+        start_ids: dict[str, str] | None = None,
+    ) -> None:
+        if (group is None) != (name is None):
+            raise ConfigError(
+                "group and name go together: Consumer(..., group='bots', name='bot-1')"
+            )
+        if backfill < 0 or capacity < 1 or count < 1 or block_ms < 0:
+            raise ConfigError("backfill >= 0, capacity >= 1, count >= 1 and block_ms >= 0 please")
+        self._owns_redis = isinstance(redis, str | RedisSettings)
+        if isinstance(redis, str):
+            redis = RedisSettings(url=redis)
+        self.redis: Any = connect(redis) if isinstance(redis, RedisSettings) else redis
+        self._markets = list(markets)
+        self._channels = [Channel(c) for c in channels]
+        self.backfill = backfill
+        self.capacity = capacity
+        self.group = group
+        self.name = name
+        self.block_ms = block_ms
+        self.count = count
+        self.reclaim_idle_ms = reclaim_idle_ms
+        self._start_ids = dict(start_ids or {})
+        self.keys: dict[str, StreamKey] = {}
+        self.last_ids: dict[str, str] = {}
+        self._buffers: dict[StreamKey, RingBuffer] = {}
+        self._buffer_last: dict[str, tuple[int, int]] = {}
+        self._callbacks: list[Callback] = []
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+        self.stats = ConsumerStats()
+        self._last_invalid_log = 0.0
+
+    # -- public API -----------------------------------------------------------------------
+    def on_record(self, callback: Callback) -> Callback:
+        """Call ``callback(record)`` (sync or async) for every record, in stream order."""
+        self._callbacks.append(callback)
+        return callback
+
+    def buffer(
+        self, exchange: str, symbol: str, channel: Channel | str = Channel.TICKER
+    ) -> RingBuffer:
+        """The ring buffer of one market and channel."""
+        key = StreamKey(exchange.lower(), symbol.upper().replace("-", "/"), Channel(channel))
+        buf = self._buffers.get(key)
+        if buf is None:
+            for k, b in self._buffers.items():  # BTCUSDT -> BTC/USDT
+                if (k.exchange, k.symbol.replace("/", ""), k.channel) == (
+                    key.exchange, key.symbol, key.channel,
+                ):  # fmt: skip
+                    return b
+            raise KeyError(f"not following {exchange}:{symbol} {Channel(channel).value}")
+        return buf
+
+    @property
+    def buffers(self) -> dict[StreamKey, RingBuffer]:
+        return dict(self._buffers)
+
+    async def start(self) -> None:
+        try:
+            known = await self._known_streams()
+        except Exception as e:
+            raise from_redis(e) from e
+        self.keys = plan(self._markets, self._channels, known)
+        for sk in self.keys.values():
+            self._buffers[sk] = RingBuffer(
+                COLUMNS[sk.channel], capacity=self.capacity, time_column="ts_ms"
+            )
+        try:
+            await self._backfill()
+            if self.group is not None:
+                await self._create_groups()
+        except Exception as e:
+            raise from_redis(e) from e
+        loop = self._group_loop() if self.group is not None else self._plain_loop()
+        self._task = asyncio.create_task(loop, name="marketbus-consumer")
+        self._ready.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._owns_redis:
+            with contextlib.suppress(Exception):
+                await self.redis.aclose()
+
+    async def __aenter__(self) -> Consumer:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def run(self) -> None:
+        """Wait for the reader (raises its fatal error, e.g. bad credentials)."""
+        if self._task is not None:
+            await self._task
+
+    # -- start-up -------------------------------------------------------------------------
+    async def _known_streams(self) -> list[StreamKey]:
+        if all("/" in m for m in self._markets):
+            return []
+        out = []
+        async for k in self.redis.scan_iter(match=stream_pattern(), count=1000):
+            with contextlib.suppress(DecodeError):
+                out.append(parse_stream_key(k))
+        return out
+
+    async def _backfill(self) -> None:
+        for key in self.keys:
+            start = self._start_ids.get(key)
+            if start is not None:
+                self.last_ids[key] = start
+                continue
+            n = self.backfill
+            entries = await self.redis.xrevrange(key, "+", "-", count=max(n, 1))
+            if not entries:
+                self.last_ids[key] = "0-0"
+                continue
+            self.last_ids[key] = entries[0][0].decode()
+            if n:
+                for entry_id, fields in reversed(entries):
+                    await self._ingest(key, entry_id, fields, callbacks=False)
+
+    async def _create_groups(self) -> None:
+        for key in self.keys:
+            try:
+                await self.redis.xgroup_create(key, self.group, id="$", mkstream=True)
+            except Exception as e:
+                if "BUSYGROUP" not in str(e):
+                    raise
+
+    # -- ingest ---------------------------------------------------------------------------
+    async def _ingest(
+        self, key: str, entry_id: bytes, fields: dict[Any, Any], *, callbacks: bool = True
+    ) -> bool:
+        """Decode one entry into its buffer and callbacks. False if it was invalid."""
+        sk = self.keys[key]
+        try:
+            channel, values = codec.unpack(codec.data_of(fields))
+            if channel is not sk.channel:
+                raise DecodeError(f"a {channel.value} record in a {sk.channel.value} stream")
+        except DecodeError as e:
+            self._invalid(key, entry_id, e)
+            return False
+        self.stats.received += 1
+        idt = _id_tuple(entry_id)
+        last = self._buffer_last.get(key)
+        if last is None or idt > last:  # a buffer never holds one entry id twice
+            self._buffers[sk].append(row(channel, values, entry_id))
+            self._buffer_last[key] = idt
+        if callbacks and self._callbacks:
+            record = codec.from_values(channel, values)
+            for cb in self._callbacks:
+                res = cb(record)
+                if inspect.isawaitable(res):
+                    await res
+        return True
+
+    def _invalid(self, key: str, entry_id: bytes, e: Exception) -> None:
+        self.stats.invalid += 1
+        now = time.monotonic()
+        if now - self._last_invalid_log > 1:
+            self._last_invalid_log = now
+            log.warning(
+                "invalid_entry_skipped", stream=key, id=entry_id.decode(), error=str(e)[:200],
+                total=self.stats.invalid,
+            )  # fmt: skip
+
+    async def _on_error(self, e: Exception, delay: float) -> float:
+        err = from_redis(e)
+        if isinstance(err, RedisAuthError):
+            raise err from e
+        self.stats.reconnects += 1
+        self.stats.last_error = str(err)
+        log.warning("consumer_redis_error", error=str(err), retry_in_s=round(delay, 2))
+        await asyncio.sleep(delay * (0.5 + random.random() / 2))
+        return min(delay * 2, 5.0)
+
+    # -- plain mode -----------------------------------------------------------------------
+    async def _plain_loop(self) -> None:
+        delay = 0.05
+        while True:
+            try:
+                resp = await self.redis.xread(
+                    streams=dict(self.last_ids), count=self.count, block=self.block_ms
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                delay = await self._on_error(e, delay)
+                continue
+            delay = 0.05
+            for raw_key, entries in _items(resp):
+                key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
+                for entry_id, fields in entries:
+                    try:
+                        await self._ingest(key, entry_id, fields)
+                    except Exception as e:  # a bot's callback bug must not stop the feed
+                        self._callback_error(key, entry_id, e)
+                    self.last_ids[key] = entry_id.decode()
+
+    def _callback_error(self, key: str, entry_id: bytes, e: Exception) -> None:
+        self.stats.callback_errors += 1
+        log.error("callback_failed", stream=key, id=entry_id.decode(), error=repr(e)[:300])
+
+    # -- group mode -----------------------------------------------------------------------
+    async def _group_loop(self) -> None:
+        assert self.group is not None and self.name is not None
+        # first our own pending entries (a restart after a crash), then new ones
+        own_pending = {k: "0" for k in self.keys}
+        delay = 0.05
+        next_claim = 0.0
+        while True:
+            try:
+                if time.monotonic() >= next_claim:
+                    await self._reclaim()
+                    next_claim = time.monotonic() + max(self.reclaim_idle_ms / 4000, 0.05)
+                if own_pending:
+                    resp = await self.redis.xreadgroup(
+                        self.group, self.name, streams=own_pending, count=self.count
+                    )
+                    done = [_s(k) for k, entries in _items(resp) if not entries]
+                    for k in done:
+                        own_pending.pop(k, None)
+                    if not resp:
+                        own_pending.clear()
+                else:
+                    resp = await self.redis.xreadgroup(
+                        self.group,
+                        self.name,
+                        streams={k: ">" for k in self.keys},
+                        count=self.count,
+                        block=self.block_ms,
+                    )
+                await self._process_group(resp, own_pending)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                delay = await self._on_error(e, delay)
+                continue
+            delay = 0.05
+
+    async def _process_group(self, resp: Any, cursor: dict[str, str] | None = None) -> None:
+        for raw_key, entries in _items(resp):
+            key = _s(raw_key)
+            acks = []
+            for entry_id, fields in entries:
+                if cursor is not None and key in cursor:
+                    cursor[key] = entry_id.decode()
+                if fields is None:  # pending entry deleted by MAXLEN trimming
+                    acks.append(entry_id)
+                    continue
+                try:
+                    await self._ingest(key, entry_id, fields)
+                except Exception as e:
+                    self._callback_error(key, entry_id, e)
+                    continue  # not acknowledged: retried after reclaim
+                acks.append(entry_id)
+            if acks:
+                await self.redis.xack(key, self.group, *acks)
+                self.stats.acked += len(acks)
+
+    async def _reclaim(self) -> None:
+        """Take over entries another member left pending longer than ``reclaim_idle_ms``."""
+        for key in self.keys:
+            start = "0-0"
+            while True:
+                res = await self.redis.xautoclaim(
+                    key,
+                    self.group,
+                    self.name,
+                    self.reclaim_idle_ms,
+                    start_id=start,
+                    count=self.count,
+                )
+                nxt, claimed = res[0], res[1]
+                if claimed:
+                    self.stats.reclaimed += len(claimed)
+                    await self._process_group([(key.encode(), claimed)])
+                start = _s(nxt)
+                if start == "0-0" or not claimed:
+                    break
+
+
+def _s(k: bytes | str) -> str:
+    return k.decode() if isinstance(k, bytes) else k
+
+
+def _items(resp: Any) -> list[tuple[Any, list[tuple[bytes, dict[Any, Any]]]]]:
+    """XREAD replies are a list on RESP2 and a dict on RESP3: one shape for the loop."""
+    if not resp:
+        return []
+    if isinstance(resp, dict):
+        return list(resp.items())
+    return [(k, v) for k, v in resp]
+
+
+__all__ = ["Callback", "Consumer", "ConsumerStats"]

@@ -1,0 +1,206 @@
+"""The wire codec: record <-> Redis stream entry fields. Pure, no I/O.
+
+An entry has two fields:
+
+- ``d``: the record as a msgpack array ``[version, kind, exchange, symbol, ts_ms,
+  recv_ns, *values]`` (positional: smallest and fastest; the version makes old
+  consumers fail loudly instead of misreading a newer layout);
+- ``h``: one line of text for people running ``redis-cli XREVRANGE``, never parsed.
+
+See docs/wire.md for the layout and the measurements behind it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import msgpack
+
+from marketbus.errors import DecodeError, SchemaVersionError
+from marketbus.models import SCHEMA_VERSION, Channel, Record, Ticker, Trade
+
+DATA_FIELD = "d"
+HUMAN_FIELD = "h"
+_DATA_B = DATA_FIELD.encode()
+
+KIND_TRADE = "T"
+KIND_TICKER = "K"
+KIND_OF: dict[Channel, str] = {Channel.TRADES: KIND_TRADE, Channel.TICKER: KIND_TICKER}
+CHANNEL_OF: dict[str, Channel] = {v: k for k, v in KIND_OF.items()}
+
+TICKER_FIELDS = (
+    "last", "bid", "ask", "bid_size", "ask_size", "open", "high", "low", "close",
+    "base_volume", "quote_volume",
+)  # fmt: skip
+TRADE_FIELDS = ("id", "price", "amount", "side")
+_HEAD = 6  # version, kind, exchange, symbol, ts_ms, recv_ns
+
+_packer = msgpack.Packer(use_bin_type=True)
+
+
+def pack(record: Record) -> bytes:
+    """The ``d`` field: msgpack array of the record."""
+    if isinstance(record, Trade):
+        return _packer.pack(
+            [SCHEMA_VERSION, KIND_TRADE, record.exchange, record.symbol, record.ts_ms,
+             record.recv_ns, record.id, record.price, record.amount, record.side]
+        )  # fmt: skip
+    return _packer.pack(
+        [SCHEMA_VERSION, KIND_TICKER, record.exchange, record.symbol, record.ts_ms,
+         record.recv_ns, record.last, record.bid, record.ask, record.bid_size, record.ask_size,
+         record.open, record.high, record.low, record.close, record.base_volume,
+         record.quote_volume]
+    )  # fmt: skip
+
+
+def iso_ms(ts_ms: int) -> str:
+    """``2021-10-12T00:28:43.963Z``: exchange time as text for the human field."""
+    try:
+        dt = datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return str(ts_ms)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts_ms % 1000:03d}Z"
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.10g}"
+
+
+def human(record: Record) -> str:
+    """The ``h`` field: symbol, price or bid/ask, and exchange time, as one line."""
+    if isinstance(record, Trade):
+        side = record.side or "?"
+        return (
+            f"{record.symbol} {side} {_fmt(record.amount)} @ {_fmt(record.price)} "
+            f"id={record.id} {iso_ms(record.ts_ms)}"
+        )
+    return (
+        f"{record.symbol} last {_fmt(record.last)} bid {_fmt(record.bid)} "
+        f"ask {_fmt(record.ask)} {iso_ms(record.ts_ms)}"
+    )
+
+
+def encode(record: Record) -> dict[str, bytes | str]:
+    """Entry fields for ``XADD``."""
+    return {DATA_FIELD: pack(record), HUMAN_FIELD: human(record)}
+
+
+def _field(fields: Mapping[Any, Any]) -> bytes:
+    raw = fields.get(_DATA_B)
+    if raw is None:
+        raw = fields.get(DATA_FIELD)
+    if raw is None:
+        raise DecodeError(
+            f"entry has no {DATA_FIELD!r} field (fields: {sorted(map(str, fields))[:5]})"
+        )
+    if isinstance(raw, str):
+        raise DecodeError("the data field must be bytes: open Redis with decode_responses=False")
+    if not isinstance(raw, bytes | bytearray | memoryview):
+        raise DecodeError(f"data field has type {type(raw).__name__}")
+    return bytes(raw)
+
+
+def unpack(data: bytes) -> tuple[Channel, list[Any]]:
+    """Check and split a ``d`` payload: ``(channel, values)`` with values as in :func:`pack`.
+
+    Cheap structural checks only (version, kind, arity, types, finite positive prices);
+    no model is built, so consumers can feed columns straight into ring buffers.
+    """
+    try:
+        arr = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
+    except Exception as e:  # msgpack raises a zoo of types for garbage input
+        raise DecodeError(f"not msgpack: {e}") from e
+    if not isinstance(arr, list) or len(arr) < _HEAD:
+        raise DecodeError("payload is not a marketbus record array")
+    version = arr[0]
+    if version != SCHEMA_VERSION:
+        if isinstance(version, int) and not isinstance(version, bool):
+            raise SchemaVersionError(
+                f"entry has schema version {version}, this marketbus reads {SCHEMA_VERSION}"
+            )
+        raise DecodeError("payload has no schema version")
+    channel = CHANNEL_OF.get(arr[1]) if isinstance(arr[1], str) else None
+    if channel is None:
+        raise DecodeError(f"unknown record kind {arr[1]!r}")
+    _check_head(arr)
+    if channel is Channel.TRADES:
+        _check_trade(arr)
+    else:
+        _check_ticker(arr)
+    return channel, arr
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_head(arr: list[Any]) -> None:
+    _, _, exchange, symbol, ts_ms, recv_ns = arr[:_HEAD]
+    if not isinstance(exchange, str) or not exchange or not isinstance(symbol, str) or not symbol:
+        raise DecodeError("exchange and symbol must be non-empty strings")
+    if not _is_int(ts_ms) or not _is_int(recv_ns) or ts_ms < 0 or recv_ns < 0:
+        raise DecodeError("ts_ms and recv_ns must be non-negative integers")
+
+
+def _num(v: object, name: str, *, optional: bool, positive: bool) -> None:
+    if v is None:
+        if optional:
+            return
+        raise DecodeError(f"{name} is missing")
+    if not isinstance(v, float | int) or isinstance(v, bool) or not math.isfinite(v):
+        raise DecodeError(f"{name} must be a finite number, got {v!r}")
+    if v < 0 or (positive and v == 0):
+        raise DecodeError(f"{name} must be {'positive' if positive else 'non-negative'}, got {v!r}")
+
+
+def _check_trade(arr: list[Any]) -> None:
+    if len(arr) != _HEAD + len(TRADE_FIELDS):
+        raise DecodeError(f"trade record has {len(arr)} values, expected {_HEAD + 4}")
+    tid, price, amount, side = arr[_HEAD:]
+    if not isinstance(tid, str) or not tid:
+        raise DecodeError("trade id must be a non-empty string")
+    _num(price, "price", optional=False, positive=True)
+    _num(amount, "amount", optional=False, positive=False)
+    if side not in ("buy", "sell", None):
+        raise DecodeError(f"trade side must be buy, sell or nil, got {side!r}")
+
+
+def _check_ticker(arr: list[Any]) -> None:
+    if len(arr) != _HEAD + len(TICKER_FIELDS):
+        raise DecodeError(f"ticker record has {len(arr)} values, expected {_HEAD + 11}")
+    for name, v in zip(TICKER_FIELDS, arr[_HEAD:], strict=True):
+        _num(v, name, optional=True, positive="volume" not in name and "size" not in name)
+
+
+def from_values(channel: Channel, arr: list[Any]) -> Record:
+    """A model from checked values (no second validation: :func:`unpack` did it)."""
+    head = dict(exchange=arr[2], symbol=arr[3], ts_ms=arr[4], recv_ns=arr[5])
+    if channel is Channel.TRADES:
+        tid, price, amount, side = arr[_HEAD:]
+        return Trade.model_construct(
+            **head, id=tid, price=float(price), amount=float(amount), side=side
+        )
+    vals = {
+        k: (None if v is None else float(v))
+        for k, v in zip(TICKER_FIELDS, arr[_HEAD:], strict=True)
+    }
+    return Ticker.model_construct(**head, **vals)
+
+
+def decode(data: bytes) -> Record:
+    """A ``d`` payload back into its model."""
+    channel, arr = unpack(data)
+    return from_values(channel, arr)
+
+
+def decode_fields(fields: Mapping[Any, Any]) -> Record:
+    """An entry's field mapping (as redis-py returns it) back into its model."""
+    return decode(_field(fields))
+
+
+def data_of(fields: Mapping[Any, Any]) -> bytes:
+    """The ``d`` payload of an entry, or :class:`DecodeError`."""
+    return _field(fields)

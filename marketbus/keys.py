@@ -1,0 +1,59 @@
+"""Redis key naming: the only place stream and status keys are built or parsed.
+
+Stream keys carry a Redis Cluster hash tag around ``exchange:symbol`` so every
+channel of one market lives in one slot: ``md:{binance:BTC/USDT}:trades``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from marketbus.errors import DecodeError
+from marketbus.models import Channel
+
+DEFAULT_PREFIX = "md"
+STATUS_PREFIX = "mb:status"
+
+
+class StreamKey(NamedTuple):
+    exchange: str
+    symbol: str
+    channel: Channel
+
+
+def stream_key(
+    exchange: str, symbol: str, channel: Channel | str, prefix: str = DEFAULT_PREFIX
+) -> str:
+    """The stream holding one market's records of one channel."""
+    ch = Channel(channel)
+    if not exchange or not symbol:
+        raise ValueError("exchange and symbol must be non-empty")
+    if any(c in exchange + symbol for c in "{}"):
+        raise ValueError(f"braces are not allowed in exchange or symbol: {exchange!r} {symbol!r}")
+    return f"{prefix}:{{{exchange}:{symbol}}}:{ch.value}"
+
+
+def parse_stream_key(key: str | bytes, prefix: str = DEFAULT_PREFIX) -> StreamKey:
+    """Inverse of :func:`stream_key`; raises :class:`DecodeError` for a foreign key."""
+    text = key.decode() if isinstance(key, bytes) else key
+    head = f"{prefix}:{{"
+    if not text.startswith(head):
+        raise DecodeError(f"not a marketbus stream key: {text!r}")
+    body, sep, channel = text[len(head) :].rpartition("}:")
+    exchange, colon, symbol = body.partition(":")
+    if not sep or not colon or not exchange or not symbol:
+        raise DecodeError(f"not a marketbus stream key: {text!r}")
+    try:
+        return StreamKey(exchange, symbol, Channel(channel))
+    except ValueError as e:
+        raise DecodeError(f"unknown channel in stream key: {text!r}") from e
+
+
+def stream_pattern(prefix: str = DEFAULT_PREFIX) -> str:
+    """A SCAN MATCH pattern for every marketbus stream."""
+    return f"{prefix}:{{*}}:*"
+
+
+def status_key(exchange: str) -> str:
+    """The hash a publisher worker writes its state into (with a TTL as heartbeat)."""
+    return f"{STATUS_PREFIX}:{exchange}"

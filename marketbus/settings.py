@@ -1,0 +1,182 @@
+"""Typed, frozen configuration: defaults < TOML file < ``MARKETBUS_*`` env < CLI flags.
+
+A bad value is rejected at start with a :class:`ConfigError` naming the field and
+the value. Secrets (Redis password) come from env or a file, never from argv, and
+print as ``**********``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource
+
+from marketbus.errors import ConfigError
+from marketbus.models import Channel
+
+DEFAULT_SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT", "BNB/USDT", "XRP/USDT")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RedisSettings(_Frozen):
+    url: str = "redis://127.0.0.1:6379/0"
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    username: str | None = None
+    maxlen: int = Field(100_000, ge=1, description="approximate MAXLEN per stream")
+    batch_size: int = Field(512, ge=1, le=100_000, description="records per pipelined write")
+    spool_size: int = Field(200_000, ge=0, description="records held while Redis is away")
+    cluster: bool = False
+    tls_ca_file: Path | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, v: str) -> str:
+        if urlsplit(v).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return v
+
+    def resolved_password(self) -> str | None:
+        """The password from ``password`` or ``password_file`` (file wins when both are set)."""
+        if self.password_file is not None:
+            try:
+                return self.password_file.read_text().strip()
+            except OSError as e:
+                raise ConfigError(
+                    f"redis.password_file: cannot read {self.password_file}: {e}"
+                ) from e
+        return self.password.get_secret_value() if self.password else None
+
+
+class ExchangeSettings(_Frozen):
+    name: str = "binance"
+    symbols: tuple[str, ...] = DEFAULT_SYMBOLS
+    channels: tuple[Channel, ...] = (Channel.TICKER, Channel.TRADES)
+    url: str | None = Field(
+        None, description="base URL of a fake exchange; CCXT's REST and websocket URLs point there"
+    )
+    ticker_stream: Literal["ticker", "miniTicker"] = "ticker"
+    trade_stream: Literal["aggTrade", "trade"] = "aggTrade"
+    trades_limit: int | None = Field(
+        None, ge=100, description="CCXT tradesLimit (trades cached between two reads); auto"
+    )
+    options: dict[str, Any] = Field(default_factory=dict, description="extra CCXT config")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        import ccxt.pro
+
+        name = v.strip().lower()
+        if name not in ccxt.pro.exchanges:
+            raise ValueError(f"unknown exchange {v!r}: ccxt.pro supports {len(ccxt.pro.exchanges)}")
+        return name
+
+    @field_validator("symbols")
+    @classmethod
+    def _some(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        cleaned = tuple(s.strip() for s in v if s.strip())
+        if not cleaned:
+            raise ValueError("needs at least one symbol")
+        return cleaned
+
+    @field_validator("channels")
+    @classmethod
+    def _some_channels(cls, v: tuple[Channel, ...]) -> tuple[Channel, ...]:
+        if not v:
+            raise ValueError("needs at least one channel")
+        return tuple(dict.fromkeys(v))
+
+
+class SupervisorSettings(_Frozen):
+    backoff_min_s: float = Field(5.0, gt=0)
+    backoff_max_s: float = Field(300.0, gt=0)
+    heartbeat_s: float = Field(30.0, gt=0, description="no frame for this long: reconnect")
+    healthy_after_s: float = Field(60.0, ge=0, description="connected this long resets backoff")
+    status_interval_s: float = Field(1.0, gt=0)
+
+
+class Settings(BaseSettings):
+    """Everything a publisher needs."""
+
+    model_config = ConfigDict(  # type: ignore[assignment]
+        frozen=True,
+        extra="forbid",
+        env_prefix="MARKETBUS_",
+        env_nested_delimiter="__",
+    )
+
+    redis: RedisSettings = RedisSettings()
+    exchanges: tuple[ExchangeSettings, ...] = (ExchangeSettings(),)
+    supervisor: SupervisorSettings = SupervisorSettings()
+    log_level: str = "info"
+    log_json: bool | None = None
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+
+    @field_validator("exchanges")
+    @classmethod
+    def _unique(cls, v: tuple[ExchangeSettings, ...]) -> tuple[ExchangeSettings, ...]:
+        if not v:
+            raise ValueError("needs at least one exchange")
+        names = [e.name for e in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"exchange listed twice: {names}")
+        return v
+
+
+def describe_validation_error(e: ValidationError) -> str:
+    """One line per problem: ``field.path: message (got value)``."""
+    lines = []
+    for err in e.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "config"
+        got = err.get("input")
+        shown = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"{loc}: {err['msg']}{shown}")
+    return "; ".join(lines)
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from defaults, an optional TOML file, env, then ``overrides`` (CLI flags)."""
+    data: dict[str, Any] = {}
+    if config is not None:
+        try:
+            data = tomllib.loads(Path(config).read_text())
+        except FileNotFoundError as e:
+            raise ConfigError(f"config file not found: {config}") from e
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {config} is not valid TOML: {e}") from e
+
+    class _Loaded(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (init_settings, env_settings, InitSettingsSource(settings_cls, data))
+
+    try:
+        loaded = _Loaded(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as e:
+        raise ConfigError(f"invalid configuration: {describe_validation_error(e)}") from e
+    return Settings.model_validate(loaded.model_dump())
+
+
+def redact_url(url: str) -> str:
+    """``redis://user:***@host`` for logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit(parts._replace(netloc=user + netloc))

@@ -1,0 +1,158 @@
+"""The publisher process: one sink, one worker per exchange, a status heartbeat in Redis.
+
+``async with Publisher(settings) as p: await p.wait()``. Stopping cancels the workers
+(closing their CCXT clients), drains the sink with a deadline, writes a final status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import orjson
+import structlog
+
+from marketbus.errors import RedisAuthError, RedisUnavailableError
+from marketbus.keys import status_key
+from marketbus.redis_client import connect, from_redis
+from marketbus.settings import Settings, redact_url
+from publisher.sink import StreamSink
+from publisher.state import ConnState
+from publisher.worker import ExchangeWorker
+
+log = structlog.get_logger("marketbus.publisher")
+
+
+class Publisher:
+    """Runs every configured exchange worker into one Redis."""
+
+    def __init__(self, settings: Settings, *, redis: Any = None) -> None:
+        self.settings = settings
+        self._own_redis = redis is None
+        self.redis = redis if redis is not None else connect(settings.redis)
+        r = settings.redis
+        self.sink = StreamSink(
+            self.redis, maxlen=r.maxlen, batch_size=r.batch_size, spool_size=r.spool_size
+        )
+        self.workers = {
+            e.name: ExchangeWorker(e, self.sink, settings.supervisor) for e in settings.exchanges
+        }
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopped = asyncio.Event()
+        self._started_at = time.time()
+
+    async def check_redis(self) -> bool:
+        """Ping Redis: bad credentials are fatal now; unreachable is logged and spooled."""
+        try:
+            await self.redis.ping()
+        except Exception as e:
+            err = from_redis(e)
+            if isinstance(err, RedisAuthError):
+                raise err from e
+            log.warning(
+                "redis_unreachable_at_start",
+                url=redact_url(self.settings.redis.url),
+                error=str(err),
+                hint="records are spooled in memory until Redis answers",
+            )
+            return False
+        return True
+
+    async def start(self) -> None:
+        await self.check_redis()
+        await self.sink.start()
+        for w in self.workers.values():
+            self._tasks.append(asyncio.create_task(w.run(), name=f"worker-{w.name}"))
+        self._tasks.append(asyncio.create_task(self._status_loop(), name="status"))
+        self._tasks.append(asyncio.create_task(self._watch_sink(), name="sink-watch"))
+        log.info(
+            "publisher_started",
+            redis=redact_url(self.settings.redis.url),
+            exchanges={n: w.cfg.symbols for n, w in self.workers.items()},
+        )
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks.clear()
+        await self.sink.stop(drain_timeout=5.0)
+        with contextlib.suppress(Exception):
+            await self._write_status(final=True)
+        if self._own_redis:
+            with contextlib.suppress(Exception):
+                await self.redis.aclose()
+        self._stopped.set()
+        log.info("publisher_stopped", written=self.sink.stats.written)
+
+    async def __aenter__(self) -> Publisher:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def wait(self) -> None:
+        """Until stopped, or every worker FAILED, or the sink hit a fatal error."""
+        await self._stopped.wait()
+
+    async def _watch_sink(self) -> None:
+        while True:
+            await asyncio.sleep(0.2)
+            self.sink.check()  # a fatal Redis error (auth/ACL) ends the publisher
+            if all(w.state is ConnState.FAILED for w in self.workers.values()):
+                log.error("all_workers_failed")
+                self._stopped.set()
+                return
+
+    def status(self) -> dict[str, Any]:
+        s = self.sink.stats
+        return {
+            "workers": {n: w.status() for n, w in self.workers.items()},
+            "sink": {
+                "accepted": s.accepted,
+                "written": s.written,
+                "pending": self.sink.pending,
+                "overflow": s.overflow,
+                "rejected": s.rejected,
+                "write_errors": s.write_errors,
+                "redis_up": s.redis_up,
+                "last_error": s.last_error,
+            },
+        }
+
+    async def _write_status(self, final: bool = False) -> None:
+        sink = self.status()["sink"]
+        ttl = max(10, int(self.settings.supervisor.status_interval_s * 5))
+        pipe = self.redis.pipeline(transaction=False)
+        for name, w in self.workers.items():
+            st = w.status()
+            st["sink"] = sink
+            st["updated_ms"] = int(time.time() * 1000)
+            st["uptime_s"] = round(time.time() - self._started_at, 1)
+            if final:
+                st["state"] = ConnState.STOPPED.value
+            key = status_key(name)
+            pipe.hset(key, mapping={"state": st["state"], "json": orjson.dumps(st)})
+            pipe.expire(key, ttl)
+        await pipe.execute()
+
+    async def _status_loop(self) -> None:
+        while True:
+            try:
+                await self._write_status()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                err = from_redis(e)
+                if not isinstance(err, RedisUnavailableError):
+                    log.warning("status_write_failed", error=str(err))
+            await asyncio.sleep(self.settings.supervisor.status_interval_s)

@@ -1,0 +1,112 @@
+"""Build the ccxt.pro client for one exchange, with taps that see every parsed message.
+
+CCXT caches trades between two ``watch_*`` calls (``tradesLimit``) and keeps only the
+latest ticker per symbol, so a caller that polls loses data under bursts (see
+docs/ccxt.md). A *tap* subclasses the adapter and hands each structure to us the
+moment CCXT parses it; the ``watch_*`` loops then only hold the subscriptions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import ccxt.pro
+
+from marketbus.errors import UnknownExchangeError
+from marketbus.models import Channel
+from marketbus.settings import ExchangeSettings
+from publisher.endpoints import rebase_urls
+
+OnParsed = Callable[[Channel, dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class Tap:
+    """Wrap ``method`` of the adapter: its result is a structure of ``channel``."""
+
+    method: str
+    channel: Channel
+    accept: Callable[[tuple[Any, ...]], bool] = lambda args: True
+
+
+def _binance_ticker_event(args: tuple[Any, ...]) -> bool:
+    # parse_ws_ticker also parses bookTicker frames (watch_bids_asks): not a 24 h ticker
+    message = args[0] if args else None
+    return isinstance(message, dict) and message.get("e") in ("24hrTicker", "24hrMiniTicker")
+
+
+TAPS: dict[str, tuple[Tap, ...]] = {
+    "binance": (
+        Tap("parse_ws_trade", Channel.TRADES),
+        Tap("parse_ws_ticker", Channel.TICKER, _binance_ticker_event),
+    ),
+}
+
+
+def has_taps(exchange_id: str) -> bool:
+    return exchange_id in TAPS
+
+
+def _tapped_class(base: type[Any], taps: tuple[Tap, ...]) -> type[Any]:
+    namespace: dict[str, Any] = {}
+    for tap in taps:
+        original = getattr(base, tap.method)
+
+        def wrapper(
+            self: Any, *args: Any, _orig: Any = original, _tap: Tap = tap, **kwargs: Any
+        ) -> Any:
+            result = _orig(self, *args, **kwargs)
+            hook: OnParsed | None = self.__dict__.get("_marketbus_on_parsed")
+            if hook is not None and _tap.accept(args):
+                hook(_tap.channel, result)
+            return result
+
+        namespace[tap.method] = wrapper
+    return type(f"Tapped{base.__name__}", (base,), namespace)
+
+
+def ccxt_config(cfg: ExchangeSettings) -> dict[str, Any]:
+    """The config dict for the adapter: our defaults, then ``cfg.options`` (URLs come later)."""
+    options: dict[str, Any] = {
+        # with a tap every trade is seen as parsed, so the cache only costs memory
+        "tradesLimit": cfg.trades_limit or (1_000 if has_taps(cfg.name) else 100_000),
+        "defaultType": "spot",
+        "fetchMarkets": {"types": ["spot"]},
+    }
+    config: dict[str, Any] = {"enableRateLimit": True, "options": options, "newUpdates": True}
+    if cfg.url:
+        config["enableRateLimit"] = False  # a local fake: no 0.25 s per subscribe
+    return _deep_merge(config, cfg.options)
+
+
+def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = (
+            _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        )
+    return out
+
+
+def make_client(cfg: ExchangeSettings, on_parsed: OnParsed | None) -> Any:
+    """A ccxt.pro client for ``cfg``; ``on_parsed`` sees each trade/ticker as it is parsed."""
+    base = getattr(ccxt.pro, cfg.name, None)
+    if base is None:
+        raise UnknownExchangeError(f"exchange {cfg.name!r} is not in ccxt.pro")
+    taps = TAPS.get(cfg.name, ())
+    cls = _tapped_class(base, taps) if taps else base
+    client = cls(ccxt_config(cfg))
+    if cfg.url:
+        client.urls = {**client.urls, "api": rebase_urls(client.urls["api"], cfg.url)}
+    client.__dict__["_marketbus_on_parsed"] = on_parsed if taps else None
+    return client
+
+
+def watch_params(exchange_id: str, channel: Channel, cfg: ExchangeSettings) -> dict[str, Any]:
+    """Extra params for the ``watch_*`` call: which stream to use, where it matters."""
+    if exchange_id == "binance":
+        name = cfg.trade_stream if channel is Channel.TRADES else cfg.ticker_stream
+        return {"name": name}
+    return {}

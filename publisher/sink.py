@@ -1,0 +1,199 @@
+"""The write path: records -> batched, pipelined ``XADD key MAXLEN ~ N`` to Redis.
+
+``put()`` is synchronous and O(1) so CCXT's message handler can call it. A single
+writer task drains the spool in order. While Redis is away the spool holds up to
+``spool_size`` records; past that the oldest are dropped, counted and logged
+(never silently). A batch is removed from the spool only after Redis answered it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from marketbus import codec
+from marketbus.errors import FatalError, RedisAuthError
+from marketbus.keys import DEFAULT_PREFIX, stream_key
+from marketbus.models import Record
+from marketbus.redis_client import from_redis
+
+log = structlog.get_logger("marketbus.sink")
+
+
+@dataclass
+class SinkStats:
+    accepted: int = 0
+    written: int = 0
+    overflow: int = 0
+    rejected: int = 0
+    write_errors: int = 0
+    batches: int = 0
+    last_error: str | None = None
+    redis_up: bool = True
+    per_stream: dict[str, int] = field(default_factory=dict)
+
+
+class StreamSink:
+    """Batches records into pipelined XADDs; survives Redis outages with a bounded spool."""
+
+    def __init__(
+        self,
+        redis: Any,
+        *,
+        maxlen: int = 100_000,
+        batch_size: int = 512,
+        spool_size: int = 200_000,
+        prefix: str = DEFAULT_PREFIX,
+        retry_min_s: float = 0.05,
+        retry_max_s: float = 2.0,
+    ) -> None:
+        self._redis = redis
+        self._maxlen = maxlen
+        self._batch_size = batch_size
+        self._spool_size = max(spool_size, batch_size)
+        self._prefix = prefix
+        self._retry_min_s = retry_min_s
+        self._retry_max_s = retry_max_s
+        self._spool: deque[Record] = deque()
+        self._wake = asyncio.Event()
+        self._keys: dict[tuple[str, str, str], str] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._fatal: BaseException | None = None
+        self._last_overflow_log = 0.0
+        self.stats = SinkStats()
+
+    # -- intake ---------------------------------------------------------------------------
+    def put(self, record: Record) -> None:
+        """Queue one record for writing. Never blocks; overflow drops the oldest, counted."""
+        spool = self._spool
+        if len(spool) >= self._spool_size:
+            spool.popleft()
+            self.stats.overflow += 1
+            now = time.monotonic()
+            if now - self._last_overflow_log > 5:
+                self._last_overflow_log = now
+                log.error(
+                    "spool_overflow",
+                    dropped_total=self.stats.overflow,
+                    spool_size=self._spool_size,
+                    hint="Redis is away or too slow; raise redis.spool_size or fix Redis",
+                )
+        spool.append(record)
+        self.stats.accepted += 1
+        if not self._wake.is_set():
+            self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._spool)
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="marketbus-sink")
+
+    async def stop(self, drain_timeout: float = 5.0) -> None:
+        """Write what is spooled (up to ``drain_timeout``), then stop the writer."""
+        if self._task is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.drain(), drain_timeout)
+        if self._spool:
+            log.warning("sink_stopped_with_pending", pending=len(self._spool))
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def drain(self) -> None:
+        """Wait until everything put so far is written (or the sink failed)."""
+        while self._spool and self._fatal is None:
+            if self._task is None or self._task.done():
+                break
+            await asyncio.sleep(0.005)
+        if self._fatal is not None:
+            raise self._fatal
+
+    async def __aenter__(self) -> StreamSink:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def check(self) -> None:
+        """Raise the writer's fatal error (bad credentials, no permission), if it had one."""
+        if self._fatal is not None:
+            raise self._fatal
+
+    # -- writer ---------------------------------------------------------------------------
+    def _key(self, r: Record) -> str:
+        k = (r.exchange, r.symbol, r.channel)
+        key = self._keys.get(k)
+        if key is None:
+            key = self._keys[k] = stream_key(r.exchange, r.symbol, r.channel, self._prefix)
+        return key
+
+    async def _run(self) -> None:
+        delay = self._retry_min_s
+        while True:
+            if not self._spool:
+                self._wake.clear()
+                await self._wake.wait()
+            n = min(len(self._spool), self._batch_size)
+            batch = [self._spool[i] for i in range(n)]
+            try:
+                await self._write(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                err = from_redis(e)
+                self.stats.write_errors += 1
+                self.stats.last_error = str(err)
+                if isinstance(err, RedisAuthError | FatalError):
+                    self._fatal = err
+                    log.error("sink_fatal", error=str(err))
+                    return
+                if self.stats.redis_up:
+                    log.warning("redis_unavailable", error=str(err), pending=len(self._spool))
+                self.stats.redis_up = False
+                await asyncio.sleep(delay * (0.5 + random.random() / 2))
+                delay = min(delay * 2, self._retry_max_s)
+                continue
+            if not self.stats.redis_up:
+                log.info("redis_back", pending=len(self._spool))
+            self.stats.redis_up = True
+            delay = self._retry_min_s
+            # the spool may have lost its head to overflow while we awaited: drop by identity
+            for r in batch:
+                if self._spool and self._spool[0] is r:
+                    self._spool.popleft()
+
+    async def _write(self, batch: list[Record]) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        keys = []
+        for r in batch:
+            key = self._key(r)
+            keys.append(key)
+            pipe.xadd(key, codec.encode(r), maxlen=self._maxlen, approximate=True)
+        results = await pipe.execute(raise_on_error=False)
+        per = self.stats.per_stream
+        for key, res in zip(keys, results, strict=True):
+            if isinstance(res, Exception):
+                err = from_redis(res)
+                if isinstance(err, RedisAuthError):
+                    raise res
+                self.stats.rejected += 1
+                self.stats.last_error = str(err)
+                log.error("xadd_rejected", stream=key, error=str(res))
+            else:
+                self.stats.written += 1
+                per[key] = per.get(key, 0) + 1
+        self.stats.batches += 1

@@ -1,0 +1,328 @@
+"""One exchange worker: a supervised ccxt.pro session feeding normalized records to a sink.
+
+A session = fresh CCXT client, ``load_markets``, one ``watch_*`` loop per channel and
+chunk of symbols (to hold the subscriptions), and a heartbeat watchdog. Records come
+from the taps (``publisher.ccxt_client``) as CCXT parses them. A session ends only by
+an exception: transient ones are retried by tenacity with capped, jittered
+exponential backoff (reset after a healthy period); fatal ones move to FAILED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
+
+from marketbus.errors import (
+    ExchangeUnavailableError,
+    FatalError,
+    MarketbusError,
+    TransientError,
+    UnknownSymbolError,
+)
+from marketbus.models import Channel, Record
+from marketbus.settings import ExchangeSettings, SupervisorSettings
+from marketbus.symbols import SymbolResolver
+from publisher.ccxt_client import has_taps, make_client, watch_params
+from publisher.errors_map import from_ccxt
+from publisher.normalize import NormalizeError, ticker_from_ccxt, trade_from_ccxt
+from publisher.state import ConnState
+from publisher.trade_ids import TradeIdTracker
+
+log = structlog.get_logger("marketbus.worker")
+
+MAX_SYMBOLS_PER_SUBSCRIBE = 200
+
+
+class RecordSink(Protocol):
+    def put(self, record: Record) -> None: ...
+
+
+class StaleConnectionError(ExchangeUnavailableError):
+    """No frame within the heartbeat interval: the connection is presumed dead."""
+
+
+@dataclass
+class WorkerStats:
+    frames: int = 0
+    records: int = 0
+    invalid: int = 0
+    reconnects: int = 0
+    errors: int = 0
+    last_error: str | None = None
+    last_frame_ns: int = 0
+    transitions: dict[str, int] = field(default_factory=dict)
+
+
+class ExchangeWorker:
+    """Publishes one exchange's markets; ``run()`` until cancelled or FAILED."""
+
+    def __init__(
+        self,
+        cfg: ExchangeSettings,
+        sink: RecordSink,
+        supervisor: SupervisorSettings | None = None,
+        *,
+        client_factory: Callable[..., Any] = make_client,
+    ) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        self._sink = sink
+        self._sup = supervisor or SupervisorSettings()
+        self._client_factory = client_factory
+        self.state = ConnState.DISCONNECTED
+        self.markets: list[str] = []
+        self._market_set: frozenset[str] = frozenset()
+        self.dropped: dict[str, str] = {}
+        self.stats = WorkerStats()
+        self.trade_ids = TradeIdTracker()
+        self._failures = 0
+        self._last_invalid_log = 0.0
+        self._session_started = 0.0
+        self._connected = asyncio.Event()
+        self.log = log.bind(exchange=self.name)
+
+    # -- state ----------------------------------------------------------------------------
+    def _set_state(self, new: ConnState, **kw: Any) -> None:
+        if new is self.state:
+            return
+        old, self.state = self.state, new
+        self.stats.transitions[new.value] = self.stats.transitions.get(new.value, 0) + 1
+        self.log.info("state", old=old.value, new=new.value, **kw)
+        if new is ConnState.CONNECTED:
+            self._connected.set()
+        else:
+            self._connected.clear()
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        await asyncio.wait_for(self._connected.wait(), timeout)
+
+    def status(self) -> dict[str, Any]:
+        """What ``marketbus inspect`` shows and the status key holds."""
+        now = time.time_ns()
+        age = (now - self.stats.last_frame_ns) / 1e9 if self.stats.last_frame_ns else None
+        return {
+            "exchange": self.name,
+            "state": self.state.value,
+            "markets": self.markets,
+            "dropped": self.dropped,
+            "channels": [c.value for c in self.cfg.channels],
+            "last_frame_age_s": None if age is None else round(age, 3),
+            "frames": self.stats.frames,
+            "records": self.stats.records,
+            "invalid": self.stats.invalid,
+            "reconnects": self.stats.reconnects,
+            "errors": self.stats.errors,
+            "last_error": self.stats.last_error,
+            "trade_gaps": self.trade_ids.gaps,
+            "trades_missing": self.trade_ids.missing,
+            "trade_duplicates": self.trade_ids.duplicates,
+        }
+
+    # -- the tap --------------------------------------------------------------------------
+    def _on_frame(self) -> None:
+        self.stats.last_frame_ns = time.time_ns()
+        self.stats.frames += 1
+        if self.state is not ConnState.CONNECTED:
+            self._set_state(ConnState.CONNECTED)
+
+    def _on_parsed(self, channel: Channel, data: dict[str, Any]) -> None:
+        """Called synchronously by CCXT for every parsed trade/ticker: must never raise."""
+        try:
+            symbol = data.get("symbol")
+            if symbol not in self._market_set or channel not in self.cfg.channels:
+                return
+            recv_ns = time.time_ns()
+            record: Record
+            if channel is Channel.TRADES:
+                record = trade_from_ccxt(self.name, data, recv_ns)
+                if not self.trade_ids.admit(record.symbol, record.id):
+                    return
+            else:
+                record = ticker_from_ccxt(self.name, data, recv_ns)
+            self._sink.put(record)
+            self.stats.records += 1
+        except NormalizeError as e:
+            self._invalid(e)
+        except Exception as e:  # never let our bug kill CCXT's receive loop
+            self._invalid(e)
+
+    def _invalid(self, e: Exception) -> None:
+        self.stats.invalid += 1
+        now = time.monotonic()
+        if now - self._last_invalid_log > 5:
+            self._last_invalid_log = now
+            self.log.warning("invalid_record_skipped", error=str(e)[:300], total=self.stats.invalid)
+
+    # -- supervision ----------------------------------------------------------------------
+    def _wait(self, retry_state: RetryCallState) -> float:
+        base = min(
+            self._sup.backoff_max_s, self._sup.backoff_min_s * 2 ** max(self._failures - 1, 0)
+        )
+        delay = min(self._sup.backoff_max_s, base * random.uniform(1.0, 1.5))
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        retry_after = getattr(exc, "retry_after", None)
+        if isinstance(retry_after, int | float) and retry_after > delay:
+            delay = min(float(retry_after), self._sup.backoff_max_s)
+        return delay
+
+    def _before_sleep(self, retry_state: RetryCallState) -> None:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        wait = retry_state.next_action.sleep if retry_state.next_action else 0.0
+        self.stats.reconnects += 1
+        self._set_state(ConnState.RECONNECTING, error=str(exc)[:300], retry_in_s=round(wait, 2))
+
+    async def run(self) -> None:
+        """Run sessions until cancelled; returns when the worker is FAILED."""
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(TransientError),
+            wait=self._wait,
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    await self._supervised_session()
+        except FatalError as e:
+            self.stats.last_error = str(e)
+            self._set_state(ConnState.FAILED, error=str(e))
+        except asyncio.CancelledError:
+            self._set_state(ConnState.STOPPED)
+            raise
+
+    async def _supervised_session(self) -> None:
+        self._session_started = time.monotonic()
+        try:
+            await self._session()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:
+            err = from_ccxt(_first_error(e))
+            self.stats.errors += 1
+            self.stats.last_error = str(err)
+            healthy = time.monotonic() - self._session_started >= self._sup.healthy_after_s
+            self._failures = (
+                1 if healthy and self.state is ConnState.CONNECTED else self._failures + 1
+            )
+            raise err from e
+
+    async def _session(self) -> None:
+        if self.state is ConnState.DISCONNECTED:
+            self._set_state(ConnState.CONNECTING)
+        client = self._client_factory(self.cfg, self._on_parsed)
+        _hook_frames(client, self._on_frame)
+        try:
+            await client.load_markets()
+            if not self.markets:
+                self._resolve(client)
+            async with asyncio.TaskGroup() as tg:
+                for channel in self.cfg.channels:
+                    for chunk in _chunks(self.markets, MAX_SYMBOLS_PER_SUBSCRIBE):
+                        tg.create_task(self._watch(client, channel, chunk))
+                tg.create_task(self._watchdog())
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(client.close())
+
+    def _resolve(self, client: Any) -> None:
+        resolver = SymbolResolver(self.name, client.markets.values())
+        good, bad = resolver.resolve_all(self.cfg.symbols)
+        for err in bad:
+            self.dropped[err.symbol] = str(err)
+            self.log.error("unknown_symbol_dropped", symbol=err.symbol, error=str(err))
+        if not good:
+            raise UnknownSymbolError(self.name, ", ".join(self.cfg.symbols))
+        self.markets = good
+        self._market_set = frozenset(good)
+        self.log.info("markets", markets=good)
+
+    async def _watch(self, client: Any, channel: Channel, symbols: list[str]) -> None:
+        params = watch_params(self.name, channel, self.cfg)
+        tapped = has_taps(self.name)
+        if channel is Channel.TRADES:
+            if client.has.get("watchTradesForSymbols"):
+                while True:
+                    trades = await client.watch_trades_for_symbols(
+                        symbols, None, None, dict(params)
+                    )
+                    if not tapped:
+                        for t in trades:
+                            self._on_parsed(channel, t)
+            else:
+                async with asyncio.TaskGroup() as tg:
+                    for s in symbols:
+                        tg.create_task(self._watch_one_trades(client, s, params, tapped))
+        else:
+            if client.has.get("watchTickers"):
+                while True:
+                    tickers = await client.watch_tickers(symbols, dict(params))
+                    if not tapped:
+                        for t in tickers.values():
+                            self._on_parsed(channel, t)
+            else:
+                async with asyncio.TaskGroup() as tg:
+                    for s in symbols:
+                        tg.create_task(self._watch_one_ticker(client, s, params, tapped))
+
+    async def _watch_one_trades(
+        self, client: Any, symbol: str, params: dict[str, Any], tapped: bool
+    ) -> None:
+        while True:
+            trades = await client.watch_trades(symbol, None, None, dict(params))
+            if not tapped:
+                for t in trades:
+                    self._on_parsed(Channel.TRADES, t)
+
+    async def _watch_one_ticker(
+        self, client: Any, symbol: str, params: dict[str, Any], tapped: bool
+    ) -> None:
+        while True:
+            t = await client.watch_ticker(symbol, dict(params))
+            if not tapped:
+                self._on_parsed(Channel.TICKER, t)
+
+    async def _watchdog(self) -> None:
+        """CCXT never notices a silent socket (or one a malformed frame wedged): we do."""
+        limit_ns = int(self._sup.heartbeat_s * 1e9)
+        started = time.time_ns()
+        while True:
+            await asyncio.sleep(min(1.0, self._sup.heartbeat_s / 4))
+            last = max(self.stats.last_frame_ns, started)
+            if time.time_ns() - last > limit_ns:
+                raise StaleConnectionError(
+                    f"no frame from {self.name} for {self._sup.heartbeat_s:g} s: reconnecting"
+                )
+
+
+def _chunks(items: list[str], n: int) -> list[list[str]]:
+    return [items[i : i + n] for i in range(0, len(items), n)]
+
+
+def _first_error(e: BaseException) -> BaseException:
+    """The first real error inside (nested) exception groups from the TaskGroup."""
+    while isinstance(e, BaseExceptionGroup):
+        inner = [x for x in e.exceptions if not isinstance(x, asyncio.CancelledError)]
+        e = inner[0] if inner else e.exceptions[0]
+    return e
+
+
+def _hook_frames(client: Any, on_frame: Callable[[], None]) -> None:
+    """Count every frame the exchange sends (liveness), before CCXT dispatches it."""
+    original = client.handle_message
+
+    def handle_message(ws_client: Any, message: Any) -> Any:
+        on_frame()
+        return original(ws_client, message)
+
+    client.handle_message = handle_message
+
+
+__all__ = ["ExchangeWorker", "MarketbusError", "StaleConnectionError"]
