@@ -103,7 +103,7 @@ class StreamSink:
         """Write what is spooled (up to ``drain_timeout``), then stop the writer."""
         if self._task is None:
             return
-        with contextlib.suppress(TimeoutError):
+        with contextlib.suppress(TimeoutError, RedisAuthError, FatalError):
             await asyncio.wait_for(self.drain(), drain_timeout)
         if self._spool:
             log.warning("sink_stopped_with_pending", pending=len(self._spool))

@@ -1,0 +1,231 @@
+"""The ``marketbus`` command: publish, tail, inspect, fake-exchange, demo."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from marketbus.errors import MarketbusError
+from marketbus.models import Channel
+
+app = typer.Typer(
+    name="marketbus",
+    help="Real-time crypto market data: exchange -> Redis Streams -> your bots.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+RedisUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--redis-url",
+        help="redis:// or rediss:// URL (no password here: use MARKETBUS_REDIS__PASSWORD "
+        "or --redis-password-file). Default: $REDIS_URL, then the config.",
+    ),
+]
+PasswordFile = Annotated[
+    Path | None, typer.Option("--redis-password-file", help="file holding the Redis password")
+]
+
+
+def _csv(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _fail(e: Exception) -> typer.Exit:
+    typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+    return typer.Exit(2)
+
+
+def _redis_overrides(redis_url: str | None, password_file: Path | None) -> dict[str, Any] | None:
+    url = redis_url or os.environ.get("REDIS_URL")
+    out: dict[str, Any] = {}
+    if url:
+        out["url"] = url
+    if password_file:
+        out["password_file"] = password_file
+    return out or None
+
+
+def _redis_settings(redis_url: str | None, password_file: Path | None) -> Any:
+    from marketbus.settings import load_settings
+
+    over = _redis_overrides(redis_url, password_file)
+    return load_settings(**({"redis": over} if over else {})).redis
+
+
+def _run(coro: Any) -> Any:
+    try:
+        return asyncio.run(coro)
+    except MarketbusError as e:
+        raise _fail(e) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+@app.command()
+def publish(
+    exchange: Annotated[str | None, typer.Option(help="exchange id, e.g. binance")] = None,
+    symbols: Annotated[str | None, typer.Option(help="comma-separated: BTC/USDT,ETHUSDT")] = None,
+    channels: Annotated[str | None, typer.Option(help="comma-separated: ticker,trades")] = None,
+    redis_url: RedisUrl = None,
+    redis_password_file: PasswordFile = None,
+    exchange_url: Annotated[
+        str | None, typer.Option(help="point CCXT's URLs at this host (a fake exchange)")
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML config file")] = None,
+    log_level: Annotated[str, typer.Option()] = "info",
+    log_json: Annotated[bool | None, typer.Option("--log-json/--log-pretty")] = None,
+) -> None:
+    """Run the publisher: exchange websockets -> normalized records -> Redis Streams."""
+    from marketbus import logs
+    from marketbus.settings import load_settings
+
+    logs.configure(log_level, log_json)
+    try:
+        base = load_settings(config)
+        overrides: dict[str, Any] = {}
+        if any(v is not None for v in (exchange, symbols, channels, exchange_url)):
+            first = base.exchanges[0].model_dump()
+            if exchange is not None:
+                first["name"] = exchange
+            if symbols is not None:
+                first["symbols"] = _csv(symbols)
+            if channels is not None:
+                first["channels"] = _csv(channels)
+            if exchange_url is not None:
+                first["url"] = exchange_url
+            overrides["exchanges"] = [first]
+        redis_over = _redis_overrides(redis_url, redis_password_file)
+        if redis_over:
+            overrides["redis"] = {**base.redis.model_dump(exclude={"password"}), **redis_over}
+        settings = load_settings(config, **overrides)
+    except MarketbusError as e:
+        raise _fail(e) from None
+    _run(_publish(settings))
+
+
+async def _publish(settings: Any) -> None:
+    from publisher.app import Publisher
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with Publisher(settings) as p:
+        waiter = asyncio.create_task(p.wait())
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        stopper.cancel()
+        p.sink.check()
+
+
+@app.command()
+def tail(
+    markets: Annotated[
+        list[str] | None, typer.Argument(help="binance:BTC/USDT ... (default: every stream)")
+    ] = None,
+    channels: Annotated[str, typer.Option(help="comma-separated")] = "ticker,trades",
+    redis_url: RedisUrl = None,
+    redis_password_file: PasswordFile = None,
+    json: Annotated[bool, typer.Option("--json", help="one JSON line per record")] = False,
+    count: Annotated[int | None, typer.Option(help="stop after N records")] = None,
+    backfill: Annotated[int, typer.Option(help="entries to load first per stream")] = 100,
+) -> None:
+    """Live view of the latest prices (or --json lines), read through the consumer library."""
+    from marketbus.cli.tail import tail as run_tail
+
+    try:
+        redis = _redis_settings(redis_url, redis_password_file)
+        chans = [Channel(c) for c in _csv(channels) or []]
+    except (MarketbusError, ValueError) as e:
+        raise _fail(e) from None
+    _run(run_tail(redis, list(markets or []), chans, as_json=json, count=count, backfill=backfill))
+
+
+@app.command()
+def inspect(
+    redis_url: RedisUrl = None,
+    redis_password_file: PasswordFile = None,
+    json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The streams in Redis (length, first and last entry decoded) and publisher status."""
+    import orjson
+
+    from marketbus.cli.inspect import inspect as run_inspect
+    from marketbus.cli.inspect import print_inspection
+
+    try:
+        redis = _redis_settings(redis_url, redis_password_file)
+    except MarketbusError as e:
+        raise _fail(e) from None
+    data = _run(run_inspect(redis))
+    if json:
+        sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        print_inspection(data)
+
+
+@app.command()
+def health(
+    exchange: Annotated[str, typer.Option(help="the worker to check")] = "binance",
+    redis_url: RedisUrl = None,
+    redis_password_file: PasswordFile = None,
+    max_age: Annotated[float, typer.Option(help="oldest acceptable last frame, seconds")] = 60.0,
+) -> None:
+    """Exit 0 when the exchange's worker is CONNECTED with a recent frame (for health checks)."""
+    from marketbus.cli.inspect import worker_health
+
+    try:
+        redis = _redis_settings(redis_url, redis_password_file)
+    except MarketbusError as e:
+        raise _fail(e) from None
+    ok, why = _run(worker_health(redis, exchange, max_age))
+    typer.echo(why)
+    raise typer.Exit(0 if ok else 1)
+
+
+@app.command("fake-exchange")
+def fake_exchange(
+    recording: Annotated[
+        Path | None, typer.Option(help="JSONL recording to replay (default: bundled Binance)")
+    ] = None,
+    speed: Annotated[float, typer.Option(help="replay speed-up; 0 = as fast as possible")] = 1.0,
+    loop: Annotated[bool, typer.Option("--loop/--no-loop", help="replay forever")] = False,
+    synthetic: Annotated[
+        int | None, typer.Option(help="generate random-walk data for N symbols instead")
+    ] = None,
+    rate: Annotated[float, typer.Option(help="synthetic frames per second, in total")] = 1000.0,
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """A local exchange speaking the Binance spot protocol (first stdout line: its URL)."""
+    from fake_exchange.cli import run
+
+    run(recording, speed, loop, synthetic, rate, host, port)
+
+
+@app.command()
+def demo(
+    redis_url: RedisUrl = None,
+    offline: Annotated[bool, typer.Option(help="skip the live check, replay at once")] = False,
+    speed: Annotated[float, typer.Option(help="replay speed when offline")] = 1.0,
+) -> None:
+    """Redis + publisher + live view in one process (what `make run` starts)."""
+    from marketbus.cli.demo import default_redis_url
+    from marketbus.cli.demo import demo as run_demo
+
+    _run(run_demo(redis_url or default_redis_url(), offline=offline, speed=speed))
+
+
+__all__ = ["app"]
