@@ -1,0 +1,265 @@
+"""Pure builders of Binance spot payloads.
+
+Everything the fake writes goes through these functions, so the shapes CCXT's parsers meet are
+defined in one place and can be checked without sockets. Prices and sizes are decimal strings
+with 8 places, as Binance sends them.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+Payload = dict[str, Any]
+
+_Q8 = Decimal("0.00000001")
+_Q3 = Decimal("0.001")
+DAY_MS = 86_400_000
+
+
+def fmt(value: Decimal, places: int = 8) -> str:
+    """Format like Binance: fixed point, `places` decimals, no exponent."""
+    quantum = _Q8 if places == 8 else Decimal(1).scaleb(-places)
+    return f"{value.quantize(quantum):f}"
+
+
+def symbol_id(symbol: str) -> str:
+    """'BTC/USDT', 'btcusdt' or 'BTCUSDT' -> 'BTCUSDT' (the exchange id)."""
+    return symbol.replace("/", "").replace("-", "").upper()
+
+
+def stream_name(sym_id: str, channel: str) -> str:
+    """Binance stream names are the lowercase id, '@', then the channel: 'btcusdt@aggTrade'."""
+    return f"{sym_id.lower()}@{channel}"
+
+
+def split_stream(stream: str) -> tuple[str, str]:
+    """'btcusdt@depth@100ms' -> ('BTCUSDT', 'depth@100ms')."""
+    sym, _, channel = stream.partition("@")
+    return sym.upper(), channel
+
+
+def agg_trade(
+    sym_id: str,
+    agg_id: int,
+    price: str,
+    qty: str,
+    first_id: int,
+    last_id: int,
+    trade_ms: int,
+    event_ms: int,
+    buyer_maker: bool,
+) -> Payload:
+    """`<s>@aggTrade` push frame."""
+    return {
+        "e": "aggTrade",
+        "E": event_ms,
+        "s": sym_id,
+        "a": agg_id,
+        "p": price,
+        "q": qty,
+        "f": first_id,
+        "l": last_id,
+        "T": trade_ms,
+        "m": buyer_maker,
+        "M": True,
+    }
+
+
+def trade(
+    sym_id: str,
+    trade_id: int,
+    price: str,
+    qty: str,
+    trade_ms: int,
+    event_ms: int,
+    buyer_maker: bool,
+) -> Payload:
+    """`<s>@trade` push frame (order ids omitted: Binance dropped b/a from this stream in 2024)."""
+    return {
+        "e": "trade",
+        "E": event_ms,
+        "s": sym_id,
+        "t": trade_id,
+        "p": price,
+        "q": qty,
+        "T": trade_ms,
+        "m": buyer_maker,
+        "M": True,
+    }
+
+
+def book_ticker(
+    sym_id: str, update_id: int, bid: str, bid_qty: str, ask: str, ask_qty: str
+) -> Payload:
+    """`<s>@bookTicker` push frame: spot sends no event type and no event time."""
+    return {"u": update_id, "s": sym_id, "b": bid, "B": bid_qty, "a": ask, "A": ask_qty}
+
+
+def depth_update(
+    sym_id: str,
+    first_update: int,
+    final_update: int,
+    bids: list[list[str]],
+    asks: list[list[str]],
+    event_ms: int,
+) -> Payload:
+    """`<s>@depth@100ms` diff frame."""
+    return {
+        "e": "depthUpdate",
+        "E": event_ms,
+        "s": sym_id,
+        "U": first_update,
+        "u": final_update,
+        "b": bids,
+        "a": asks,
+    }
+
+
+def ticker_24hr(
+    sym_id: str,
+    event_ms: int,
+    *,
+    last: Decimal,
+    last_qty: Decimal,
+    open_: Decimal,
+    high: Decimal,
+    low: Decimal,
+    base_volume: Decimal,
+    quote_volume: Decimal,
+    bid: Decimal,
+    bid_qty: Decimal,
+    ask: Decimal,
+    ask_qty: Decimal,
+    first_trade: int,
+    last_trade: int,
+    count: int,
+) -> Payload:
+    """`<s>@ticker` push frame (e=24hrTicker); change, percent and vwap are computed here."""
+    change = last - open_
+    percent = (change * 100 / open_) if open_ else Decimal(0)
+    vwap = (quote_volume / base_volume) if base_volume else last
+    return {
+        "e": "24hrTicker",
+        "E": event_ms,
+        "s": sym_id,
+        "p": fmt(change),
+        "P": fmt(percent, 3),
+        "w": fmt(vwap),
+        "x": fmt(open_),
+        "c": fmt(last),
+        "Q": fmt(last_qty),
+        "b": fmt(bid),
+        "B": fmt(bid_qty),
+        "a": fmt(ask),
+        "A": fmt(ask_qty),
+        "o": fmt(open_),
+        "h": fmt(high),
+        "l": fmt(low),
+        "v": fmt(base_volume),
+        "q": fmt(quote_volume),
+        "O": event_ms - DAY_MS,
+        "C": event_ms,
+        "F": first_trade,
+        "L": last_trade,
+        "n": count,
+    }
+
+
+def mini_ticker(sym_id: str, event_ms: int, full: Payload) -> Payload:
+    """`<s>@miniTicker` push frame, cut from a full 24hrTicker so both always agree."""
+    return {
+        "e": "24hrMiniTicker",
+        "E": event_ms,
+        "s": sym_id,
+        "c": full["c"],
+        "o": full["o"],
+        "h": full["h"],
+        "l": full["l"],
+        "v": full["v"],
+        "q": full["q"],
+    }
+
+
+def rest_agg_trade(frame: Payload) -> Payload:
+    """`GET /api/v3/aggTrades` row from an aggTrade push frame."""
+    return {
+        "a": frame["a"],
+        "p": frame["p"],
+        "q": frame["q"],
+        "f": frame["f"],
+        "l": frame["l"],
+        "T": frame["T"],
+        "m": frame["m"],
+        "M": frame.get("M", True),
+    }
+
+
+def rest_ticker(frame: Payload) -> Payload:
+    """`GET /api/v3/ticker/24hr` body from the last 24hrTicker push frame of a symbol."""
+    return {
+        "symbol": frame["s"],
+        "priceChange": frame["p"],
+        "priceChangePercent": frame["P"],
+        "weightedAvgPrice": frame["w"],
+        "prevClosePrice": frame["x"],
+        "lastPrice": frame["c"],
+        "lastQty": frame["Q"],
+        "bidPrice": frame["b"],
+        "bidQty": frame["B"],
+        "askPrice": frame["a"],
+        "askQty": frame["A"],
+        "openPrice": frame["o"],
+        "highPrice": frame["h"],
+        "lowPrice": frame["l"],
+        "volume": frame["v"],
+        "quoteVolume": frame["q"],
+        "openTime": frame["O"],
+        "closeTime": frame["C"],
+        "firstId": frame["F"],
+        "lastId": frame["L"],
+        "count": frame["n"],
+    }
+
+
+def exchange_info_symbol(sym_id: str, base: str, quote: str) -> Payload:
+    """A spot exchangeInfo entry for a symbol the recording does not have (synthetic names)."""
+    return {
+        "symbol": sym_id,
+        "status": "TRADING",
+        "baseAsset": base,
+        "baseAssetPrecision": 8,
+        "quoteAsset": quote,
+        "quotePrecision": 8,
+        "quoteAssetPrecision": 8,
+        "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET"],
+        "icebergAllowed": True,
+        "ocoAllowed": True,
+        "isSpotTradingAllowed": True,
+        "isMarginTradingAllowed": False,
+        "filters": [
+            {
+                "filterType": "PRICE_FILTER",
+                "minPrice": "0.00000001",
+                "maxPrice": "1000000.00000000",
+                "tickSize": "0.00000001",
+            },
+            {
+                "filterType": "LOT_SIZE",
+                "minQty": "0.00000001",
+                "maxQty": "9000000.00000000",
+                "stepSize": "0.00000001",
+            },
+        ],
+        "permissions": ["SPOT"],
+    }
+
+
+def error_body(code: int, msg: str) -> Payload:
+    """Binance REST error body: {"code": -1121, "msg": "Invalid symbol."}."""
+    return {"code": code, "msg": msg}
+
+
+def ws_error(code: int, msg: str, request_id: Any) -> Payload:
+    """Binance websocket control error: {"error": {"code": 2, "msg": ...}, "id": N}."""
+    return {"error": {"code": code, "msg": msg}, "id": request_id}

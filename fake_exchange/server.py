@@ -1,0 +1,437 @@
+"""The fake Binance spot server: websocket fan-out of a frame source, REST, faults.
+
+Each connection owns a bounded queue and one writer task, so frames reach a socket in the order
+they were produced and a slow reader slows the player (backpressure) instead of losing frames.
+Every frame actually written is logged in `sent` for tests to compare with what CCXT returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import itertools
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from fake_exchange import binance_frames as bf
+from fake_exchange.binance_frames import Payload
+from fake_exchange.ccxt_config import ccxt_config
+from fake_exchange.faults import Faults
+from fake_exchange.market_state import MarketState
+from fake_exchange.protocol import parse_control, stream_ok, streams_from_path
+from fake_exchange.rest import RestApi, fault_middleware
+from fake_exchange.sources import FrameSource, unified_symbols
+
+log = logging.getLogger("fake_exchange")
+
+_YIELD_EVERY = 256
+"""Events published back to back before the player yields to the loop (fast mode)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SentFrame:
+    """One data frame written to one socket."""
+
+    conn_id: int
+    stream: str
+    payload: Payload
+    sent_ns: int
+
+
+@dataclass(slots=True)
+class _Out:
+    """A queued write: text (+ stream/payload for the sent log), or a flush marker."""
+
+    text: str = ""
+    stream: str | None = None
+    payload: Payload | None = None
+    marker: asyncio.Future[None] | None = None
+
+
+@dataclass(eq=False)
+class _Connection:
+    conn_id: int
+    ws: web.WebSocketResponse
+    request: web.Request
+    combined: bool
+    queue: asyncio.Queue[_Out]
+    streams: set[str] = field(default_factory=set)
+    writer: asyncio.Task[None] | None = None
+    closed: bool = False
+
+
+class State(enum.Enum):
+    NEW = "new"
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+class FakeExchange:
+    """Binance spot, on 127.0.0.1, close enough that `ccxt.pro.binance` works unchanged."""
+
+    def __init__(
+        self,
+        source: FrameSource,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        autoplay: bool = True,
+        *,
+        queue_size: int = 10_000,
+        sent_limit: int = 1_000_000,
+    ) -> None:
+        self.source = source
+        self.host = host
+        self.port = port
+        self.autoplay = autoplay
+        self.faults = Faults(self)
+        self.state = State.NEW
+        self._queue_size = queue_size
+        self._sent_limit = sent_limit
+        self._sent: list[SentFrame] = []
+        self._conns: dict[int, _Connection] = {}
+        self._subs: dict[str, set[_Connection]] = {}
+        self._ids = itertools.count(1)
+        self._sub_waiters: list[asyncio.Future[None]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._player: asyncio.Task[None] | None = None
+        self._runner: web.AppRunner | None = None
+        self._market: MarketState | None = None
+        self._symbol_ids: frozenset[str] = frozenset()
+        self._markets: list[str] = []
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Load the source, bind, and (with autoplay) start playing."""
+        if self.state is not State.NEW:
+            raise RuntimeError(f"FakeExchange cannot start from state {self.state.value}")
+        await asyncio.to_thread(self.source.prepare)
+        info = self.source.exchange_info()
+        self._market = MarketState(self.source.snapshots())
+        self._symbol_ids = frozenset(s["symbol"] for s in info["symbols"])
+        self._markets = sorted(unified_symbols(info).values())
+        app = web.Application(middlewares=[fault_middleware(self.faults)])
+        app.add_routes(RestApi(info, self._state).routes())
+        app.add_routes(
+            [
+                web.get("/ws", self._ws_handler),
+                web.get("/ws/{tail:.*}", self._ws_handler),
+                web.get("/stream", self._ws_handler),
+            ]
+        )
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        try:
+            site = web.TCPSite(self._runner, self.host, self.port)
+            await site.start()
+        except BaseException:
+            await self._runner.cleanup()
+            raise
+        self.port = self._runner.addresses[0][1]
+        self.state = State.RUNNING
+        log.info("fake exchange listening on %s (%d symbols)", self.base_url, len(self._markets))
+        if self.autoplay:
+            self.play()
+
+    async def stop(self) -> None:
+        """Stop playing, close every socket (1001 going away), unbind."""
+        if self.state is not State.RUNNING:
+            self.state = State.STOPPED
+            return
+        self.state = State.STOPPED
+        if self._player is not None and not self._player.done():
+            self._player.cancel()
+            await asyncio.wait([self._player])
+        for conn in list(self._conns.values()):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.ws.close(code=1001, message=b"server stopping"), 2)
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=2)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        log.info("fake exchange stopped")
+
+    async def __aenter__(self) -> FakeExchange:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------------ public helpers
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.port}/ws"
+
+    def ccxt_config(self) -> dict[str, Any]:
+        """Config for `ccxt.pro.binance(...)`: every url -> this fake, spot, no rate limit."""
+        return ccxt_config(self.base_url, self.ws_url)
+
+    @property
+    def markets(self) -> list[str]:
+        """Unified symbols ('BASE/QUOTE') of every exchangeInfo entry served."""
+        return list(self._markets)
+
+    @property
+    def sent(self) -> list[SentFrame]:
+        """Data frames written to sockets, oldest first (trimmed past `sent_limit`)."""
+        return self._sent
+
+    def subscribed_streams(self) -> set[str]:
+        return {s for s, conns in self._subs.items() if conns}
+
+    async def wait_subscribed(self, streams: Iterable[str], timeout: float = 10.0) -> None:
+        """Return once every stream is subscribed by some connection."""
+        want = set(streams)
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(timeout):
+            while not want <= self.subscribed_streams():
+                fut: asyncio.Future[None] = loop.create_future()
+                self._sub_waiters.append(fut)
+                await fut
+
+    def play(self) -> None:
+        """Start the source (idempotent)."""
+        if self.state is not State.RUNNING:
+            raise RuntimeError("play() needs a started FakeExchange")
+        if self._player is None:
+            self._player = asyncio.create_task(self._play(), name="fake-exchange-player")
+
+    async def wait_done(self, timeout: float | None = None) -> None:
+        """Until a finite source is exhausted and every frame it produced was written."""
+        if self._player is None:
+            raise RuntimeError("wait_done() before play()")
+        async with asyncio.timeout(timeout):
+            await asyncio.shield(self._player)
+            await self._flush(list(self._conns.values()))
+
+    async def send_burst(self, targets: Sequence[str], n: int) -> list[Payload]:
+        """Write `n` aggTrades round-robin over symbols, back to back, ids continuing."""
+        syms = [self._resolve_symbol(t) for t in targets]
+        if not syms:
+            raise ValueError("send_burst needs at least one symbol")
+        now_ms = int(time.time() * 1000)
+        frames: list[Payload] = []
+        touched: set[_Connection] = set()
+        for i in range(n):
+            sym = syms[i % len(syms)]
+            frame = self._state().next_burst_trade(sym, now_ms)
+            frames.append(frame)
+            touched.update(await self._fanout(bf.stream_name(sym, "aggTrade"), frame))
+        await self._flush(list(touched))
+        return frames
+
+    # ------------------------------------------------------------------ FaultTarget
+
+    def close_connections(self, abrupt: bool) -> int:
+        conns = list(self._conns.values())
+        for conn in conns:
+            transport = conn.request.transport
+            if abrupt and transport is not None:
+                transport.abort()
+            else:
+                self._spawn(conn.ws.close(code=1000, message=b"closed by fake exchange"))
+        log.info("closed %d connections (abrupt=%s)", len(conns), abrupt)
+        return len(conns)
+
+    def inject_raw(self, texts: list[str]) -> int:
+        conns = [c for c in self._conns.values() if not c.closed]
+        for conn in conns:
+            for text in texts:
+                self._put_nowait(conn, _Out(text))
+        return len(conns)
+
+    # ------------------------------------------------------------------ internals
+
+    def _state(self) -> MarketState:
+        if self._market is None:
+            raise RuntimeError("FakeExchange not started")
+        return self._market
+
+    def _resolve_symbol(self, target: str) -> str:
+        sym = bf.split_stream(target)[0] if "@" in target else bf.symbol_id(target)
+        if sym not in self._symbol_ids:
+            raise ValueError(f"unknown symbol {target!r}")
+        return sym
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _notify_subscribed(self) -> None:
+        waiters, self._sub_waiters = self._sub_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    async def _play(self) -> None:
+        loop = asyncio.get_running_loop()
+        target = loop.time()
+        streak = 0
+        count = 0
+        for ev in self.source.events(lambda: int(time.time() * 1000)):
+            target += ev.delay
+            stall = self.faults.stalled_for()
+            while stall > 0:
+                await asyncio.sleep(stall)
+                target += stall
+                stall = self.faults.stalled_for()
+            wait = target - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                streak = 0
+            else:
+                streak += 1
+                if streak >= _YIELD_EVERY:
+                    await asyncio.sleep(0)
+                    streak = 0
+            self._state().observe(ev.stream, ev.payload)
+            await self._fanout(ev.stream, ev.payload)
+            count += 1
+        log.info("source exhausted after %d events", count)
+
+    async def _fanout(self, stream: str, payload: Payload) -> list[_Connection]:
+        conns = self._subs.get(stream)
+        if not conns:
+            return []
+        raw: str | None = None
+        envelope: str | None = None
+        targets = [c for c in conns if not c.closed]
+        for conn in targets:
+            if conn.combined:
+                if envelope is None:
+                    envelope = orjson.dumps({"stream": stream, "data": payload}).decode()
+                text = envelope
+            else:
+                if raw is None:
+                    raw = orjson.dumps(payload).decode()
+                text = raw
+            out = _Out(text, stream, payload)
+            try:
+                conn.queue.put_nowait(out)
+            except asyncio.QueueFull:
+                await conn.queue.put(out)
+        return targets
+
+    def _put_nowait(self, conn: _Connection, out: _Out) -> None:
+        try:
+            conn.queue.put_nowait(out)
+        except asyncio.QueueFull:
+            log.warning("connection %d queue full, control frame dropped", conn.conn_id)
+
+    async def _flush(self, conns: list[_Connection]) -> None:
+        """Wait until everything queued so far on these connections was written."""
+        loop = asyncio.get_running_loop()
+        markers: list[asyncio.Future[None]] = []
+        for conn in conns:
+            if conn.closed:
+                continue
+            marker: asyncio.Future[None] = loop.create_future()
+            await conn.queue.put(_Out(marker=marker))
+            markers.append(marker)
+        if markers:
+            await asyncio.gather(*markers)
+
+    async def _writer(self, conn: _Connection) -> None:
+        while True:
+            out = await conn.queue.get()
+            if out.marker is not None:
+                if not out.marker.done():
+                    out.marker.set_result(None)
+                continue
+            stall = self.faults.stalled_for()
+            while stall > 0:
+                await asyncio.sleep(stall)
+                stall = self.faults.stalled_for()
+            try:
+                await conn.ws.send_str(out.text)
+            except ConnectionError:
+                return
+            if out.payload is not None and out.stream is not None:
+                self._record(SentFrame(conn.conn_id, out.stream, out.payload, time.time_ns()))
+
+    def _record(self, frame: SentFrame) -> None:
+        self._sent.append(frame)
+        if len(self._sent) > self._sent_limit:
+            del self._sent[: len(self._sent) - self._sent_limit // 2]
+
+    def _subscribe(self, conn: _Connection, streams: list[str]) -> None:
+        for s in streams:
+            conn.streams.add(s)
+            self._subs.setdefault(s, set()).add(conn)
+        self._notify_subscribed()
+
+    def _unsubscribe(self, conn: _Connection, streams: Iterable[str]) -> None:
+        for s in list(streams):
+            conn.streams.discard(s)
+            subs = self._subs.get(s)
+            if subs is not None:
+                subs.discard(conn)
+                if not subs:
+                    del self._subs[s]
+
+    async def _ws_handler(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(compress=False, autoping=True, max_msg_size=1 << 20)
+        await ws.prepare(request)
+        combined = request.path.startswith("/stream")
+        conn = _Connection(next(self._ids), ws, request, combined, asyncio.Queue(self._queue_size))
+        self._conns[conn.conn_id] = conn
+        conn.writer = asyncio.create_task(self._writer(conn), name=f"ws-writer-{conn.conn_id}")
+        log.debug("ws connection %d on %s", conn.conn_id, request.path_qs)
+        initial = streams_from_path(request.path, request.query.get("streams"))
+        # streams named in the url are subscribed when valid, skipped otherwise
+        known = self._symbol_ids.__contains__
+        self._subscribe(conn, [s for s in initial if stream_ok(s, known)])
+        try:
+            async for msg in ws:
+                if msg.type == web.WSMsgType.TEXT:
+                    self._on_control(conn, msg.data)
+        finally:
+            await self._drop(conn)
+        return ws
+
+    def _on_control(self, conn: _Connection, text: str) -> None:
+        ctl = parse_control(text, self._symbol_ids.__contains__)
+        if ctl.method == "SUBSCRIBE":
+            self._subscribe(conn, ctl.streams)
+        elif ctl.method == "UNSUBSCRIBE":
+            self._unsubscribe(conn, ctl.streams)
+        elif ctl.method == "LIST_SUBSCRIPTIONS":
+            ctl.reply = {"result": sorted(conn.streams), "id": ctl.request_id}
+        if ctl.reply is not None:
+            self._put_nowait(conn, _Out(orjson.dumps(ctl.reply).decode()))
+
+    async def _drop(self, conn: _Connection) -> None:
+        conn.closed = True
+        self._conns.pop(conn.conn_id, None)
+        self._unsubscribe(conn, set(conn.streams))
+        if conn.writer is not None:
+            conn.writer.cancel()
+            await asyncio.wait([conn.writer])
+        while not conn.queue.empty():
+            out = conn.queue.get_nowait()
+            if out.marker is not None and not out.marker.done():
+                out.marker.set_result(None)
+        log.debug("ws connection %d closed", conn.conn_id)
+
+
+__all__ = ["FakeExchange", "SentFrame", "State"]
