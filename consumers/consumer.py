@@ -31,6 +31,7 @@ from consumers.columns import COLUMNS, row
 from consumers.markets import plan
 from consumers.ringbuffer import RingBuffer
 from marketbus import codec
+from marketbus.aio import cancel_and_wait
 from marketbus.errors import ConfigError, DecodeError, RedisAuthError
 from marketbus.keys import StreamKey, parse_stream_key, stream_pattern
 from marketbus.models import Channel, Record
@@ -103,6 +104,7 @@ class Consumer:
         self._buffer_last: dict[str, tuple[int, int]] = {}
         self._callbacks: list[Callback] = []
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._ready = asyncio.Event()
         self.stats = ConsumerStats()
         self._last_invalid_log = 0.0
@@ -153,10 +155,13 @@ class Consumer:
         self._ready.set()
 
     async def stop(self) -> None:
+        """Stop reading. A blocking XREAD can swallow a cancellation inside redis-py, so the
+        loop is also told to stop and its sockets are closed under it."""
+        self._stopping = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            if not self._task.done():
+                await self._disconnect()
+            await cancel_and_wait(self._task, 2.0, self._disconnect)
             self._task = None
         if self._owns_redis:
             with contextlib.suppress(Exception):
@@ -172,6 +177,11 @@ class Consumer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    async def _disconnect(self) -> None:
+        pool = getattr(self.redis, "connection_pool", None)
+        if pool is not None:
+            await pool.disconnect()
 
     async def run(self) -> None:
         """Wait for the reader (raises its fatal error, e.g. bad credentials)."""
@@ -250,6 +260,8 @@ class Consumer:
             )  # fmt: skip
 
     async def _on_error(self, e: Exception, delay: float) -> float:
+        if self._stopping:
+            raise asyncio.CancelledError
         err = from_redis(e)
         if isinstance(err, RedisAuthError):
             raise err from e
@@ -262,7 +274,7 @@ class Consumer:
     # -- plain mode -----------------------------------------------------------------------
     async def _plain_loop(self) -> None:
         delay = 0.05
-        while True:
+        while not self._stopping:
             try:
                 resp = await self.redis.xread(
                     streams=dict(self.last_ids), count=self.count, block=self.block_ms
@@ -293,7 +305,7 @@ class Consumer:
         own_pending = {k: "0" for k in self.keys}
         delay = 0.05
         next_claim = 0.0
-        while True:
+        while not self._stopping:
             try:
                 if time.monotonic() >= next_claim:
                     await self._reclaim()

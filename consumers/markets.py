@@ -25,7 +25,10 @@ def plan(
     A symbol without a slash (``BTCUSDT``) is matched against the streams that exist
     (``known``), so ``binance:btcusdt`` finds ``BTC/USDT``.
     """
-    chans = [Channel(c) for c in channels]
+    try:
+        chans = [Channel(c) for c in channels]
+    except ValueError as e:
+        raise ConfigError(f"channels: {e}; use {[c.value for c in Channel]}") from e
     if not chans:
         raise ConfigError("channels: needs at least one channel")
     loose = {(k.exchange, k.symbol.replace("/", "")): k.symbol for k in known}
@@ -35,7 +38,11 @@ def plan(
         if "/" not in symbol:
             symbol = loose.get((exchange, symbol), symbol)
         for ch in chans:
-            out[stream_key(exchange, symbol, ch)] = StreamKey(exchange, symbol, ch)
+            try:
+                key = stream_key(exchange, symbol, ch)
+            except ValueError as e:
+                raise ConfigError(f"markets: {e}") from e
+            out[key] = StreamKey(exchange, symbol, ch)
     if not out:
         raise ConfigError("markets: needs at least one market like 'binance:BTC/USDT'")
     return out

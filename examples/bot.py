@@ -1,6 +1,6 @@
 """An example bot: follows markets through the consumer library and prints a line per second.
 
-    REDIS_URL=redis://localhost:6379/0 MARKETS=binance:BTC/USDT python examples/bot.py
+REDIS_URL=redis://localhost:6379/0 MARKETS=binance:BTC/USDT python examples/bot.py
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ async def main() -> None:
                 exchange, symbol = m.split(":", 1)
                 t = c.buffer(exchange, symbol, "ticker").last()
                 if t is not None:
-                    print(f"{m} bid {t['bid']} ask {t['ask']} last {t['last']} trades seen {trades}")
+                    print(
+                        f"{m} bid {t['bid']} ask {t['ask']} last {t['last']} trades seen {trades}"
+                    )
 
 
 if __name__ == "__main__":

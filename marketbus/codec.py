@@ -20,7 +20,7 @@ from typing import Any
 import msgpack
 
 from marketbus.errors import DecodeError, SchemaVersionError
-from marketbus.models import SCHEMA_VERSION, Channel, Record, Ticker, Trade
+from marketbus.models import INT64_MAX, SCHEMA_VERSION, Channel, Record, Ticker, Trade
 
 DATA_FIELD = "d"
 HUMAN_FIELD = "h"
@@ -43,17 +43,20 @@ _packer = msgpack.Packer(use_bin_type=True)
 
 def pack(record: Record) -> bytes:
     """The ``d`` field: msgpack array of the record."""
+    out: bytes
     if isinstance(record, Trade):
-        return _packer.pack(
+        out = _packer.pack(
             [SCHEMA_VERSION, KIND_TRADE, record.exchange, record.symbol, record.ts_ms,
              record.recv_ns, record.id, record.price, record.amount, record.side]
         )  # fmt: skip
-    return _packer.pack(
+        return out
+    out = _packer.pack(
         [SCHEMA_VERSION, KIND_TICKER, record.exchange, record.symbol, record.ts_ms,
          record.recv_ns, record.last, record.bid, record.ask, record.bid_size, record.ask_size,
          record.open, record.high, record.low, record.close, record.base_volume,
          record.quote_volume]
     )  # fmt: skip
+    return out
 
 
 def iso_ms(ts_ms: int) -> str:
@@ -116,8 +119,8 @@ def unpack(data: bytes) -> tuple[Channel, list[Any]]:
     if not isinstance(arr, list) or len(arr) < _HEAD:
         raise DecodeError("payload is not a marketbus record array")
     version = arr[0]
-    if version != SCHEMA_VERSION:
-        if isinstance(version, int) and not isinstance(version, bool):
+    if type(version) is not int or version != SCHEMA_VERSION:
+        if type(version) is int:
             raise SchemaVersionError(
                 f"entry has schema version {version}, this marketbus reads {SCHEMA_VERSION}"
             )
@@ -141,8 +144,13 @@ def _check_head(arr: list[Any]) -> None:
     _, _, exchange, symbol, ts_ms, recv_ns = arr[:_HEAD]
     if not isinstance(exchange, str) or not exchange or not isinstance(symbol, str) or not symbol:
         raise DecodeError("exchange and symbol must be non-empty strings")
-    if not _is_int(ts_ms) or not _is_int(recv_ns) or ts_ms < 0 or recv_ns < 0:
-        raise DecodeError("ts_ms and recv_ns must be non-negative integers")
+    if (
+        not _is_int(ts_ms)
+        or not _is_int(recv_ns)
+        or not (0 <= ts_ms <= INT64_MAX)
+        or not (0 <= recv_ns <= INT64_MAX)
+    ):
+        raise DecodeError("ts_ms and recv_ns must be integers in 0..2**63-1")
 
 
 def _num(v: object, name: str, *, optional: bool, positive: bool) -> None:
@@ -177,13 +185,13 @@ def _check_ticker(arr: list[Any]) -> None:
 
 def from_values(channel: Channel, arr: list[Any]) -> Record:
     """A model from checked values (no second validation: :func:`unpack` did it)."""
-    head = dict(exchange=arr[2], symbol=arr[3], ts_ms=arr[4], recv_ns=arr[5])
+    head: dict[str, Any] = dict(exchange=arr[2], symbol=arr[3], ts_ms=arr[4], recv_ns=arr[5])
     if channel is Channel.TRADES:
         tid, price, amount, side = arr[_HEAD:]
         return Trade.model_construct(
             **head, id=tid, price=float(price), amount=float(amount), side=side
         )
-    vals = {
+    vals: dict[str, Any] = {
         k: (None if v is None else float(v))
         for k, v in zip(TICKER_FIELDS, arr[_HEAD:], strict=True)
     }

@@ -28,14 +28,19 @@ def stream_key(
     ch = Channel(channel)
     if not exchange or not symbol:
         raise ValueError("exchange and symbol must be non-empty")
-    if any(c in exchange + symbol for c in "{}"):
-        raise ValueError(f"braces are not allowed in exchange or symbol: {exchange!r} {symbol!r}")
+    if any(c in exchange + symbol for c in "{}") or ":" in exchange:
+        raise ValueError(
+            f"braces (and ':' in the exchange) are not allowed: {exchange!r} {symbol!r}"
+        )
     return f"{prefix}:{{{exchange}:{symbol}}}:{ch.value}"
 
 
 def parse_stream_key(key: str | bytes, prefix: str = DEFAULT_PREFIX) -> StreamKey:
     """Inverse of :func:`stream_key`; raises :class:`DecodeError` for a foreign key."""
-    text = key.decode() if isinstance(key, bytes) else key
+    try:
+        text = key.decode() if isinstance(key, bytes) else key
+    except UnicodeDecodeError as e:
+        raise DecodeError(f"not a marketbus stream key: {key!r}") from e
     head = f"{prefix}:{{"
     if not text.startswith(head):
         raise DecodeError(f"not a marketbus stream key: {text!r}")

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION = 1
+INT64_MAX = 2**63 - 1  # times are int64 columns in consumers' buffers
 
 
 class Channel(StrEnum):
@@ -39,8 +40,8 @@ class _Record(BaseModel):
 
     exchange: str = Field(min_length=1, max_length=64)
     symbol: str = Field(min_length=1, max_length=128)
-    ts_ms: int = Field(ge=0, description="exchange event time, ms since epoch")
-    recv_ns: int = Field(ge=0, description="our receive time, ns since epoch")
+    ts_ms: int = Field(ge=0, le=INT64_MAX, description="exchange event time, ms since epoch")
+    recv_ns: int = Field(ge=0, le=INT64_MAX, description="our receive time, ns since epoch")
 
 
 class Ticker(_Record):

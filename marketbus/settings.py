@@ -13,7 +13,12 @@ from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from marketbus.errors import ConfigError
 from marketbus.models import Channel
@@ -106,7 +111,7 @@ class SupervisorSettings(_Frozen):
 class Settings(BaseSettings):
     """Everything a publisher needs."""
 
-    model_config = ConfigDict(  # type: ignore[assignment]
+    model_config = SettingsConfigDict(
         frozen=True,
         extra="forbid",
         env_prefix="MARKETBUS_",

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 import structlog
 
+from marketbus.aio import cancel_and_wait
 from marketbus.errors import RedisAuthError, RedisUnavailableError
 from marketbus.keys import status_key
 from marketbus.redis_client import connect, from_redis
@@ -74,11 +75,7 @@ class Publisher:
         )
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await asyncio.gather(*(cancel_and_wait(t, 5.0) for t in self._tasks))
         self._tasks.clear()
         await self.sink.stop(drain_timeout=5.0)
         with contextlib.suppress(Exception):

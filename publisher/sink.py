@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 
 from marketbus import codec
+from marketbus.aio import cancel_and_wait
 from marketbus.errors import FatalError, RedisAuthError
 from marketbus.keys import DEFAULT_PREFIX, stream_key
 from marketbus.models import Record
@@ -107,10 +108,13 @@ class StreamSink:
             await asyncio.wait_for(self.drain(), drain_timeout)
         if self._spool:
             log.warning("sink_stopped_with_pending", pending=len(self._spool))
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await cancel_and_wait(self._task, 2.0, self._disconnect)
         self._task = None
+
+    async def _disconnect(self) -> None:
+        pool = getattr(self._redis, "connection_pool", None)
+        if pool is not None:
+            await pool.disconnect()
 
     async def drain(self) -> None:
         """Wait until everything put so far is written (or the sink failed)."""
@@ -180,9 +184,18 @@ class StreamSink:
         pipe = self._redis.pipeline(transaction=False)
         keys = []
         for r in batch:
-            key = self._key(r)
+            try:
+                key = self._key(r)
+                fields = codec.encode(r)
+            except Exception as e:  # a record we cannot encode is skipped, never fatal
+                self.stats.rejected += 1
+                self.stats.last_error = f"unencodable record: {e}"
+                log.error("record_unencodable", error=str(e)[:300])
+                continue
             keys.append(key)
-            pipe.xadd(key, codec.encode(r), maxlen=self._maxlen, approximate=True)
+            pipe.xadd(key, fields, maxlen=self._maxlen, approximate=True)
+        if not keys:
+            return
         results = await pipe.execute(raise_on_error=False)
         per = self.stats.per_stream
         for key, res in zip(keys, results, strict=True):

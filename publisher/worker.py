@@ -171,7 +171,7 @@ class ExchangeWorker:
         retry_after = getattr(exc, "retry_after", None)
         if isinstance(retry_after, int | float) and retry_after > delay:
             delay = min(float(retry_after), self._sup.backoff_max_s)
-        return delay
+        return float(delay)
 
     def _before_sleep(self, retry_state: RetryCallState) -> None:
         exc = retry_state.outcome.exception() if retry_state.outcome else None

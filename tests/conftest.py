@@ -39,6 +39,9 @@ async def fake_redis() -> AsyncIterator[Any]:
 @pytest.fixture(autouse=True)
 def _plain_logs() -> None:
     structlog.configure(
-        processors=[structlog.processors.add_log_level, structlog.dev.ConsoleRenderer(colors=False)],
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.dev.ConsoleRenderer(colors=False),
+        ],
         cache_logger_on_first_use=False,
     )

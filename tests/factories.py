@@ -5,7 +5,9 @@ from __future__ import annotations
 from marketbus.models import Ticker, Trade
 
 
-def trade(i: int, symbol: str = "BTC/USDT", exchange: str = "binance", price: float = 100.0) -> Trade:
+def trade(
+    i: int, symbol: str = "BTC/USDT", exchange: str = "binance", price: float = 100.0
+) -> Trade:
     return Trade(
         exchange=exchange,
         symbol=symbol,

@@ -59,8 +59,9 @@ class RedisServer:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"redis-server exited with {self.proc.returncode}: {cmd}")
-            with contextlib.suppress(OSError), socket.create_connection(
-                ("127.0.0.1", self.port), timeout=0.2
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
             ):
                 return
             time.sleep(0.02)
@@ -91,4 +92,4 @@ def running_redis(*args: str) -> Iterator[RedisServer]:
         server.close()
 
 
-__all__ = ["RedisServer", "free_port", "running_redis", "os"]
+__all__ = ["RedisServer", "free_port", "os", "running_redis"]

@@ -60,7 +60,7 @@ def _redis_settings(redis_url: str | None, password_file: Path | None) -> Any:
     from marketbus.settings import load_settings
 
     over = _redis_overrides(redis_url, password_file)
-    return load_settings(**({"redis": over} if over else {})).redis
+    return load_settings(None, **({"redis": over} if over else {})).redis
 
 
 def _run(coro: Any) -> Any:

@@ -98,7 +98,13 @@ async def demo(
             publisher = await astack.enter_async_context(Publisher(settings))
             markets = [f"binance:{s}" for s in exchange["symbols"]]
             tail_task = asyncio.create_task(
-                tail(settings.redis, markets, [Channel.TICKER, Channel.TRADES], title=title, stop=stop)
+                tail(
+                    settings.redis,
+                    markets,
+                    [Channel.TICKER, Channel.TRADES],
+                    title=title,
+                    stop=stop,
+                )
             )
             pub_task = asyncio.create_task(publisher.wait())
             await asyncio.wait({tail_task, pub_task, asyncio.create_task(stop.wait())},

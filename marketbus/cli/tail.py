@@ -85,7 +85,9 @@ async def tail(
                 await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             else:
                 con = console or Console()
-                with Live(render(c.buffers, meter, title), console=con, refresh_per_second=4) as live:
+                with Live(
+                    render(c.buffers, meter, title), console=con, refresh_per_second=4
+                ) as live:
                     while not any(w.done() for w in waiters):
                         live.update(render(c.buffers, meter, title))
                         await asyncio.sleep(0.25)

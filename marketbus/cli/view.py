@@ -63,9 +63,7 @@ def render(
         spread = "-"
         if bid and ask and not (math.isnan(bid) or math.isnan(ask)):
             spread = f"{(ask - bid) / ((ask + bid) / 2) * 1e4:.1f}"
-        ts = max(
-            (r["ts_ms"] for r in (t, last_trade) if r is not None), default=None
-        )
+        ts = max((r["ts_ms"] for r in (t, last_trade) if r is not None), default=None)
         age = "-" if ts is None else f"{max(now - ts / 1000, 0):.1f}s"
         table.add_row(
             f"{exchange}:{symbol}", _f(last), _f(bid), _f(ask), spread,

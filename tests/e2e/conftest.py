@@ -88,3 +88,18 @@ def make_pipeline(redis_server: RedisServer) -> Any:
         return pipeline(redis_server, source, symbols, **kw)
 
     return make
+
+
+@pytest.fixture(autouse=True)
+async def loop_errors() -> AsyncIterator[list[dict[str, Any]]]:
+    """Fail a test when anything reached the event loop's exception handler.
+
+    CCXT's receive loop dies silently when a message handler raises (only this handler
+    sees it), so an error here is a lost stream, never noise.
+    """
+    seen: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, ctx: seen.append(ctx))
+    yield seen
+    loop.set_exception_handler(None)
+    assert not seen, [f"{c.get('message')}: {c.get('exception')!r}" for c in seen]

@@ -82,7 +82,10 @@ async def test_synthetic_steady_rate_for_ten_seconds(make_pipeline: Any) -> None
 
 
 async def test_burst_of_20000_trades_on_10_markets_loses_nothing(make_pipeline: Any) -> None:
-    symbols = [f"{b}/USDT" for b in ("BTC", "ETH", "BNB", "XRP", "SOL", "ADA", "DOGE", "LTC", "DOT", "LINK")]
+    symbols = [
+        f"{b}/USDT"
+        for b in ("BTC", "ETH", "BNB", "XRP", "SOL", "ADA", "DOGE", "LTC", "DOT", "LINK")
+    ]
     source = SyntheticSource(symbols, rate=1, total=0, channels=("aggTrade",))
     async with make_pipeline(source, symbols, play=False) as p:
         await p.fx.send_burst(symbols, 20_000)

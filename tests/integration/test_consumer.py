@@ -36,10 +36,14 @@ async def until(cond: Any, timeout: float = 5.0) -> None:
             await asyncio.sleep(0.01)
 
 
-async def test_backfill_then_follow_without_gaps_or_repeats(redis: aioredis.Redis, redis_server: Any) -> None:
+async def test_backfill_then_follow_without_gaps_or_repeats(
+    redis: aioredis.Redis, redis_server: Any
+) -> None:
     await add(redis, [trade(i) for i in range(50)])
     seen: list[Record] = []
-    async with Consumer(redis_server.url, ["binance:BTC/USDT"], ["trades"], backfill=10, block_ms=50) as c:
+    async with Consumer(
+        redis_server.url, ["binance:BTC/USDT"], ["trades"], backfill=10, block_ms=50
+    ) as c:
         c.on_record(seen.append)
         buf = c.buffer("binance", "BTC/USDT", "trades")
         assert buf.latest(100).column("id").to_pylist() == [str(i) for i in range(40, 50)]
@@ -63,7 +67,9 @@ async def test_buffer_values_and_times(redis: aioredis.Redis, redis_server: Any)
     assert t[1]["entry_ms"] == int(ids[1].split(b"-")[0])
 
 
-async def test_async_callbacks_and_callback_errors_do_not_stop_the_feed(redis: aioredis.Redis, redis_server: Any) -> None:
+async def test_async_callbacks_and_callback_errors_do_not_stop_the_feed(
+    redis: aioredis.Redis, redis_server: Any
+) -> None:
     got: list[str] = []
 
     async def slow(r: Record) -> None:
@@ -73,7 +79,9 @@ async def test_async_callbacks_and_callback_errors_do_not_stop_the_feed(redis: a
             raise RuntimeError("bot bug")
         got.append(r.id)
 
-    async with Consumer(redis_server.url, ["binance:BTC/USDT"], ["trades"], backfill=0, block_ms=50) as c:
+    async with Consumer(
+        redis_server.url, ["binance:BTC/USDT"], ["trades"], backfill=0, block_ms=50
+    ) as c:
         c.on_record(slow)
         await add(redis, [trade(i) for i in range(6)])
         await until(lambda: len(got) == 5)
@@ -81,7 +89,9 @@ async def test_async_callbacks_and_callback_errors_do_not_stop_the_feed(redis: a
     assert got == ["0", "1", "2", "4", "5"]
 
 
-async def test_corrupt_and_foreign_entries_are_counted_and_skipped(redis: aioredis.Redis, redis_server: Any) -> None:
+async def test_corrupt_and_foreign_entries_are_counted_and_skipped(
+    redis: aioredis.Redis, redis_server: Any
+) -> None:
     await redis.xadd(TRADES, {"d": b"\xc1garbage"})
     await redis.xadd(TRADES, {"hello": "world"})
     await redis.xadd(TRADES, codec.encode(ticker(1)))  # a ticker in a trades stream
@@ -95,7 +105,9 @@ async def test_consumer_reconnects_and_continues_after_redis_restart() -> None:
     with running_redis("--appendonly", "yes", "--appendfsync", "always") as server:
         writer = aioredis.Redis.from_url(server.url)
         await add(writer, [trade(i) for i in range(10)])
-        async with Consumer(server.url, ["binance:BTC/USDT"], ["trades"], backfill=100, block_ms=100) as c:
+        async with Consumer(
+            server.url, ["binance:BTC/USDT"], ["trades"], backfill=100, block_ms=100
+        ) as c:
             buf = c.buffer("binance", "BTC/USDT", "trades")
             server.restart()
             await writer.aclose()
@@ -115,7 +127,9 @@ async def test_wrong_password_is_a_clear_error() -> None:
                 pass
 
 
-async def test_group_members_share_work_and_ack_once(redis: aioredis.Redis, redis_server: Any) -> None:
+async def test_group_members_share_work_and_ack_once(
+    redis: aioredis.Redis, redis_server: Any
+) -> None:
     seen: dict[str, list[str]] = {"a": [], "b": []}
     kw: dict[str, Any] = dict(backfill=0, block_ms=50, count=5, group="bots")
     async with Consumer(redis_server.url, ["binance:BTC/USDT"], ["trades"], name="a", **kw) as a, \
@@ -130,7 +144,9 @@ async def test_group_members_share_work_and_ack_once(redis: aioredis.Redis, redi
     assert pending["pending"] == 0
 
 
-async def test_group_reclaims_entries_of_a_dead_member(redis: aioredis.Redis, redis_server: Any) -> None:
+async def test_group_reclaims_entries_of_a_dead_member(
+    redis: aioredis.Redis, redis_server: Any
+) -> None:
     await redis.xgroup_create(TRADES, "bots", id="$", mkstream=True)
     await add(redis, [trade(i) for i in range(20)])
     # "dead" reads 20 entries and dies before acknowledging any
@@ -145,7 +161,9 @@ async def test_group_reclaims_entries_of_a_dead_member(redis: aioredis.Redis, re
     assert (await redis.xpending(TRADES, "bots"))["pending"] == 0
 
 
-async def test_group_member_rereads_its_own_pending_after_restart(redis: aioredis.Redis, redis_server: Any) -> None:
+async def test_group_member_rereads_its_own_pending_after_restart(
+    redis: aioredis.Redis, redis_server: Any
+) -> None:
     await redis.xgroup_create(TRADES, "bots", id="$", mkstream=True)
     await add(redis, [trade(i) for i in range(5)])
     await redis.xreadgroup("bots", "bot-1", {TRADES: ">"}, count=5)  # read, crashed, no ack

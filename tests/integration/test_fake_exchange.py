@@ -49,7 +49,7 @@ async def binance(fx: FakeExchange, **options: Any) -> AsyncIterator[Any]:
 async def until(pred: Callable[[], bool], timeout: float = WAIT) -> None:
     """Poll a condition on ccxt's caches (ccxt offers no event to wait on)."""
     async with asyncio.timeout(timeout):
-        while not pred():  # noqa: ASYNC110 - polling state owned by ccxt
+        while not pred():
             await asyncio.sleep(0.02)
 
 

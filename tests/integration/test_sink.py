@@ -27,7 +27,9 @@ async def test_records_land_in_order_per_stream(redis: aioredis.Redis) -> None:
     entries = await redis.xrange(stream_key("binance", "BTC/USDT", "trades"))
     assert [codec.decode_fields(f).id for _, f in entries] == [str(i) for i in range(100)]
     tick = await redis.xrange(stream_key("binance", "ETH/USDT", "ticker"))
-    assert [codec.decode_fields(f) for _, f in tick] == [ticker(i, symbol="ETH/USDT") for i in range(100)]
+    assert [codec.decode_fields(f) for _, f in tick] == [
+        ticker(i, symbol="ETH/USDT") for i in range(100)
+    ]
     assert sink.stats.written == 200 and sink.stats.overflow == 0
 
 
@@ -65,7 +67,10 @@ async def test_outage_spools_then_writes_everything_in_order() -> None:
         server.start()
         await asyncio.wait_for(sink.drain(), 20)
         await sink.stop()
-        ids = [codec.decode_fields(f).id for _, f in await client.xrange(stream_key("binance", "BTC/USDT", "trades"))]
+        ids = [
+            codec.decode_fields(f).id
+            for _, f in await client.xrange(stream_key("binance", "BTC/USDT", "trades"))
+        ]
         await client.aclose()
     assert ids == [str(i) for i in range(150)]
 

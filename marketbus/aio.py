@@ -1,0 +1,42 @@
+"""Small asyncio helpers for clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+log = structlog.get_logger("marketbus.aio")
+
+
+async def cancel_and_wait(
+    task: asyncio.Task[object] | asyncio.Task[None],
+    timeout: float = 2.0,
+    on_stuck: Callable[[], Awaitable[object]] | None = None,
+) -> None:
+    """Cancel ``task`` and wait for it, at most ``timeout`` seconds per attempt.
+
+    A cancellation can be swallowed deep inside a library (a blocking Redis read whose
+    timeout fires at the same moment); then ``on_stuck`` (e.g. closing the sockets)
+    breaks the wait and we cancel once more. Never hangs a shutdown.
+    """
+    if task.done():
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            task.result()
+        return
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if not done:
+        log.warning("task_ignored_cancel", task=task.get_name())
+        if on_stuck is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(on_stuck(), timeout)
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        if not done:
+            log.error("task_left_running", task=task.get_name())
+            return
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        task.result()
