@@ -59,13 +59,24 @@ def pack(record: Record) -> bytes:
     return out
 
 
+_iso_cache: tuple[int, str] = (-1, "")
+
+
 def iso_ms(ts_ms: int) -> str:
-    """``2021-10-12T00:28:43.963Z``: exchange time as text for the human field."""
-    try:
-        dt = datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
-    except (OverflowError, OSError, ValueError):
-        return str(ts_ms)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts_ms % 1000:03d}Z"
+    """``2021-10-12T00:28:43.963Z``: exchange time as text for the human field.
+
+    Records arrive in time order, so the formatted second is cached: one strftime a second.
+    """
+    global _iso_cache
+    sec, ms = divmod(ts_ms, 1000)
+    cached_sec, prefix = _iso_cache
+    if sec != cached_sec:
+        try:
+            prefix = datetime.fromtimestamp(sec, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        except (OverflowError, OSError, ValueError):
+            return str(ts_ms)
+        _iso_cache = (sec, prefix)
+    return f"{prefix}{ms:03d}Z"
 
 
 def _fmt(v: float | None) -> str:
@@ -176,11 +187,17 @@ def _check_trade(arr: list[Any]) -> None:
         raise DecodeError(f"trade side must be buy, sell or nil, got {side!r}")
 
 
+_TICKER_POSITIVE = tuple("volume" not in n and "size" not in n for n in TICKER_FIELDS)
+
+
 def _check_ticker(arr: list[Any]) -> None:
     if len(arr) != _HEAD + len(TICKER_FIELDS):
         raise DecodeError(f"ticker record has {len(arr)} values, expected {_HEAD + 11}")
-    for name, v in zip(TICKER_FIELDS, arr[_HEAD:], strict=True):
-        _num(v, name, optional=True, positive="volume" not in name and "size" not in name)
+    for i, v in enumerate(arr[_HEAD:]):
+        # fast path: the common case is a finite float in range
+        if v is None or (type(v) is float and 0.0 < v < math.inf):
+            continue
+        _num(v, TICKER_FIELDS[i], optional=True, positive=_TICKER_POSITIVE[i])
 
 
 def from_values(channel: Channel, arr: list[Any]) -> Record:
