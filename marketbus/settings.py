@@ -123,7 +123,10 @@ class Settings(BaseSettings):
     supervisor: SupervisorSettings = SupervisorSettings()
     log_level: str = "info"
     log_json: bool | None = None
-    metrics_port: int | None = Field(None, ge=0, le=65535)
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="serve /healthz, /readyz, /metrics here"
+    )
+    metrics_host: str = "127.0.0.1"
 
     @field_validator("exchanges")
     @classmethod

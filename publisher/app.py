@@ -19,6 +19,7 @@ from marketbus.errors import RedisAuthError, RedisUnavailableError
 from marketbus.keys import status_key
 from marketbus.redis_client import connect, from_redis
 from marketbus.settings import Settings, redact_url
+from publisher.http import OpsServer
 from publisher.sink import StreamSink
 from publisher.state import ConnState
 from publisher.worker import ExchangeWorker
@@ -41,6 +42,7 @@ class Publisher:
             e.name: ExchangeWorker(e, self.sink, settings.supervisor) for e in settings.exchanges
         }
         self._tasks: list[asyncio.Task[None]] = []
+        self.ops: OpsServer | None = None
         self._stopped = asyncio.Event()
         self._started_at = time.time()
 
@@ -63,6 +65,10 @@ class Publisher:
 
     async def start(self) -> None:
         await self.check_redis()
+        if self.settings.metrics_port is not None:
+            self.ops = OpsServer(self, self.settings.metrics_port, self.settings.metrics_host)
+            await self.ops.start()
+            log.info("ops_endpoints", url=f"http://{self.settings.metrics_host}:{self.ops.port}")
         await self.sink.start()
         for w in self.workers.values():
             self._tasks.append(asyncio.create_task(w.run(), name=f"worker-{w.name}"))
@@ -78,6 +84,9 @@ class Publisher:
         await asyncio.gather(*(cancel_and_wait(t, 5.0) for t in self._tasks))
         self._tasks.clear()
         await self.sink.stop(drain_timeout=5.0)
+        if self.ops is not None:
+            await self.ops.stop()
+            self.ops = None
         with contextlib.suppress(Exception):
             await self._write_status(final=True)
         if self._own_redis:

@@ -69,6 +69,7 @@ class StreamSink:
         self._fatal: BaseException | None = None
         self._last_overflow_log = 0.0
         self.stats = SinkStats()
+        self.last_lag_ms: float | None = None
 
     # -- intake ---------------------------------------------------------------------------
     def put(self, record: Record) -> None:
@@ -210,3 +211,4 @@ class StreamSink:
                 self.stats.written += 1
                 per[key] = per.get(key, 0) + 1
         self.stats.batches += 1
+        self.last_lag_ms = time.time() * 1000 - batch[-1].ts_ms

@@ -1,0 +1,131 @@
+"""Operator endpoints: ``/healthz``, ``/readyz`` and Prometheus ``/metrics``.
+
+Metrics are read from the workers' and sink's own counters at scrape time (a custom
+collector), so the hot path pays nothing for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from publisher.state import ConnState
+
+if TYPE_CHECKING:
+    from publisher.app import Publisher
+
+STATES = [s.value for s in ConnState]
+
+
+class PublisherCollector(Collector):
+    """Exposes a publisher's counters as Prometheus metrics."""
+
+    def __init__(self, publisher: Publisher) -> None:
+        self._p = publisher
+
+    def collect(self) -> Iterator[Any]:
+        frames = CounterMetricFamily("marketbus_frames", "frames received", labels=["exchange"])
+        records = CounterMetricFamily("marketbus_records", "records published", labels=["exchange"])
+        invalid = CounterMetricFamily(
+            "marketbus_invalid", "records skipped as invalid", labels=["exchange"]
+        )
+        reconnects = CounterMetricFamily("marketbus_reconnects", "reconnects", labels=["exchange"])
+        errors = CounterMetricFamily("marketbus_errors", "session errors", labels=["exchange"])
+        gaps = CounterMetricFamily(
+            "marketbus_trade_gaps", "trade id gaps seen", labels=["exchange"]
+        )
+        state = GaugeMetricFamily(
+            "marketbus_state", "1 for the current state", labels=["exchange", "state"]
+        )
+        age = GaugeMetricFamily(
+            "marketbus_last_frame_age_seconds", "since the last frame", labels=["exchange"]
+        )
+        for name, w in self._p.workers.items():
+            st = w.status()
+            frames.add_metric([name], st["frames"])
+            records.add_metric([name], st["records"])
+            invalid.add_metric([name], st["invalid"])
+            reconnects.add_metric([name], st["reconnects"])
+            errors.add_metric([name], st["errors"])
+            gaps.add_metric([name], st["trade_gaps"])
+            for s in STATES:
+                state.add_metric([name, s], 1.0 if st["state"] == s else 0.0)
+            if st["last_frame_age_s"] is not None:
+                age.add_metric([name], st["last_frame_age_s"])
+        yield from (frames, records, invalid, reconnects, errors, gaps, state, age)
+        sink = self._p.sink.stats
+        yield CounterMetricFamily("marketbus_written", "records written to Redis", value=sink.written)
+        yield CounterMetricFamily(
+            "marketbus_spool_overflow", "records dropped: spool full", value=sink.overflow
+        )
+        yield CounterMetricFamily(
+            "marketbus_write_errors", "failed Redis writes", value=sink.write_errors
+        )
+        yield GaugeMetricFamily(
+            "marketbus_spool_size", "records waiting for Redis", value=self._p.sink.pending
+        )
+        yield GaugeMetricFamily(
+            "marketbus_redis_up", "1 when the last write succeeded", value=float(sink.redis_up)
+        )
+        lag = self._p.sink.last_lag_ms
+        if lag is not None:
+            yield GaugeMetricFamily(
+                "marketbus_publish_lag_ms",
+                "exchange event time to Redis write, last batch",
+                value=lag,
+            )
+
+
+def make_app(publisher: Publisher) -> web.Application:
+    registry = CollectorRegistry()
+    registry.register(PublisherCollector(publisher))
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    async def readyz(_: web.Request) -> web.Response:
+        status = publisher.status()
+        ready = status["sink"]["redis_up"] and all(
+            w["state"] == ConnState.CONNECTED.value for w in status["workers"].values()
+        )
+        return web.Response(
+            body=orjson.dumps({"ready": ready, **status}),
+            status=200 if ready else 503,
+            content_type="application/json",
+        )
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry), content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+class OpsServer:
+    """The endpoints on ``host:port`` for the publisher's lifetime."""
+
+    def __init__(self, publisher: Publisher, port: int, host: str = "0.0.0.0") -> None:
+        self._runner = web.AppRunner(make_app(publisher), access_log=None)
+        self._host = host
+        self._port = port
+        self.port: int | None = None
+
+    async def start(self) -> None:
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else self._port
+
+    async def stop(self) -> None:
+        await self._runner.cleanup()
