@@ -211,8 +211,7 @@ class Consumer:
                 continue
             self.last_ids[key] = entries[0][0].decode()
             if n:
-                for entry_id, fields in reversed(entries):
-                    await self._ingest(key, entry_id, fields, callbacks=False)
+                self._ingest_batch(key, list(reversed(entries)))
 
     async def _create_groups(self) -> None:
         for key in self.keys:
@@ -248,6 +247,31 @@ class Consumer:
                 if inspect.isawaitable(res):
                     await res
         return True
+
+    def _ingest_batch(self, key: str, entries: list[tuple[bytes, dict[Any, Any]]]) -> None:
+        """No callbacks: decode a whole XREAD batch and append it to the buffer at once."""
+        sk = self.keys[key]
+        last = self._buffer_last.get(key)
+        rows = []
+        valid = 0
+        unpack, data_of = codec.unpack, codec.data_of
+        for entry_id, fields in entries:
+            try:
+                channel, values = unpack(data_of(fields))
+                if channel is not sk.channel:
+                    raise DecodeError(f"a {channel.value} record in a {sk.channel.value} stream")
+            except DecodeError as e:
+                self._invalid(key, entry_id, e)
+                continue
+            valid += 1
+            idt = _id_tuple(entry_id)
+            if last is None or idt > last:  # a buffer never holds one entry id twice
+                rows.append(row(channel, values, entry_id))
+                last = idt
+        self.stats.received += valid
+        if rows:
+            self._buffers[sk].extend(rows)
+            self._buffer_last[key] = last  # type: ignore[assignment]
 
     def _invalid(self, key: str, entry_id: bytes, e: Exception) -> None:
         self.stats.invalid += 1
@@ -287,6 +311,10 @@ class Consumer:
             delay = 0.05
             for raw_key, entries in _items(resp):
                 key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
+                if not self._callbacks and entries:
+                    self._ingest_batch(key, entries)
+                    self.last_ids[key] = entries[-1][0].decode()
+                    continue
                 for entry_id, fields in entries:
                     try:
                         await self._ingest(key, entry_id, fields)
