@@ -16,8 +16,8 @@ from consumers import Consumer
 from marketbus import codec
 from marketbus.errors import RedisAuthError
 from marketbus.keys import stream_key
-from marketbus.settings import RedisSettings
 from marketbus.redis_client import connect
+from marketbus.settings import RedisSettings
 from publisher.sink import StreamSink
 from tests.factories import trade
 from tests.redis_server import RedisServer
@@ -153,6 +153,6 @@ async def test_tls_with_a_self_signed_certificate(tls_server: tuple[RedisServer,
 
 async def test_tls_refuses_an_untrusted_server(tls_server: tuple[RedisServer, Path]) -> None:
     server, _ = tls_server
-    with pytest.raises(Exception, match="(?i)certificate|ssl"):
+    with pytest.raises(Exception, match=r"(?i)certificate|ssl"):
         async with Consumer(server.url, ["binance:BTC/USDT"]):
             pass
