@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
 
 from consumers.columns import COLUMNS, row
 from consumers.markets import plan
@@ -150,8 +152,7 @@ class Consumer:
                 await self._create_groups()
         except Exception as e:
             raise from_redis(e) from e
-        loop = self._group_loop() if self.group is not None else self._plain_loop()
-        self._task = asyncio.create_task(loop, name="marketbus-consumer")
+        self._task = asyncio.create_task(self._run_loops(), name="marketbus-consumer")
         self._ready.set()
 
     async def stop(self) -> None:
@@ -295,13 +296,35 @@ class Consumer:
         await asyncio.sleep(delay * (0.5 + random.random() / 2))
         return min(delay * 2, 5.0)
 
+    def _read_groups(self) -> list[list[str]]:
+        """Keys read together by one blocking command: all of them on a standalone Redis;
+        on a cluster, one group per hash slot (a multi-key XREAD must stay in one slot)."""
+        if not self._is_cluster():
+            return [list(self.keys)]
+        by_slot: dict[int, list[str]] = {}
+        for k in self.keys:
+            by_slot.setdefault(key_slot(k.encode()), []).append(k)
+        return list(by_slot.values())
+
+    def _is_cluster(self) -> bool:
+        return isinstance(self.redis, RedisCluster)
+
+    async def _run_loops(self) -> None:
+        groups = self._read_groups()
+        async with asyncio.TaskGroup() as tg:
+            for keys in groups:
+                loop = self._group_loop(keys) if self.group is not None else self._plain_loop(keys)
+                tg.create_task(loop)
+
     # -- plain mode -----------------------------------------------------------------------
-    async def _plain_loop(self) -> None:
+    async def _plain_loop(self, keys: list[str]) -> None:
         delay = 0.05
         while not self._stopping:
             try:
                 resp = await self.redis.xread(
-                    streams=dict(self.last_ids), count=self.count, block=self.block_ms
+                    streams={k: self.last_ids[k] for k in keys},
+                    count=self.count,
+                    block=self.block_ms,
                 )
             except asyncio.CancelledError:
                 raise
@@ -327,16 +350,16 @@ class Consumer:
         log.error("callback_failed", stream=key, id=entry_id.decode(), error=repr(e)[:300])
 
     # -- group mode -----------------------------------------------------------------------
-    async def _group_loop(self) -> None:
+    async def _group_loop(self, keys: list[str]) -> None:
         assert self.group is not None and self.name is not None
         # first our own pending entries (a restart after a crash), then new ones
-        own_pending = {k: "0" for k in self.keys}
+        own_pending = {k: "0" for k in keys}
         delay = 0.05
         next_claim = 0.0
         while not self._stopping:
             try:
                 if time.monotonic() >= next_claim:
-                    await self._reclaim()
+                    await self._reclaim(keys)
                     next_claim = time.monotonic() + max(self.reclaim_idle_ms / 4000, 0.05)
                 if own_pending:
                     resp = await self.redis.xreadgroup(
@@ -351,7 +374,7 @@ class Consumer:
                     resp = await self.redis.xreadgroup(
                         self.group,
                         self.name,
-                        streams={k: ">" for k in self.keys},
+                        streams={k: ">" for k in keys},
                         count=self.count,
                         block=self.block_ms,
                     )
@@ -383,9 +406,9 @@ class Consumer:
                 await self.redis.xack(key, self.group, *acks)
                 self.stats.acked += len(acks)
 
-    async def _reclaim(self) -> None:
+    async def _reclaim(self, keys: list[str]) -> None:
         """Take over entries another member left pending longer than ``reclaim_idle_ms``."""
-        for key in self.keys:
+        for key in keys:
             start = "0-0"
             while True:
                 res = await self.redis.xautoclaim(
