@@ -30,7 +30,7 @@ def running_cluster(masters: int = 3) -> Iterator[list[RedisServer]]:
                     ["redis-cli", "-p", str(n.port), "CLUSTER", "INFO"],
                     capture_output=True,
                     text=True,
-                ).stdout  # fmt: skip
+                ).stdout
                 for n in nodes
             ]
             if all("cluster_state:ok" in s for s in states):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
 
 import pytest
+import redis.asyncio as aioredis
 
 from consumers import Consumer
 from fake_exchange import FakeExchange, SyntheticSource
@@ -47,9 +47,9 @@ async def test_publisher_and_consumer_on_a_cluster() -> None:
             for ch in ("ticker", "trades"):
                 key = stream_key("binance", s, ch)
                 for n in nodes:
-                    out = subprocess.run(["redis-cli", "-p", str(n.port), "EXISTS", key],
-                                         capture_output=True, text=True).stdout.strip()  # fmt: skip
-                    if out == "1":
+                    node = aioredis.Redis(port=n.port)
+                    if await node.exists(key):
                         owners.setdefault(s, set()).add(n.port)
+                    await node.aclose()
         assert all(len(ports) == 1 for ports in owners.values()), owners
         assert len(set().union(*owners.values())) >= 2
