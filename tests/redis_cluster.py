@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import random
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -10,9 +12,23 @@ from collections.abc import Iterator
 from tests.redis_server import RedisServer
 
 
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free and valid too."""
+    for _ in range(200):
+        port = random.randint(20_000, 50_000)
+        try:
+            for p in (port, port + 10_000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
 @contextlib.contextmanager
 def running_cluster(masters: int = 3) -> Iterator[list[RedisServer]]:
-    nodes = [RedisServer() for _ in range(masters)]
+    nodes = [RedisServer(port=_cluster_port()) for _ in range(masters)]
     try:
         for n in nodes:
             n.args = ["--cluster-enabled", "yes", "--cluster-config-file", str(n.dir / "nodes.conf"),
