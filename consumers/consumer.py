@@ -21,7 +21,7 @@ import contextlib
 import inspect
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,13 +29,14 @@ import structlog
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
+from consumers.candles import CandleBuilder
 from consumers.columns import COLUMNS, row
 from consumers.markets import plan
 from consumers.ringbuffer import RingBuffer
 from marketbus import codec
 from marketbus.aio import cancel_and_wait
 from marketbus.errors import ConfigError, DecodeError, RedisAuthError
-from marketbus.keys import StreamKey, parse_stream_key, stream_pattern
+from marketbus.keys import StreamKey, parse_stream_key, stream_key, stream_pattern
 from marketbus.models import Channel, Record
 from marketbus.redis_client import connect, from_redis
 from marketbus.settings import RedisSettings
@@ -79,6 +80,7 @@ class Consumer:
         count: int = 1000,
         reclaim_idle_ms: int = 30_000,
         start_ids: dict[str, str] | None = None,
+        candles: Sequence[str | int] = (),
     ) -> None:
         if (group is None) != (name is None):
             raise ConfigError(
@@ -105,6 +107,8 @@ class Consumer:
         self._buffers: dict[StreamKey, RingBuffer] = {}
         self._buffer_last: dict[str, tuple[int, int]] = {}
         self._callbacks: list[Callback] = []
+        self._candle_intervals = tuple(candles)
+        self._candles: dict[str, CandleBuilder] = {}
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._ready = asyncio.Event()
@@ -132,6 +136,16 @@ class Consumer:
             raise KeyError(f"not following {exchange}:{symbol} {Channel(channel).value}")
         return buf
 
+    def candles(self, exchange: str, symbol: str) -> CandleBuilder:
+        """OHLCV candles built from this market's trades (``Consumer(..., candles=["1m"])``)."""
+        key = stream_key(exchange.lower(), symbol.upper().replace("-", "/"), Channel.TRADES)
+        builder = self._candles.get(key)
+        if builder is None:
+            raise KeyError(
+                f"no candles for {exchange}:{symbol}: pass candles=[...] and follow its trades"
+            )
+        return builder
+
     @property
     def buffers(self) -> dict[StreamKey, RingBuffer]:
         return dict(self._buffers)
@@ -142,10 +156,12 @@ class Consumer:
         except Exception as e:
             raise from_redis(e) from e
         self.keys = plan(self._markets, self._channels, known)
-        for sk in self.keys.values():
+        for key, sk in self.keys.items():
             self._buffers[sk] = RingBuffer(
                 COLUMNS[sk.channel], capacity=self.capacity, time_column="ts_ms"
             )
+            if self._candle_intervals and sk.channel is Channel.TRADES:
+                self._candles[key] = CandleBuilder(self._candle_intervals)
         try:
             await self._backfill()
             if self.group is not None:
@@ -239,8 +255,12 @@ class Consumer:
         idt = _id_tuple(entry_id)
         last = self._buffer_last.get(key)
         if last is None or idt > last:  # a buffer never holds one entry id twice
-            self._buffers[sk].append(row(channel, values, entry_id))
+            r = row(channel, values, entry_id)
+            self._buffers[sk].append(r)
             self._buffer_last[key] = idt
+            builder = self._candles.get(key)
+            if builder is not None:
+                builder.add_trade(r[0], r[3], r[4])
         if callbacks and self._callbacks:
             record = codec.from_values(channel, values)
             for cb in self._callbacks:
@@ -272,6 +292,10 @@ class Consumer:
         self.stats.received += valid
         if rows:
             self._buffers[sk].extend(rows)
+            builder = self._candles.get(key)
+            if builder is not None:
+                for r in rows:
+                    builder.add_trade(r[0], r[3], r[4])
             self._buffer_last[key] = last  # type: ignore[assignment]
 
     def _invalid(self, key: str, entry_id: bytes, e: Exception) -> None:
@@ -332,6 +356,7 @@ class Consumer:
                 delay = await self._on_error(e, delay)
                 continue
             delay = 0.05
+            self._advance_candles()
             for raw_key, entries in _items(resp):
                 key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
                 if not self._callbacks and entries:
@@ -344,6 +369,13 @@ class Consumer:
                     except Exception as e:  # a bot's callback bug must not stop the feed
                         self._callback_error(key, entry_id, e)
                     self.last_ids[key] = entry_id.decode()
+
+    def _advance_candles(self) -> None:
+        """Close candles whose interval ended, also when no trade came (exchange time ~ now)."""
+        if self._candles:
+            now = int(time.time() * 1000)
+            for b in self._candles.values():
+                b.advance(now)
 
     def _callback_error(self, key: str, entry_id: bytes, e: Exception) -> None:
         self.stats.callback_errors += 1
@@ -379,6 +411,7 @@ class Consumer:
                         block=self.block_ms,
                     )
                 await self._process_group(resp, own_pending)
+                self._advance_candles()
             except asyncio.CancelledError:
                 raise
             except Exception as e:

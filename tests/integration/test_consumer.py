@@ -173,3 +173,24 @@ async def test_group_member_rereads_its_own_pending_after_restart(
         c.on_record(lambda r: got.append(r.id))  # type: ignore[union-attr]
         await until(lambda: len(got) == 5)
     assert got == ["0", "1", "2", "3", "4"]
+
+
+async def test_candles_from_backfilled_and_live_trades(
+    redis: aioredis.Redis, redis_server: Any
+) -> None:
+    base = 1_700_000_000_000  # trade(i) has ts_ms = base + i
+    await add(redis, [trade(i) for i in range(0, 1500, 100)])  # 15 trades over 1.5 s
+    async with Consumer(redis_server.url, ["binance:BTC/USDT"], ["trades"], backfill=100,
+                        block_ms=50, candles=["1s"]) as c:  # fmt: skip
+        candles = c.candles("binance", "BTC/USDT")
+        await add(redis, [trade(2500)])
+        await until(lambda: candles.table("1s").num_rows == 3)
+        table = candles.table("1s").to_pylist()
+    # the wall clock is far past these exchange times: every candle with trades is closed
+    assert [row["start_ms"] for row in table] == [base, base + 1000, base + 2000]
+    first = table[0]
+    assert first["open"] == trade(0).price and first["close"] == trade(900).price
+    assert first["trades"] == 10 and first["volume"] == sum(
+        trade(i).amount for i in range(0, 1000, 100)
+    )
+    assert table[2]["trades"] == 1
