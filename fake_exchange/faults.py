@@ -76,6 +76,11 @@ def http_failure(status: int, retry_after: int | None) -> HttpFailure:
             ),
             headers,
         )
+    if status in (401, 403):
+        # what Binance answers a bad or under-privileged API key: CCXT -> AuthenticationError
+        return HttpFailure(
+            status, bf.error_body(-2015, "Invalid API-key, IP, or permissions for action."), {}
+        )
     return HttpFailure(
         status, bf.error_body(-1000, "An unknown error occurred while processing the request."), {}
     )

@@ -4,6 +4,14 @@
 writer task drains the spool in order. While Redis is away the spool holds up to
 ``spool_size`` records; past that the oldest are dropped, counted and logged
 (never silently). A batch is removed from the spool only after Redis answered it.
+
+A batch whose write failed may still have reached Redis (it died, or the connection
+broke, after executing part of the pipeline but before the reply). Before such a batch
+is sent again, the last entry of each of its streams is read (``XREVRANGE key + - COUNT
+1``): the records up to the one found there are already stored and are not sent twice.
+Entries of one stream are written in order, so what landed is a prefix per stream, and
+``recv_ns`` makes each record distinguishable. This assumes one writer per stream, which
+is how publishers split markets.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ class SinkStats:
     rejected: int = 0
     write_errors: int = 0
     batches: int = 0
+    resend_skipped: int = 0
     last_error: str | None = None
     redis_up: bool = True
     per_stream: dict[str, int] = field(default_factory=dict)
@@ -68,6 +77,7 @@ class StreamSink:
         self._task: asyncio.Task[None] | None = None
         self._fatal: BaseException | None = None
         self._last_overflow_log = 0.0
+        self._uncertain = False
         self.stats = SinkStats()
         self.last_lag_ms: float | None = None
 
@@ -155,10 +165,16 @@ class StreamSink:
             n = min(len(self._spool), self._batch_size)
             batch = [self._spool[i] for i in range(n)]
             try:
-                await self._write(batch)
+                if self._uncertain:
+                    batch_to_send = await self._not_yet_stored(batch)
+                else:
+                    batch_to_send = batch
+                await self._write(batch_to_send)
             except asyncio.CancelledError:
+                self._uncertain = True
                 raise
             except Exception as e:
+                self._uncertain = True
                 err = from_redis(e)
                 self.stats.write_errors += 1
                 self.stats.last_error = str(err)
@@ -175,11 +191,46 @@ class StreamSink:
             if not self.stats.redis_up:
                 log.info("redis_back", pending=len(self._spool))
             self.stats.redis_up = True
+            self._uncertain = False
             delay = self._retry_min_s
             # the spool may have lost its head to overflow while we awaited: drop by identity
             for r in batch:
                 if self._spool and self._spool[0] is r:
                     self._spool.popleft()
+
+    async def _not_yet_stored(self, batch: list[Record]) -> list[Record]:
+        """``batch`` without the records a failed earlier attempt already stored."""
+        by_key: dict[str, list[int]] = {}
+        for i, r in enumerate(batch):
+            with contextlib.suppress(Exception):  # unencodable: _write rejects it
+                by_key.setdefault(self._key(r), []).append(i)
+        keys = list(by_key)
+        pipe = self._redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.xrevrange(key, "+", "-", count=1)
+        tails = await pipe.execute()
+        skip: set[int] = set()
+        for key, tail in zip(keys, tails, strict=True):
+            if not tail:
+                continue
+            try:
+                last = codec.decode_fields(tail[0][1])
+            except Exception:  # not ours (or corrupt): nothing of this batch is there
+                continue
+            idx = by_key[key]
+            for n, i in enumerate(idx):
+                if batch[i] == last:
+                    skip.update(idx[: n + 1])
+                    break
+        if skip:
+            self.stats.resend_skipped += len(skip)
+            log.warning(
+                "batch_partly_stored",
+                skipped=len(skip),
+                resent=len(batch) - len(skip),
+                hint="the reply was lost when Redis went away; stored records are not re-sent",
+            )
+        return [r for i, r in enumerate(batch) if i not in skip]
 
     async def _write(self, batch: list[Record]) -> None:
         pipe = self._redis.pipeline(transaction=False)

@@ -1,10 +1,12 @@
 """One exchange worker: a supervised ccxt.pro session feeding normalized records to a sink.
 
 A session = fresh CCXT client, ``load_markets``, one ``watch_*`` loop per channel and
-chunk of symbols (to hold the subscriptions), and a heartbeat watchdog. Records come
-from the taps (``publisher.ccxt_client``) as CCXT parses them. A session ends only by
-an exception: transient ones are retried by tenacity with capped, jittered
-exponential backoff (reset after a healthy period); fatal ones move to FAILED.
+chunk of symbols (to hold the subscriptions), a heartbeat watchdog and, after a
+reconnect, a REST backfill of the trades sent during the gap (``publisher.backfill``).
+Records come from the taps (``publisher.ccxt_client``) as CCXT parses them. A session
+ends only by an exception: transient ones are retried by tenacity with capped, jittered
+exponential backoff (reset after a healthy period; a Retry-After from the exchange is
+honoured in full); fatal ones move to FAILED.
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ from marketbus.errors import (
     TransientError,
     UnknownSymbolError,
 )
-from marketbus.models import Channel, Record
+from marketbus.models import Channel, Record, Trade
 from marketbus.settings import ExchangeSettings, SupervisorSettings
 from marketbus.symbols import SymbolResolver
+from publisher import backfill as bfill
+from publisher.backfill import BackfillMode, TradeMark
 from publisher.ccxt_client import has_taps, make_client, watch_params
 from publisher.errors_map import from_ccxt
 from publisher.normalize import NormalizeError, ticker_from_ccxt, trade_from_ccxt
@@ -39,6 +43,10 @@ from publisher.trade_ids import TradeIdTracker
 log = structlog.get_logger("marketbus.worker")
 
 MAX_SYMBOLS_PER_SUBSCRIBE = 200
+MAX_HELD_TRADES = 200_000
+"""Live trades held per worker while a backfill runs; past it new ones are dropped (a gap)."""
+MAX_RETRY_AFTER_S = 3_600.0
+"""A Retry-After longer than this is taken as this (a misconfigured proxy, not a ban)."""
 
 
 class RecordSink(Protocol):
@@ -58,6 +66,10 @@ class WorkerStats:
     errors: int = 0
     last_error: str | None = None
     last_frame_ns: int = 0
+    last_backoff_s: float = 0.0
+    backfills: int = 0
+    backfilled: int = 0
+    held_overflow: int = 0
     transitions: dict[str, int] = field(default_factory=dict)
 
 
@@ -87,6 +99,11 @@ class ExchangeWorker:
         self._last_invalid_log = 0.0
         self._session_started = 0.0
         self._connected = asyncio.Event()
+        self._client: Any = None
+        self._last_trade_ms: dict[str, int] = {}
+        self._held: dict[str, list[Trade]] = {}
+        self._held_total = 0
+        self._live_seen: dict[str, asyncio.Event] = {}
         self.log = log.bind(exchange=self.name)
 
     # -- state ----------------------------------------------------------------------------
@@ -124,6 +141,8 @@ class ExchangeWorker:
             "trade_gaps": self.trade_ids.gaps,
             "trades_missing": self.trade_ids.missing,
             "trade_duplicates": self.trade_ids.duplicates,
+            "backfills": self.stats.backfills,
+            "backfilled": self.stats.backfilled,
         }
 
     # -- the tap --------------------------------------------------------------------------
@@ -140,19 +159,40 @@ class ExchangeWorker:
             if symbol not in self._market_set or channel not in self.cfg.channels:
                 return
             recv_ns = time.time_ns()
-            record: Record
             if channel is Channel.TRADES:
-                record = trade_from_ccxt(self.name, data, recv_ns)
-                if not self.trade_ids.admit(record.symbol, record.id):
-                    return
+                trade = trade_from_ccxt(self.name, data, recv_ns)
+                held = self._held.get(trade.symbol)
+                if held is None:
+                    self._emit_trade(trade)
+                else:
+                    self._hold(held, trade)
             else:
-                record = ticker_from_ccxt(self.name, data, recv_ns)
-            self._sink.put(record)
-            self.stats.records += 1
+                self._sink.put(ticker_from_ccxt(self.name, data, recv_ns))
+                self.stats.records += 1
         except NormalizeError as e:
             self._invalid(e)
         except Exception as e:  # never let our bug kill CCXT's receive loop
             self._invalid(e)
+
+    def _emit_trade(self, trade: Trade) -> bool:
+        """Publish a trade unless its id was published already; True when published."""
+        if not self.trade_ids.admit(trade.symbol, trade.id):
+            return False
+        self._last_trade_ms[trade.symbol] = trade.ts_ms
+        self._sink.put(trade)
+        self.stats.records += 1
+        return True
+
+    def _hold(self, held: list[Trade], trade: Trade) -> None:
+        """Keep a live trade back while its symbol is being backfilled (bounded)."""
+        if self._held_total >= MAX_HELD_TRADES:
+            self.stats.held_overflow += 1
+            return
+        held.append(trade)
+        self._held_total += 1
+        seen = self._live_seen.get(trade.symbol)
+        if seen is not None:
+            seen.set()
 
     def _invalid(self, e: Exception) -> None:
         self.stats.invalid += 1
@@ -170,13 +210,17 @@ class ExchangeWorker:
         exc = retry_state.outcome.exception() if retry_state.outcome else None
         retry_after = getattr(exc, "retry_after", None)
         if isinstance(retry_after, int | float) and retry_after > delay:
-            delay = min(float(retry_after), self._sup.backoff_max_s)
+            # the exchange said how long: waiting less risks a longer ban (418), so no cap
+            delay = min(float(retry_after), MAX_RETRY_AFTER_S)
+        self.stats.last_backoff_s = float(delay)
         return float(delay)
 
     def _before_sleep(self, retry_state: RetryCallState) -> None:
         exc = retry_state.outcome.exception() if retry_state.outcome else None
         wait = retry_state.next_action.sleep if retry_state.next_action else 0.0
         self.stats.reconnects += 1
+        if self.state is ConnState.RECONNECTING:  # another failed attempt: say so too
+            self.log.warning("reconnect_failed", error=str(exc)[:300], retry_in_s=round(wait, 2))
         self._set_state(ConnState.RECONNECTING, error=str(exc)[:300], retry_in_s=round(wait, 2))
 
     async def run(self) -> None:
@@ -205,7 +249,8 @@ class ExchangeWorker:
         except asyncio.CancelledError:
             raise
         except BaseException as e:
-            err = from_ccxt(_first_error(e))
+            headers = getattr(self._client, "last_response_headers", None)
+            err = from_ccxt(_first_error(e), headers if isinstance(headers, dict) else None)
             self.stats.errors += 1
             self.stats.last_error = str(err)
             healthy = time.monotonic() - self._session_started >= self._sup.healthy_after_s
@@ -218,17 +263,28 @@ class ExchangeWorker:
         if self.state is ConnState.DISCONNECTED:
             self._set_state(ConnState.CONNECTING)
         client = self._client_factory(self.cfg, self._on_parsed)
+        self._client = client
         _hook_frames(client, self._on_frame)
         try:
             await client.load_markets()
             if not self.markets:
                 self._resolve(client)
+            gaps = self._backfill_starts(client)
+            for symbol in gaps:  # hold live trades from the first frame on
+                self._held[symbol] = []
+                self._live_seen[symbol] = asyncio.Event()
             async with asyncio.TaskGroup() as tg:
                 for channel in self.cfg.channels:
                     for chunk in _chunks(self.markets, MAX_SYMBOLS_PER_SUBSCRIBE):
                         tg.create_task(self._watch(client, channel, chunk))
                 tg.create_task(self._watchdog())
+                if gaps:
+                    tg.create_task(self._backfill(client, gaps))
         finally:
+            # held trades die with the session: the next one fetches them again over REST
+            self._held.clear()
+            self._live_seen.clear()
+            self._held_total = 0
             with contextlib.suppress(Exception):
                 await asyncio.shield(client.close())
 
@@ -243,6 +299,102 @@ class ExchangeWorker:
         self.markets = good
         self._market_set = frozenset(good)
         self.log.info("markets", markets=good)
+
+    # -- backfill -------------------------------------------------------------------------
+    def _backfill_mode(self, client: Any) -> BackfillMode | None:
+        has = bool(client.has.get("fetchTrades"))
+        return bfill.backfill_mode(self.name, self.cfg.trade_stream, has)
+
+    def _backfill_starts(self, client: Any) -> dict[str, int]:
+        """Symbols with a gap to fill (a trade published before this session) -> cursor."""
+        if Channel.TRADES not in self.cfg.channels:
+            return {}
+        mode = self._backfill_mode(client)
+        if mode is None:
+            if self.trade_ids.last or self._last_trade_ms:
+                self.log.warning(
+                    "backfill_unsupported",
+                    trade_stream=self.cfg.trade_stream,
+                    hint="trades sent while disconnected are counted as gaps, not fetched",
+                )
+            return {}
+        starts = {}
+        for symbol in self.markets:
+            cursor = bfill.first_cursor(mode, self._last_mark(symbol))
+            if cursor is not None:
+                starts[symbol] = cursor
+        return starts
+
+    def _last_mark(self, symbol: str) -> TradeMark | None:
+        ms = self._last_trade_ms.get(symbol)
+        if ms is None:
+            return None
+        return TradeMark(self.trade_ids.last.get(symbol), ms)
+
+    async def _backfill(self, client: Any, starts: dict[str, int]) -> None:
+        """Fetch each symbol's gap page by page, then release its held live trades.
+
+        Live trades are held from the session's first frame. A symbol's fetch starts once
+        a live trade of it was held (so REST and the websocket overlap and the tracker
+        drops the overlap), or after a grace period for a quiet symbol: the
+        subscription is active by then and a fetch made after it leaves nothing out.
+        """
+        mode = self._backfill_mode(client)
+        if mode is None:
+            return
+        await self._connected.wait()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(self._sup.heartbeat_s, 2.0)
+        self.stats.backfills += 1
+        for symbol, cursor in starts.items():
+            seen = self._live_seen.get(symbol)
+            if seen is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(seen.wait(), max(0.0, deadline - loop.time()))
+            fetched = await self._backfill_symbol(client, mode, symbol, cursor)
+            held = self._held.pop(symbol, [])
+            self._live_seen.pop(symbol, None)
+            self._held_total -= len(held)
+            published = 0
+            for r in fetched:
+                published += self._emit_trade(r)
+            for r in held:
+                self._emit_trade(r)
+            self.stats.backfilled += published
+            self.log.info(
+                "backfilled",
+                symbol=symbol,
+                from_cursor=cursor,
+                fetched=len(fetched),
+                published=published,
+                held=len(held),
+            )
+
+    async def _backfill_symbol(
+        self, client: Any, mode: BackfillMode, symbol: str, cursor: int
+    ) -> list[Trade]:
+        out: list[Trade] = []
+        next_cursor: int | None = cursor
+        while next_cursor is not None:
+            req = bfill.request_for(mode, symbol, next_cursor)
+            rows = await client.fetch_trades(req.symbol, req.since, req.limit, dict(req.params))
+            recv_ns = time.time_ns()
+            page: list[TradeMark] = []
+            for row in rows:
+                try:
+                    t = trade_from_ccxt(self.name, row, recv_ns)
+                except NormalizeError as e:
+                    self._invalid(e)
+                    continue
+                if t.symbol != symbol:
+                    continue
+                out.append(t)
+                page.append(TradeMark(_int_or_none(t.id), t.ts_ms))
+            held = self._held.get(symbol)
+            first = held[0] if held else None
+            held_first = None if first is None else TradeMark(_int_or_none(first.id), first.ts_ms)
+            next_cursor = bfill.next_cursor(mode, next_cursor, page, held_first, req.limit)
+        return out
 
     async def _watch(self, client: Any, channel: Channel, symbols: list[str]) -> None:
         params = watch_params(self.name, channel, self.cfg)
@@ -300,6 +452,13 @@ class ExchangeWorker:
                 raise StaleConnectionError(
                     f"no frame from {self.name} for {self._sup.heartbeat_s:g} s: reconnecting"
                 )
+
+
+def _int_or_none(s: str) -> int | None:
+    try:
+        return int(s)
+    except ValueError:
+        return None
 
 
 def _chunks(items: list[str], n: int) -> list[list[str]]:

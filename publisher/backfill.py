@@ -1,0 +1,124 @@
+"""What to fetch over REST after a reconnect, so the trades sent during the gap are published.
+
+Pure: no I/O, no clock. The worker (``publisher.worker``) holds the live trades of a symbol
+while it backfills, asks :func:`first_request` where to start, fetches a page, asks
+:func:`next_cursor` whether to go on, then releases the held trades; the
+:class:`~publisher.trade_ids.TradeIdTracker` drops what REST and the websocket both carried,
+so each trade is published once.
+
+Two ways to page, chosen per exchange by :func:`backfill_mode`:
+
+- ``from_id`` (Binance, ``aggTrade`` stream): ``fetch_trades(symbol, None, limit,
+  {"fromId": last_id + 1})`` hits ``GET /api/v3/aggTrades?fromId=``, whose ids are the
+  ``a`` ids the ``@aggTrade`` stream carries. Exact: no overlap, no gap.
+- ``since`` (any exchange with ``fetchTrades``): ``fetch_trades(symbol, last_ms, limit)``;
+  pages overlap at the boundary millisecond and the tracker removes the overlap.
+
+Binance's ``@trade`` stream carries trade ids (``t``) that ``aggTrades`` cannot be paged
+by, and ``/api/v3/historicalTrades`` is not served by every deployment: no backfill there
+(``None``), the gap is only counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+DEFAULT_LIMIT = 1_000
+"""Trades per REST page (Binance's maximum for aggTrades)."""
+
+
+class BackfillMode(StrEnum):
+    FROM_ID = "from_id"
+    SINCE = "since"
+
+
+@dataclass(frozen=True, slots=True)
+class BackfillRequest:
+    """Arguments of one ``fetch_trades(symbol, since, limit, params)`` call."""
+
+    symbol: str
+    since: int | None
+    limit: int
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TradeMark:
+    """Where a trade sits in a symbol's sequence: its numeric id (if any) and time."""
+
+    id: int | None
+    ts_ms: int
+
+
+def backfill_mode(
+    exchange_id: str, trade_stream: str, has_fetch_trades: bool
+) -> BackfillMode | None:
+    """How this exchange's missed trades can be fetched, or ``None`` when they cannot."""
+    if exchange_id == "binance":
+        return BackfillMode.FROM_ID if trade_stream == "aggTrade" else None
+    return BackfillMode.SINCE if has_fetch_trades else None
+
+
+def first_cursor(mode: BackfillMode, last: TradeMark | None) -> int | None:
+    """The cursor of the first page after the last trade published, or ``None`` (none yet)."""
+    if last is None:
+        return None
+    if mode is BackfillMode.FROM_ID:
+        return None if last.id is None else last.id + 1
+    return last.ts_ms
+
+
+def request_for(
+    mode: BackfillMode, symbol: str, cursor: int, limit: int = DEFAULT_LIMIT
+) -> BackfillRequest:
+    """The ``fetch_trades`` call for the page starting at ``cursor``."""
+    if mode is BackfillMode.FROM_ID:
+        return BackfillRequest(symbol, None, limit, {"fromId": cursor})
+    return BackfillRequest(symbol, cursor, limit)
+
+
+def next_cursor(
+    mode: BackfillMode,
+    cursor: int,
+    page: Sequence[TradeMark],
+    held_first: TradeMark | None,
+    limit: int = DEFAULT_LIMIT,
+) -> int | None:
+    """The next page's cursor, or ``None`` when the gap is closed.
+
+    Closed when REST has nothing more (an empty or short page) or when the pages reached
+    the first live trade held back while backfilling (``held_first``).
+    """
+    if not page:
+        return None
+    if mode is BackfillMode.FROM_ID:
+        ids = [m.id for m in page if m.id is not None]
+        if not ids:
+            return None
+        nxt = max(ids) + 1
+        if held_first is not None and held_first.id is not None and nxt >= held_first.id:
+            return None
+    else:
+        top = max(m.ts_ms for m in page)
+        # a full page inside one millisecond would loop forever: step past it
+        nxt = top if top > cursor else cursor + 1
+        if held_first is not None and top >= held_first.ts_ms:
+            return None
+    if len(page) < limit or nxt <= cursor:
+        return None
+    return nxt
+
+
+__all__ = [
+    "DEFAULT_LIMIT",
+    "BackfillMode",
+    "BackfillRequest",
+    "TradeMark",
+    "backfill_mode",
+    "first_cursor",
+    "next_cursor",
+    "request_for",
+]
