@@ -60,7 +60,9 @@ class PublisherCollector(Collector):
                 age.add_metric([name], st["last_frame_age_s"])
         yield from (frames, records, invalid, reconnects, errors, gaps, state, age)
         sink = self._p.sink.stats
-        yield CounterMetricFamily("marketbus_written", "records written to Redis", value=sink.written)
+        yield CounterMetricFamily(
+            "marketbus_written", "records written to Redis", value=sink.written
+        )
         yield CounterMetricFamily(
             "marketbus_spool_overflow", "records dropped: spool full", value=sink.overflow
         )

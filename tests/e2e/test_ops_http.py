@@ -44,7 +44,9 @@ async def test_ops_endpoints_report_readiness_and_metrics(redis_server: RedisSer
                 text = await r.text()
             assert 'marketbus_state{exchange="binance",state="CONNECTED"} 1.0' in text
             written = next(
-                float(line.split()[-1]) for line in text.splitlines() if line.startswith("marketbus_written_total")
+                float(line.split()[-1])
+                for line in text.splitlines()
+                if line.startswith("marketbus_written_total")
             )
             assert written >= 20
             assert "marketbus_publish_lag_ms" in text
