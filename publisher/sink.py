@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
+from redis.exceptions import ResponseError
 
 from marketbus import codec
 from marketbus.aio import cancel_and_wait
@@ -32,6 +34,7 @@ from marketbus.errors import FatalError, RedisAuthError
 from marketbus.keys import DEFAULT_PREFIX, stream_key
 from marketbus.models import Record
 from marketbus.redis_client import from_redis
+from publisher.resp import XaddPacker
 
 log = structlog.get_logger("marketbus.sink")
 
@@ -48,6 +51,16 @@ class SinkStats:
     last_error: str | None = None
     redis_up: bool = True
     per_stream: dict[str, int] = field(default_factory=dict)
+
+
+def _plain_connection(redis: Any) -> bool:
+    """A standalone redis-py client on a real socket: the raw fast path applies.
+
+    Cluster clients (slot routing) and test doubles take redis-py's pipeline instead.
+    """
+    pool = getattr(redis, "connection_pool", None)
+    cls = getattr(pool, "connection_class", None)
+    return isinstance(cls, type) and cls in (Connection, SSLConnection, UnixDomainSocketConnection)
 
 
 class StreamSink:
@@ -79,6 +92,7 @@ class StreamSink:
         self._last_overflow_log = 0.0
         self._uncertain = False
         self.stats = SinkStats()
+        self._packer = XaddPacker(maxlen) if _plain_connection(redis) else None
         self.last_lag_ms: float | None = None
 
     # -- intake ---------------------------------------------------------------------------
@@ -198,6 +212,30 @@ class StreamSink:
                 if self._spool and self._spool[0] is r:
                     self._spool.popleft()
 
+    async def _send_packed(self, items: list[tuple[str, bytes, bytes]]) -> list[Any]:
+        """The batch as one buffer of hand-packed XADDs on one connection; replies in order.
+
+        An error reply is returned in place (like ``raise_on_error=False``); a broken
+        connection raises and is dropped, and the batch is retried by ``_run``.
+        """
+        assert self._packer is not None
+        pool = self._redis.connection_pool
+        conn = await pool.get_connection()
+        try:
+            await conn.send_packed_command(self._packer.pack(items), check_health=False)
+            results: list[Any] = []
+            for _ in items:
+                try:
+                    results.append(await conn.read_response())
+                except ResponseError as e:
+                    results.append(e)
+            return results
+        except BaseException:
+            await conn.disconnect()
+            raise
+        finally:
+            await pool.release(conn)
+
     async def _not_yet_stored(self, batch: list[Record]) -> list[Record]:
         """``batch`` without the records a failed earlier attempt already stored."""
         by_key: dict[str, list[int]] = {}
@@ -233,22 +271,29 @@ class StreamSink:
         return [r for i, r in enumerate(batch) if i not in skip]
 
     async def _write(self, batch: list[Record]) -> None:
-        pipe = self._redis.pipeline(transaction=False)
-        keys = []
+        keys: list[str] = []
+        items: list[tuple[str, bytes, bytes]] = []
         for r in batch:
             try:
                 key = self._key(r)
-                fields = codec.encode(r)
+                item = (key, codec.pack(r), codec.human(r).encode())
             except Exception as e:  # a record we cannot encode is skipped, never fatal
                 self.stats.rejected += 1
                 self.stats.last_error = f"unencodable record: {e}"
                 log.error("record_unencodable", error=str(e)[:300])
                 continue
             keys.append(key)
-            pipe.xadd(key, fields, maxlen=self._maxlen, approximate=True)
+            items.append(item)
         if not keys:
             return
-        results = await pipe.execute(raise_on_error=False)
+        if self._packer is not None:
+            results = await self._send_packed(items)
+        else:
+            pipe = self._redis.pipeline(transaction=False)
+            for key, d, h in items:
+                fields = {codec.DATA_FIELD: d, codec.HUMAN_FIELD: h}
+                pipe.xadd(key, fields, maxlen=self._maxlen, approximate=True)
+            results = await pipe.execute(raise_on_error=False)
         per = self.stats.per_stream
         for key, res in zip(keys, results, strict=True):
             if isinstance(res, Exception):
