@@ -80,7 +80,7 @@ def iso_ms(ts_ms: int) -> str:
 
 
 def _fmt(v: float | None) -> str:
-    return "-" if v is None else f"{v:.10g}"
+    return "-" if v is None else repr(v)  # shortest round-trip text, and fast
 
 
 def human(record: Record) -> str:

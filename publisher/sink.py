@@ -21,10 +21,11 @@ import contextlib
 import random
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from redis._parsers.hiredis import NOT_ENOUGH_DATA
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 from redis.exceptions import ResponseError
 
@@ -50,7 +51,6 @@ class SinkStats:
     resend_skipped: int = 0
     last_error: str | None = None
     redis_up: bool = True
-    per_stream: dict[str, int] = field(default_factory=dict)
 
 
 def _plain_connection(redis: Any) -> bool:
@@ -223,8 +223,22 @@ class StreamSink:
         conn = await pool.get_connection()
         try:
             await conn.send_packed_command(self._packer.pack(items), check_health=False)
+            n = len(items)
             results: list[Any] = []
-            for _ in items:
+            parser = getattr(conn, "_parser", None)
+            reader = getattr(parser, "_reader", None)
+            if reader is not None and hasattr(parser, "read_from_socket"):
+                # hiredis: take every reply already buffered, one socket read at a time
+                # (redis-py's read_response costs an await and bookkeeping per reply)
+                gets = reader.gets
+                while len(results) < n:
+                    reply = gets()
+                    if reply is NOT_ENOUGH_DATA or reply is False:
+                        await parser.read_from_socket()  # type: ignore[union-attr]
+                        continue
+                    results.append(reply)
+                return results
+            for _ in range(n):
                 try:
                     results.append(await conn.read_response())
                 except ResponseError as e:
@@ -294,17 +308,16 @@ class StreamSink:
                 fields = {codec.DATA_FIELD: d, codec.HUMAN_FIELD: h}
                 pipe.xadd(key, fields, maxlen=self._maxlen, approximate=True)
             results = await pipe.execute(raise_on_error=False)
-        per = self.stats.per_stream
-        for key, res in zip(keys, results, strict=True):
-            if isinstance(res, Exception):
+        failed = 0
+        for i, res in enumerate(results):
+            if isinstance(res, Exception):  # rare: checked per reply, counted in bulk
                 err = from_redis(res)
                 if isinstance(err, RedisAuthError):
                     raise res
-                self.stats.rejected += 1
+                failed += 1
                 self.stats.last_error = str(err)
-                log.error("xadd_rejected", stream=key, error=str(res))
-            else:
-                self.stats.written += 1
-                per[key] = per.get(key, 0) + 1
+                log.error("xadd_rejected", stream=keys[i], error=str(res))
+        self.stats.rejected += failed
+        self.stats.written += len(results) - failed
         self.stats.batches += 1
         self.last_lag_ms = time.time() * 1000 - batch[-1].ts_ms
