@@ -73,6 +73,9 @@ class ExchangeSettings(_Frozen):
         None, ge=100, description="CCXT tradesLimit (trades cached between two reads); auto"
     )
     options: dict[str, Any] = Field(default_factory=dict, description="extra CCXT config")
+    guard_frames: bool = Field(
+        True, description="skip frames CCXT cannot decode instead of letting them wedge the socket"
+    )
 
     @field_validator("name")
     @classmethod

@@ -70,6 +70,7 @@ class WorkerStats:
     backfills: int = 0
     backfilled: int = 0
     held_overflow: int = 0
+    malformed: int = 0
     transitions: dict[str, int] = field(default_factory=dict)
 
 
@@ -141,6 +142,7 @@ class ExchangeWorker:
             "trade_gaps": self.trade_ids.gaps,
             "trades_missing": self.trade_ids.missing,
             "trade_duplicates": self.trade_ids.duplicates,
+            "malformed_frames": self.stats.malformed,
             "backfills": self.stats.backfills,
             "backfilled": self.stats.backfilled,
         }
@@ -193,6 +195,19 @@ class ExchangeWorker:
         seen = self._live_seen.get(trade.symbol)
         if seen is not None:
             seen.set()
+
+    def _on_malformed(self, e: Exception, data: Any) -> None:
+        """A frame CCXT could not decode or handle: counted and skipped, the socket lives on."""
+        self.stats.malformed += 1
+        self.stats.last_frame_ns = time.time_ns()
+        now = time.monotonic()
+        if now - self._last_invalid_log > 5:
+            self._last_invalid_log = now
+            shown = data[:200] if isinstance(data, str | bytes) else repr(data)[:200]
+            self.log.warning(
+                "malformed_frame_skipped", error=f"{type(e).__name__}: {e}"[:300],
+                frame=shown, total=self.stats.malformed,
+            )  # fmt: skip
 
     def _invalid(self, e: Exception) -> None:
         self.stats.invalid += 1
@@ -265,6 +280,8 @@ class ExchangeWorker:
         client = self._client_factory(self.cfg, self._on_parsed)
         self._client = client
         _hook_frames(client, self._on_frame)
+        if self.cfg.guard_frames:
+            _guard_frames(client, self._on_malformed)
         try:
             await client.load_markets()
             if not self.markets:
@@ -482,6 +499,36 @@ def _hook_frames(client: Any, on_frame: Callable[[], None]) -> None:
         return original(ws_client, message)
 
     client.handle_message = handle_message
+
+
+def _guard_frames(client: Any, on_malformed: Callable[[Exception, Any], None]) -> None:
+    """Keep one bad frame from wedging a connection.
+
+    CCXT decodes and dispatches each frame inside its receive loop's done-callback; an
+    exception there (a malformed or truncated frame) never reaches a caller: it stops the
+    receive loop and the pending watch hangs until a keepalive timeout. Each websocket
+    client CCXT creates gets its frame handler wrapped: the error is reported and the
+    frame skipped, the loop goes on.
+    """
+    make_client = client.client
+
+    def guarded_client(url: str) -> Any:
+        ws = make_client(url)
+        if not getattr(ws, "_marketbus_guarded", False):
+            original = ws.handle_text_or_binary_message
+
+            def handle(data: Any) -> Any:
+                try:
+                    return original(data)
+                except Exception as e:
+                    on_malformed(e, data)
+                    return None
+
+            ws.handle_text_or_binary_message = handle
+            ws._marketbus_guarded = True
+        return ws
+
+    client.client = guarded_client
 
 
 __all__ = ["ExchangeWorker", "MarketbusError", "StaleConnectionError"]

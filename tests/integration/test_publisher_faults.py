@@ -100,11 +100,12 @@ def settings_for(
     fx: FakeExchange,
     symbols: Sequence[str],
     channels: Sequence[Channel] = (Channel.TICKER, Channel.TRADES),
+    guard_frames: bool = True,
 ) -> Settings:
     return load_settings(
         redis={"url": redis_url, "batch_size": 256},
         exchanges=[{"name": "binance", "symbols": list(symbols), "url": fx.base_url,
-                    "channels": list(channels)}],
+                    "channels": list(channels), "guard_frames": guard_frames}],
         supervisor=SUP,
     )  # fmt: skip
 
@@ -205,12 +206,13 @@ async def rig(
     consumer: bool = True,
     wait: bool = True,
     before_start: Any = None,
+    guard_frames: bool = True,
 ) -> AsyncIterator[Rig]:
     with capture_logs() as logs:
         async with FakeExchange(source, autoplay=False) as fx:
             if before_start is not None:
                 before_start(fx)
-            settings = settings_for(redis_url, fx, symbols, channels)
+            settings = settings_for(redis_url, fx, symbols, channels, guard_frames)
             client = aioredis.Redis.from_url(redis_url, retry=Retry(NoBackoff(), 0))
             try:
                 async with Publisher(settings) as pub:
@@ -331,15 +333,17 @@ async def test_stall_longer_than_heartbeat_is_caught_by_the_watchdog(
 async def test_malformed_frame_wedges_ccxt_and_only_the_watchdog_notices(
     redis: aioredis.Redis, redis_server: RedisServer
 ) -> None:
+    """With the frame guard off (``guard_frames=False``): CCXT's own behaviour, which the
+    watchdog is the last line against."""
     loop_errors: list[dict[str, Any]] = []
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(lambda _loop, ctx: loop_errors.append(ctx))
     try:
-        async with rig(redis_server.url, source(duration=6)) as r:
+        async with rig(redis_server.url, source(duration=6), guard_frames=False) as r:
             await fault_then_recover(
-                r, "malformed frame", "`send_garbage(kind='malformed')`",
+                r, "malformed frame, guard off", "`send_garbage(kind='malformed')`",
                 lambda: r.fx.faults.send_garbage(1, kind="malformed"),
-                note="ccxt hangs silently; watchdog reconnects",
+                note="ccxt hangs silently; watchdog reconnects; trades backfilled",
             )  # fmt: skip
             # nothing raised through ccxt: the session ended by our watchdog alone
             assert "no frame" in (r.worker.stats.last_error or "")
@@ -347,6 +351,36 @@ async def test_malformed_frame_wedges_ccxt_and_only_the_watchdog_notices(
         loop.set_exception_handler(None)
     # the decode error died inside ccxt's receive callback: only the loop handler saw it
     assert loop_errors, "expected ccxt's decode error at the event loop's exception handler"
+
+
+@pytest.mark.parametrize("kind", ["malformed", "truncated"])
+async def test_bad_frames_are_counted_and_skipped_without_loss(
+    redis: aioredis.Redis, redis_server: RedisServer, kind: str
+) -> None:
+    loop_errors: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, ctx: loop_errors.append(ctx))
+    try:
+        async with rig(redis_server.url, source(duration=3)) as r:
+            await asyncio.sleep(0.5)
+            t0_ms = time.time() * 1000
+            mark = time.time_ns()
+            r.fx.faults.send_garbage(3, kind=kind)
+            first = await r.first_new_record_ms(mark)
+            sent, stored, consumed = await finish(r)
+            # three bad frames on every connection the publisher holds (one per channel here)
+            assert r.worker.stats.malformed in (3, 6)
+            assert r.worker.stats.reconnects == 0 and r.worker.state is ConnState.CONNECTED
+            assert stored == sent  # nothing lost: the socket was never given up
+            assert any(e.get("event") == "malformed_frame_skipped" for e in r.logs)
+            RESULTS.append(
+                Result(f"{kind} frames (guard on)", f"`send_garbage(3, kind='{kind}')`",
+                       max(0.0, (first - t0_ms) / 1000), sent, stored, consumed,
+                       "counted and skipped, no reconnect")
+            )  # fmt: skip
+    finally:
+        loop.set_exception_handler(None)
+    assert not loop_errors
 
 
 async def test_unknown_event_is_ignored(redis: aioredis.Redis, redis_server: RedisServer) -> None:
