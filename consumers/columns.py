@@ -37,7 +37,12 @@ def entry_ms(entry_id: bytes | str) -> int:
 
 def row(channel: Channel, values: list[Any], entry_id: bytes | str) -> tuple[Any, ...]:
     """A buffer row from :func:`marketbus.codec.unpack` values (missing floats become NaN)."""
-    head = (values[4], values[5], entry_ms(entry_id))
+    return row_at(channel, values, entry_ms(entry_id))
+
+
+def row_at(channel: Channel, values: list[Any], entry_ms: int) -> tuple[Any, ...]:
+    """:func:`row` with the entry id's milliseconds already parsed."""
+    head = (values[4], values[5], entry_ms)
     if channel is Channel.TRADES:
         tid, price, amount, side = values[6:]
         return (*head, float(price), float(amount), side, tid)

@@ -30,7 +30,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
 from consumers.candles import CandleBuilder
-from consumers.columns import COLUMNS, row
+from consumers.columns import COLUMNS, row, row_at
 from consumers.markets import plan
 from consumers.ringbuffer import RingBuffer
 from marketbus import codec
@@ -275,19 +275,21 @@ class Consumer:
         last = self._buffer_last.get(key)
         rows = []
         valid = 0
-        unpack, data_of = codec.unpack, codec.data_of
+        unpack, data_of, want = codec.unpack, codec.data_of, sk.channel
         for entry_id, fields in entries:
             try:
-                channel, values = unpack(data_of(fields))
-                if channel is not sk.channel:
-                    raise DecodeError(f"a {channel.value} record in a {sk.channel.value} stream")
+                data = fields.get(b"d")
+                channel, values = unpack(data if type(data) is bytes else data_of(fields))
+                if channel is not want:
+                    raise DecodeError(f"a {channel.value} record in a {want.value} stream")
             except DecodeError as e:
                 self._invalid(key, entry_id, e)
                 continue
             valid += 1
-            idt = _id_tuple(entry_id)
+            ms_b, _, seq_b = entry_id.partition(b"-")
+            idt = (int(ms_b), int(seq_b or 0))
             if last is None or idt > last:  # a buffer never holds one entry id twice
-                rows.append(row(channel, values, entry_id))
+                rows.append(row_at(channel, values, idt[0]))
                 last = idt
         self.stats.received += valid
         if rows:
