@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -73,6 +81,10 @@ class ExchangeSettings(_Frozen):
         None, ge=100, description="CCXT tradesLimit (trades cached between two reads); auto"
     )
     options: dict[str, Any] = Field(default_factory=dict, description="extra CCXT config")
+    parser: Literal["ccxt", "native"] = Field(
+        "ccxt",
+        description="native: parse Binance trade/ticker frames ourselves (CCXT still does the rest)",
+    )
     guard_frames: bool = Field(
         True, description="skip frames CCXT cannot decode instead of letting them wedge the socket"
     )
@@ -86,6 +98,12 @@ class ExchangeSettings(_Frozen):
         if name not in ccxt.pro.exchanges:
             raise ValueError(f"unknown exchange {v!r}: ccxt.pro supports {len(ccxt.pro.exchanges)}")
         return name
+
+    @model_validator(mode="after")
+    def _native_supported(self) -> ExchangeSettings:
+        if self.parser == "native" and self.name != "binance":
+            raise ValueError(f"parser 'native' exists for binance only, not {self.name!r}")
+        return self
 
     @field_validator("symbols")
     @classmethod

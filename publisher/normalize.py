@@ -19,7 +19,7 @@ class NormalizeError(DecodeError):
     """A CCXT structure we cannot turn into a valid record."""
 
 
-def _opt_price(v: Any) -> float | None:
+def opt_price(v: Any) -> float | None:
     """Optional price: absent, zero or non-finite is ``None`` (illiquid books report 0)."""
     if v is None or isinstance(v, bool):
         return None
@@ -30,7 +30,7 @@ def _opt_price(v: Any) -> float | None:
     return f if math.isfinite(f) and f > 0 else None
 
 
-def _opt_size(v: Any) -> float | None:
+def opt_size(v: Any) -> float | None:
     if v is None or isinstance(v, bool):
         return None
     try:
@@ -82,17 +82,17 @@ def ticker_from_ccxt(exchange: str, t: dict[str, Any], recv_ns: int) -> Ticker:
             symbol=t.get("symbol"),
             ts_ms=_event_ms(t, recv_ns),
             recv_ns=recv_ns,
-            last=_opt_price(t.get("last")),
-            bid=_opt_price(t.get("bid")),
-            ask=_opt_price(t.get("ask")),
-            bid_size=_opt_size(t.get("bidVolume")),
-            ask_size=_opt_size(t.get("askVolume")),
-            open=_opt_price(t.get("open")),
-            high=_opt_price(t.get("high")),
-            low=_opt_price(t.get("low")),
-            close=_opt_price(t.get("close")),
-            base_volume=_opt_size(t.get("baseVolume")),
-            quote_volume=_opt_size(t.get("quoteVolume")),
+            last=opt_price(t.get("last")),
+            bid=opt_price(t.get("bid")),
+            ask=opt_price(t.get("ask")),
+            bid_size=opt_size(t.get("bidVolume")),
+            ask_size=opt_size(t.get("askVolume")),
+            open=opt_price(t.get("open")),
+            high=opt_price(t.get("high")),
+            low=opt_price(t.get("low")),
+            close=opt_price(t.get("close")),
+            base_volume=opt_size(t.get("baseVolume")),
+            quote_volume=opt_size(t.get("quoteVolume")),
         )
     except (ValidationError, TypeError, ValueError) as e:
         raise NormalizeError(f"bad ticker from {exchange}: {e}") from e

@@ -36,6 +36,7 @@ from publisher import backfill as bfill
 from publisher.backfill import BackfillMode, TradeMark
 from publisher.ccxt_client import has_taps, make_client, watch_params
 from publisher.errors_map import from_ccxt
+from publisher.native import BinanceFastPath
 from publisher.normalize import NormalizeError, ticker_from_ccxt, trade_from_ccxt
 from publisher.state import ConnState
 from publisher.trade_ids import TradeIdTracker
@@ -95,6 +96,7 @@ class ExchangeWorker:
         self._market_set: frozenset[str] = frozenset()
         self.dropped: dict[str, str] = {}
         self.stats = WorkerStats()
+        self._fast_path: BinanceFastPath | None = None
         self.trade_ids = TradeIdTracker()
         self._failures = 0
         self._last_invalid_log = 0.0
@@ -143,6 +145,8 @@ class ExchangeWorker:
             "trades_missing": self.trade_ids.missing,
             "trade_duplicates": self.trade_ids.duplicates,
             "malformed_frames": self.stats.malformed,
+            "parser": self.cfg.parser,
+            "native_frames": self._fast_path.frames if self._fast_path is not None else 0,
             "backfills": self.stats.backfills,
             "backfilled": self.stats.backfilled,
         }
@@ -162,19 +166,25 @@ class ExchangeWorker:
                 return
             recv_ns = time.time_ns()
             if channel is Channel.TRADES:
-                trade = trade_from_ccxt(self.name, data, recv_ns)
-                held = self._held.get(trade.symbol)
-                if held is None:
-                    self._emit_trade(trade)
-                else:
-                    self._hold(held, trade)
+                self._publish(trade_from_ccxt(self.name, data, recv_ns))
             else:
-                self._sink.put(ticker_from_ccxt(self.name, data, recv_ns))
-                self.stats.records += 1
+                self._publish(ticker_from_ccxt(self.name, data, recv_ns))
         except NormalizeError as e:
             self._invalid(e)
         except Exception as e:  # never let our bug kill CCXT's receive loop
             self._invalid(e)
+
+    def _publish(self, record: Record) -> None:
+        """A normalized record from either parser: trades go through id checks and backfill."""
+        if isinstance(record, Trade):
+            held = self._held.get(record.symbol)
+            if held is None:
+                self._emit_trade(record)
+            else:
+                self._hold(held, record)
+        else:
+            self._sink.put(record)
+            self.stats.records += 1
 
     def _emit_trade(self, trade: Trade) -> bool:
         """Publish a trade unless its id was published already; True when published."""
@@ -195,6 +205,12 @@ class ExchangeWorker:
         seen = self._live_seen.get(trade.symbol)
         if seen is not None:
             seen.set()
+
+    def _publish_safely(self, record: Record) -> None:
+        try:
+            self._publish(record)
+        except Exception as e:  # never let our bug kill CCXT's receive loop
+            self._invalid(e)
 
     def _on_malformed(self, e: Exception, data: Any) -> None:
         """A frame CCXT could not decode or handle: counted and skipped, the socket lives on."""
@@ -280,12 +296,19 @@ class ExchangeWorker:
         client = self._client_factory(self.cfg, self._on_parsed)
         self._client = client
         _hook_frames(client, self._on_frame)
-        if self.cfg.guard_frames:
-            _guard_frames(client, self._on_malformed)
+        fast = self._fast_path = None
+        if self.cfg.parser == "native":
+            fast = self._fast_path = BinanceFastPath(
+                self.name, {}, frozenset(self.cfg.channels), self._publish_safely, self._invalid
+            )
+        if self.cfg.guard_frames or fast is not None:
+            _guard_frames(client, self._on_malformed, fast, self._on_frame)
         try:
             await client.load_markets()
             if not self.markets:
                 self._resolve(client)
+            if fast is not None:
+                fast.symbols = {client.market(sym)["id"]: sym for sym in self.markets}
             gaps = self._backfill_starts(client)
             for symbol in gaps:  # hold live trades from the first frame on
                 self._held[symbol] = []
@@ -501,14 +524,20 @@ def _hook_frames(client: Any, on_frame: Callable[[], None]) -> None:
     client.handle_message = handle_message
 
 
-def _guard_frames(client: Any, on_malformed: Callable[[Exception, Any], None]) -> None:
-    """Keep one bad frame from wedging a connection.
+def _guard_frames(
+    client: Any,
+    on_malformed: Callable[[Exception, Any], None],
+    fast: Callable[[Any, int], bool] | None = None,
+    on_frame: Callable[[], None] | None = None,
+) -> None:
+    """Wrap the frame handler of every websocket client CCXT creates.
 
-    CCXT decodes and dispatches each frame inside its receive loop's done-callback; an
-    exception there (a malformed or truncated frame) never reaches a caller: it stops the
-    receive loop and the pending watch hangs until a keepalive timeout. Each websocket
-    client CCXT creates gets its frame handler wrapped: the error is reported and the
-    frame skipped, the loop goes on.
+    - A frame CCXT cannot decode or handle (malformed, truncated) must not wedge the socket:
+      CCXT decodes and dispatches each frame inside its receive loop's done-callback, where
+      an exception never reaches a caller, stops the loop and leaves the watch hanging. The
+      error is reported and the frame skipped.
+    - With the native parser, ``fast(data, recv_ns)`` takes the frames it knows before CCXT
+      parses them (True = consumed); everything else goes on to CCXT.
     """
     make_client = client.client
 
@@ -519,6 +548,10 @@ def _guard_frames(client: Any, on_malformed: Callable[[Exception, Any], None]) -
 
             def handle(data: Any) -> Any:
                 try:
+                    if fast is not None and fast(data, time.time_ns()):
+                        if on_frame is not None:
+                            on_frame()
+                        return None
                     return original(data)
                 except Exception as e:
                     on_malformed(e, data)

@@ -57,12 +57,13 @@ async def pipeline(
     capacity: int = 200_000,
     supervisor: dict[str, Any] | None = None,
     play: bool = True,
+    parser: str = "ccxt",
 ) -> AsyncIterator[Pipeline]:
     async with FakeExchange(source, autoplay=False) as fx:
         settings = load_settings(
             redis={"url": redis_server.url},
             exchanges=[{"name": "binance", "symbols": list(symbols), "url": fx.base_url,
-                        "channels": list(channels)}],
+                        "channels": list(channels), "parser": parser}],
             supervisor=supervisor or {},
         )  # fmt: skip
         async with Publisher(settings) as pub:

@@ -57,9 +57,13 @@ async def settle(p: Pipeline, done: Any) -> None:
     await asyncio.sleep(0.3)  # anything extra (a duplicate) would show up now
 
 
-async def test_recorded_binance_session_arrives_complete(make_pipeline: Any) -> None:
+PARSERS = pytest.mark.parametrize("parser", ["ccxt", "native"])
+
+
+@PARSERS
+async def test_recorded_binance_session_arrives_complete(make_pipeline: Any, parser: str) -> None:
     source = ReplaySource(bundled_recording(), speed=20)
-    async with make_pipeline(source, RECORDED) as p:
+    async with make_pipeline(source, RECORDED, parser=parser) as p:
         await settle(p, p.fx.wait_done(60))
         trades = assert_trades_match(p)
         tickers = assert_tickers_match(p)
@@ -81,17 +85,22 @@ async def test_synthetic_steady_rate_for_ten_seconds(make_pipeline: Any) -> None
         assert p.publisher.workers["binance"].trade_ids.gaps == 0
 
 
-async def test_burst_of_20000_trades_on_10_markets_loses_nothing(make_pipeline: Any) -> None:
+@PARSERS
+async def test_burst_of_20000_trades_on_10_markets_loses_nothing(
+    make_pipeline: Any, parser: str
+) -> None:
     symbols = [
         f"{b}/USDT"
         for b in ("BTC", "ETH", "BNB", "XRP", "SOL", "ADA", "DOGE", "LTC", "DOT", "LINK")
     ]
     source = SyntheticSource(symbols, rate=1, total=0, channels=("aggTrade",))
-    async with make_pipeline(source, symbols, play=False) as p:
+    async with make_pipeline(source, symbols, play=False, parser=parser) as p:
         await p.fx.send_burst(symbols, 20_000)
         await p.wait_stored(20_000, timeout=60)
         await asyncio.sleep(0.3)
         assert assert_trades_match(p) == 20_000
         w = p.publisher.workers["binance"]
         assert w.trade_ids.gaps == 0 and w.trade_ids.duplicates == 0
+        native = w.status()["native_frames"]
+        assert native == (20_000 if parser == "native" else 0)
         assert sum(len(b) for b in p.consumer.buffers.values()) == 20_000
