@@ -11,6 +11,7 @@ vs ``XLEN`` of each stream; any difference fails the figure.
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections import Counter
 from typing import Any
@@ -96,7 +97,7 @@ def _compare(sent: dict[str, int], got: dict[str, int]) -> dict[str, Any]:
 
 
 async def publisher_session(
-    ctx: Context, rate: float, duration: float, burst: int
+    ctx: Context, rate: float, duration: float, burst: int, parser: str = "ccxt"
 ) -> dict[str, Any]:
     from publisher.app import Publisher
 
@@ -104,7 +105,9 @@ async def publisher_session(
     with running_redis() as rs:
         spec = {"symbols": SYMBOLS, "rate": rate, "duration": duration}
         async with FakeProc(spec) as fx:
-            settings = publisher_settings(rs.url, fx.base_url, fx.symbols, maxlen=1_000_000)
+            settings = publisher_settings(
+                rs.url, fx.base_url, fx.symbols, maxlen=1_000_000, parser=parser
+            )
             async with Publisher(settings) as pub:
                 await fx.call("wait_subscribed", streams=streams_for(fx.symbols), timeout=60)
                 sink = pub.sink
@@ -180,12 +183,16 @@ async def run(ctx: Context) -> list[Figure]:
     duration = 2.0 if ctx.quick else 4.0
     burst = ctx.pick(50_000, 10_000)
     pubs = [await publisher_session(ctx, rate, duration, burst) for _ in range(ctx.repeats)]
+    natives = [
+        await publisher_session(ctx, rate, duration, burst, parser="native")
+        for _ in range(ctx.repeats)
+    ]
     refs = [await reader_session(rate, duration, burst) for _ in range(ctx.repeats)]
-    lost = sum(p["lossless"]["lost"] for p in pubs)
+    lost = sum(p["lossless"]["lost"] for p in pubs + natives)
     failed = None
-    if lost or any("error" in p for p in pubs):
+    if lost or any("error" in p for p in pubs + natives):
         failed = f"LOST {lost} records: " + "; ".join(
-            str(p.get("error") or p["lossless"]["mismatched"]) for p in pubs
+            str(p.get("error") or p["lossless"]["mismatched"]) for p in pubs + natives
         )
     notes = {
         "sessions": [
@@ -220,4 +227,31 @@ async def run(ctx: Context) -> list[Figure]:
             "sent_vs_stored": notes["sent_vs_stored"],
         },
     )
-    return [burst_fig, steady_fig]
+    native_ratio = statistics.median(n["burst_rate"] for n in natives) / statistics.median(
+        p["burst_rate"] for p in pubs
+    )
+    native_fig = Figure(
+        name=f"1c publisher burst, native parser ({burst // 1000}k aggTrades)",
+        unit="records/s",
+        runs=[n["burst_rate"] for n in natives],
+        reference="the ccxt parser path, same burst (1a)",
+        reference_runs=[p["burst_rate"] for p in pubs],
+        target=">= 5x the ccxt path, lossless",
+        met=not failed and native_ratio >= 5,
+        failed=failed,
+        notes={
+            "sent_vs_stored": [(n["lossless"]["sent"], n["lossless"]["stored"]) for n in natives]
+        },
+    )
+    native_steady = Figure(
+        name=f"1d publisher steady {rate / 1000:g}k/s, native parser",
+        unit="records/s",
+        runs=[n["steady_rate"] for n in natives],
+        reference="bare reader, same rate",
+        reference_runs=[r["steady_rate"] for r in refs],
+        target="keeps up, lossless",
+        met=not failed and all(n["steady_drain_ms"] < 1000 for n in natives),
+        failed=failed,
+        notes={"drain_after_last_frame_ms": [round(n["steady_drain_ms"], 1) for n in natives]},
+    )
+    return [burst_fig, steady_fig, native_fig, native_steady]

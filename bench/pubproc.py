@@ -23,7 +23,12 @@ from marketbus.settings import Settings, load_settings
 
 
 def publisher_settings(
-    redis_url: str, base_url: str, symbols: list[str], *, maxlen: int = 100_000
+    redis_url: str,
+    base_url: str,
+    symbols: list[str],
+    *,
+    maxlen: int = 100_000,
+    parser: str = "ccxt",
 ) -> Settings:
     """Binance via the fake, every watch on one websocket connection (``streamLimits``)."""
     return load_settings(
@@ -35,6 +40,7 @@ def publisher_settings(
                 "url": base_url,
                 "channels": ["ticker", "trades"],
                 "options": {"options": {"streamLimits": {"spot": 1}}},
+                "parser": parser,
             }
         ],
         supervisor={"heartbeat_s": 60, "status_interval_s": 1},
