@@ -6,13 +6,18 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
+from urllib.parse import urlsplit
 
+import redis.exceptions
 import typer
 
-from marketbus.errors import MarketbusError
+from marketbus.errors import ConfigError, FatalError, MarketbusError, RedisUnavailableError
 from marketbus.models import Channel
+
+T = TypeVar("T")
 
 app = typer.Typer(
     name="marketbus",
@@ -41,14 +46,44 @@ def _csv(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def _fail(e: Exception) -> typer.Exit:
+def _channels(value: str) -> list[Channel]:
+    out = []
+    for c in _csv(value) or []:
+        try:
+            out.append(Channel(c.lower()))
+        except ValueError:
+            known = ", ".join(ch.value for ch in Channel)
+            raise ConfigError(f"--channels: unknown channel {c!r} (use {known})") from None
+    if not out:
+        raise ConfigError("--channels: needs at least one channel")
+    return out
+
+
+def exit_code(e: BaseException) -> int:
+    """2 for a bad configuration or usage, 1 for anything that went wrong at run time."""
+    return 2 if isinstance(e, ConfigError) else 1
+
+
+def _fail(e: BaseException, code: int | None = None) -> typer.Exit:
     typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-    return typer.Exit(2)
+    return typer.Exit(exit_code(e) if code is None else code)
+
+
+def _warn_password_in_url(url: str) -> None:
+    if urlsplit(url).password:
+        typer.secho(
+            "warning: the Redis URL holds a password, which other users can read in the "
+            "process list: use MARKETBUS_REDIS__PASSWORD or --redis-password-file instead",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
 
 
 def _redis_overrides(redis_url: str | None, password_file: Path | None) -> dict[str, Any] | None:
     url = redis_url or os.environ.get("REDIS_URL")
     out: dict[str, Any] = {}
+    if redis_url:
+        _warn_password_in_url(redis_url)
     if url:
         out["url"] = url
     if password_file:
@@ -63,11 +98,22 @@ def _redis_settings(redis_url: str | None, password_file: Path | None) -> Any:
     return load_settings(None, **({"redis": over} if over else {})).redis
 
 
-def _run(coro: Any) -> Any:
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro``; our errors (and redis-py's, translated) become one red line and an exit code."""
+    from marketbus.redis_client import from_redis
+
     try:
         return asyncio.run(coro)
     except MarketbusError as e:
         raise _fail(e) from None
+    except BrokenPipeError:  # `marketbus tail --json | head`: the reader left, so do we
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(0) from None
+    except (redis.exceptions.RedisError, OSError) as e:
+        err = from_redis(e)
+        if isinstance(err, RedisUnavailableError):
+            err = RedisUnavailableError(f"Redis is not reachable: {err}")
+        raise _fail(err) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
 
@@ -83,13 +129,18 @@ def publish(
         str | None, typer.Option(help="point CCXT's URLs at this host (a fake exchange)")
     ] = None,
     config: Annotated[Path | None, typer.Option(help="TOML config file")] = None,
-    log_level: Annotated[str, typer.Option()] = "info",
-    log_json: Annotated[bool | None, typer.Option("--log-json/--log-pretty")] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
+    log_json: Annotated[
+        bool | None,
+        typer.Option("--log-json/--log-pretty", help="default: JSON unless stderr is a terminal"),
+    ] = None,
 ) -> None:
     """Run the publisher: exchange websockets -> normalized records -> Redis Streams."""
     from marketbus import logs
     from marketbus.settings import load_settings
 
+    if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise _fail(ConfigError(f"--log-level: unknown level {log_level!r}"))
     logs.configure(log_level, log_json)
     try:
         base = load_settings(config)
@@ -128,6 +179,10 @@ async def _publish(settings: Any) -> None:
         waiter.cancel()
         stopper.cancel()
         p.sink.check()
+        if not stop.is_set():
+            failed = {n: w.status().get("last_error") for n, w in p.workers.items()}
+            reasons = "; ".join(f"{n}: {why or 'failed'}" for n, why in failed.items())
+            raise FatalError(f"every exchange worker failed ({reasons})")
 
 
 @app.command()
@@ -139,16 +194,18 @@ def tail(
     redis_url: RedisUrl = None,
     redis_password_file: PasswordFile = None,
     json: Annotated[bool, typer.Option("--json", help="one JSON line per record")] = False,
-    count: Annotated[int | None, typer.Option(help="stop after N records")] = None,
-    backfill: Annotated[int, typer.Option(help="entries to load first per stream")] = 100,
+    count: Annotated[int | None, typer.Option(min=1, help="stop after N records")] = None,
+    backfill: Annotated[int, typer.Option(min=0, help="entries to load first per stream")] = 100,
 ) -> None:
     """Live view of the latest prices (or --json lines), read through the consumer library."""
+    from marketbus import logs
     from marketbus.cli.tail import tail as run_tail
 
+    logs.configure("warning")  # on stderr: stdout is the view or the JSON lines
     try:
         redis = _redis_settings(redis_url, redis_password_file)
-        chans = [Channel(c) for c in _csv(channels) or []]
-    except (MarketbusError, ValueError) as e:
+        chans = _channels(channels)
+    except MarketbusError as e:
         raise _fail(e) from None
     _run(run_tail(redis, list(markets or []), chans, as_json=json, count=count, backfill=backfill))
 
@@ -181,16 +238,21 @@ def health(
     exchange: Annotated[str, typer.Option(help="the worker to check")] = "binance",
     redis_url: RedisUrl = None,
     redis_password_file: PasswordFile = None,
-    max_age: Annotated[float, typer.Option(help="oldest acceptable last frame, seconds")] = 60.0,
+    max_age: Annotated[
+        float, typer.Option(min=0.0, help="oldest acceptable last frame, seconds")
+    ] = 60.0,
 ) -> None:
-    """Exit 0 when the exchange's worker is CONNECTED with a recent frame (for health checks)."""
+    """Exit 0 when the exchange's worker is CONNECTED with a recent frame, else 1."""
     from marketbus.cli.inspect import worker_health
 
     try:
         redis = _redis_settings(redis_url, redis_password_file)
     except MarketbusError as e:
         raise _fail(e) from None
-    ok, why = _run(worker_health(redis, exchange, max_age))
+    try:
+        ok, why = _run(worker_health(redis, exchange.strip().lower(), max_age))
+    except typer.Exit as e:
+        raise typer.Exit(1) from e  # unreachable Redis, bad password: unhealthy all the same
     typer.echo(why)
     raise typer.Exit(0 if ok else 1)
 
@@ -200,32 +262,52 @@ def fake_exchange(
     recording: Annotated[
         Path | None, typer.Option(help="JSONL recording to replay (default: bundled Binance)")
     ] = None,
-    speed: Annotated[float, typer.Option(help="replay speed-up; 0 = as fast as possible")] = 1.0,
+    speed: Annotated[
+        float, typer.Option(min=0.0, help="replay speed-up; 0 = as fast as possible")
+    ] = 1.0,
     loop: Annotated[bool, typer.Option("--loop/--no-loop", help="replay forever")] = False,
     synthetic: Annotated[
-        int | None, typer.Option(help="generate random-walk data for N symbols instead")
+        int | None, typer.Option(min=1, help="generate random-walk data for N symbols instead")
     ] = None,
     rate: Annotated[float, typer.Option(help="synthetic frames per second, in total")] = 1000.0,
     host: Annotated[str, typer.Option()] = "127.0.0.1",
-    port: Annotated[int, typer.Option()] = 0,
+    port: Annotated[int, typer.Option(min=0, max=65535)] = 0,
 ) -> None:
     """A local exchange speaking the Binance spot protocol (first stdout line: its URL)."""
     from fake_exchange.cli import run
 
-    run(recording, speed, loop, synthetic, rate, host, port)
+    if rate <= 0:
+        raise _fail(ConfigError(f"--rate: must be > 0 (got {rate:g})"))
+    if recording is not None and not recording.is_file():
+        raise _fail(ConfigError(f"--recording: no such file: {recording}"))
+    try:
+        run(recording, speed, loop, synthetic, rate, host, port)
+    except (ValueError, OSError) as e:  # a recording we cannot replay, a port in use
+        raise _fail(e, 2 if isinstance(e, ValueError) else 1) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
 
 
 @app.command()
 def demo(
     redis_url: RedisUrl = None,
+    redis_password_file: PasswordFile = None,
     offline: Annotated[bool, typer.Option(help="skip the live check, replay at once")] = False,
-    speed: Annotated[float, typer.Option(help="replay speed when offline")] = 1.0,
+    speed: Annotated[float, typer.Option(min=0.0, help="replay speed when offline")] = 1.0,
 ) -> None:
-    """Redis + publisher + live view in one process (what `make run` starts)."""
-    from marketbus.cli.demo import default_redis_url
+    """Redis + publisher + live view in one process (what `make run` starts).
+
+    Without --redis-url or $REDIS_URL it starts its own redis-server and stops it on exit.
+    """
     from marketbus.cli.demo import demo as run_demo
 
-    _run(run_demo(redis_url or default_redis_url(), offline=offline, speed=speed))
+    redis = None
+    if redis_url or os.environ.get("REDIS_URL") or redis_password_file:
+        try:
+            redis = _redis_settings(redis_url, redis_password_file)
+        except MarketbusError as e:
+            raise _fail(e) from None
+    _run(run_demo(redis, offline=offline, speed=speed))
 
 
 __all__ = ["app"]

@@ -1,8 +1,9 @@
 """``marketbus demo`` (what ``make run`` starts): Redis + publisher + the live view, one process.
 
 Live Binance when it answers within a few seconds; otherwise one plain line says so and
-the bundled fake exchange replays a recorded Binance session. Ctrl-C stops everything
-(publisher, fake exchange, a redis-server we started) and leaves no process behind.
+the bundled fake exchange replays a recorded Binance session. Ctrl-C (or SIGTERM) stops
+everything (view, publisher, fake exchange, a redis-server we started), at any moment,
+also during start-up, and leaves no process behind.
 """
 
 from __future__ import annotations
@@ -10,16 +11,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import redis.exceptions
 
 from marketbus import logs
+from marketbus.aio import cancel_and_wait
+from marketbus.errors import FatalError, RedisUnavailableError
 from marketbus.models import Channel
-from marketbus.settings import DEFAULT_SYMBOLS, RedisSettings, load_settings
+from marketbus.redis_client import connect, from_redis
+from marketbus.settings import DEFAULT_SYMBOLS, RedisSettings, load_settings, redact_url
 
 BINANCE_PING = "https://api.binance.com/api/v3/ping"
 
@@ -32,7 +36,7 @@ async def binance_reachable(timeout: float) -> tuple[bool, str]:
                 return r.status == 200, f"HTTP {r.status}"
     except TimeoutError:
         return False, f"no answer within {timeout:g} s"
-    except Exception as e:
+    except (aiohttp.ClientError, OSError) as e:
         return False, type(e).__name__
 
 
@@ -46,37 +50,102 @@ def recorded_symbols(path: Path) -> list[str]:
     return sorted(markets)
 
 
+async def check_redis(settings: RedisSettings) -> None:
+    """Fail early, in one clear line, when the Redis we were given does not answer."""
+    client = connect(settings)
+    try:
+        await client.ping()
+    except (redis.exceptions.RedisError, OSError) as e:
+        err = from_redis(e)
+        if isinstance(err, RedisUnavailableError):
+            raise RedisUnavailableError(
+                f"Redis at {redact_url(settings.url)} is not reachable ({err}); start it, or "
+                "leave REDIS_URL and --redis-url unset and the demo starts its own"
+            ) from e
+        raise err from e
+    finally:
+        await client.aclose()
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
 async def demo(
-    redis_url: str | None,
+    redis: RedisSettings | None,
     *,
     offline: bool = False,
     speed: float = 1.0,
     probe_timeout: float = 4.0,
     log_file: Path = Path(".run/publisher.log"),
 ) -> None:
+    """Run until SIGINT/SIGTERM (returns) or until something fails (raises)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    body = asyncio.create_task(
+        _run(
+            redis, stop, offline=offline, speed=speed, probe_timeout=probe_timeout,
+            log_file=log_file,
+        ),
+        name="demo",
+    )  # fmt: skip
+    stopper = asyncio.create_task(stop.wait(), name="demo-stop")
+    try:
+        await asyncio.wait({body, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if not body.done():
+            # Cancel wherever it is (probing Binance, starting Redis, streaming): every
+            # context it entered closes on the way out. Python 3.11's asyncio.wait_for (used
+            # inside redis-py) can swallow a cancellation that races a completed read; then
+            # the body still returns at its next check of ``stop``.
+            body.cancel()
+            await asyncio.wait({body})
+        if not body.cancelled() and body.exception() is not None:
+            raise body.exception()  # type: ignore[misc]
+    finally:
+        stopper.cancel()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    _say("stopped.")
+
+
+async def _run(
+    redis: RedisSettings | None,
+    stop: asyncio.Event,
+    *,
+    offline: bool,
+    speed: float,
+    probe_timeout: float,
+    log_file: Path,
+) -> None:
     from fake_exchange import FakeExchange, ReplaySource, bundled_recording
     from marketbus.cli.local_redis import LocalRedis
     from marketbus.cli.tail import tail
     from publisher.app import Publisher
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.ExitStack() as stack, log_file.open("a") as log_out:
+    with contextlib.ExitStack() as stack:
+        log_out = stack.enter_context(log_file.open("a"))
         logs.configure("info", json=True, stream=log_out)
-        if redis_url is None:
-            redis_url = stack.enter_context(LocalRedis())
-            print(f"started a local redis-server at {redis_url} (set REDIS_URL to use yours)")
-        live, why = (False, "offline mode") if offline else await binance_reachable(probe_timeout)
+        if redis is None:
+            redis = RedisSettings(url=stack.enter_context(LocalRedis()))
+            _say(f"started a local redis-server at {redis.url} (set REDIS_URL to use yours)")
+        await check_redis(redis)
+        if stop.is_set():
+            return
+        if offline:
+            live, why = False, "--offline"
+        else:
+            live, why = await binance_reachable(probe_timeout)
         exchange: dict[str, Any] = {"name": "binance", "channels": [Channel.TICKER, Channel.TRADES]}
+        if stop.is_set():
+            return
         async with contextlib.AsyncExitStack() as astack:
             if live:
                 exchange["symbols"] = list(DEFAULT_SYMBOLS)
                 title = "marketbus: LIVE Binance"
-                print(f"Binance is reachable: streaming live {', '.join(DEFAULT_SYMBOLS)}")
+                _say(f"Binance is reachable: streaming live {', '.join(DEFAULT_SYMBOLS)}")
             else:
                 recording = bundled_recording()
                 symbols = recorded_symbols(recording)
@@ -86,38 +155,43 @@ async def demo(
                 exchange["symbols"] = symbols
                 exchange["url"] = fx.base_url
                 title = "marketbus: REPLAY of a recorded Binance session (not live)"
-                print(
-                    f"Binance is not reachable ({why}): streaming the bundled replay of a "
-                    f"recorded Binance session ({', '.join(symbols)}) from a local fake exchange "
-                    f"at {fx.base_url}."
+                reason = "offline mode" if offline else f"Binance is not reachable ({why})"
+                _say(
+                    f"{reason}: streaming the bundled replay of a recorded Binance session "
+                    f"({', '.join(symbols)}) from a local fake exchange at {fx.base_url}."
                 )
-            settings = load_settings(
-                redis=RedisSettings(url=redis_url).model_dump(), exchanges=[exchange]
-            )
-            print(f"publisher logs: {log_file}   Ctrl-C to stop")
+            settings = load_settings(redis=redis.model_dump(), exchanges=[exchange])
+            _say(f"publisher logs: {log_file}   Ctrl-C to stop")
             publisher = await astack.enter_async_context(Publisher(settings))
+            if stop.is_set():
+                return
             markets = [f"binance:{s}" for s in exchange["symbols"]]
-            tail_task = asyncio.create_task(
+            viewer = asyncio.create_task(
                 tail(
                     settings.redis,
                     markets,
                     [Channel.TICKER, Channel.TRADES],
                     title=title,
                     stop=stop,
-                )
+                ),
+                name="demo-view",
             )
-            pub_task = asyncio.create_task(publisher.wait())
-            await asyncio.wait({tail_task, pub_task, asyncio.create_task(stop.wait())},
-                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
-            stop.set()
-            for t in (tail_task, pub_task):
-                t.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.remove_signal_handler(sig)
-    print("stopped.")
-
-
-def default_redis_url() -> str | None:
-    return os.environ.get("REDIS_URL") or None
+            watcher = asyncio.create_task(publisher.wait(), name="demo-publisher")
+            stopper = asyncio.create_task(stop.wait(), name="demo-run-stop")
+            try:
+                done, _ = await asyncio.wait(
+                    {viewer, watcher, stopper}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if stop.is_set():
+                    return
+                if viewer in done:
+                    viewer.result()  # the view's error (Redis gone, bad password), if any
+                    return
+                failed = "; ".join(
+                    f"{n}: {w.status().get('last_error') or 'failed'}"
+                    for n, w in publisher.workers.items()
+                )
+                raise FatalError(f"the publisher stopped ({failed}); see {log_file}")
+            finally:
+                for t in (viewer, watcher, stopper):
+                    await cancel_and_wait(t, 5.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
@@ -15,15 +16,48 @@ from marketbus.redis_client import connect
 from marketbus.settings import RedisSettings
 
 
-def _describe(entries: list[Any]) -> str:
+def describe_entry(entries: list[Any]) -> dict[str, Any] | None:
+    """One XRANGE result as data: ``id``, ``record`` (decoded) and ``text``, or ``undecodable``."""
     if not entries:
-        return "-"
+        return None
     entry_id, fields = entries[0]
+    eid = entry_id.decode()
     try:
         r = codec.decode_fields(fields)
     except DecodeError as e:
-        return f"{entry_id.decode()} (undecodable: {e})"
-    return f"{entry_id.decode()} {codec.human(r)}"
+        return {"id": eid, "undecodable": str(e)[:200], "text": f"{eid} (undecodable: {e})"}
+    return {"id": eid, "record": r.model_dump(mode="json"), "text": f"{eid} {codec.human(r)}"}
+
+
+async def _stream(client: Any, k: bytes) -> dict[str, Any] | None:
+    try:
+        sk = parse_stream_key(k)
+    except DecodeError:
+        return None
+    out: dict[str, Any] = {
+        "key": k.decode(), "exchange": sk.exchange, "symbol": sk.symbol,
+        "channel": sk.channel.value,
+    }  # fmt: skip
+    kind = await client.type(k)
+    if kind != b"stream":  # a foreign key that happens to match our pattern
+        return {**out, "length": None, "first": None, "last": None,
+                "error": f"not a stream (a {kind.decode()})"}  # fmt: skip
+    out["length"] = await client.xlen(k)
+    out["first"] = describe_entry(await client.xrange(k, "-", "+", count=1))
+    out["last"] = describe_entry(await client.xrevrange(k, "+", "-", count=1))
+    return out
+
+
+def _status(raw: bytes | None, key: bytes) -> dict[str, Any] | None:
+    if not raw:
+        return None
+    try:
+        st = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        st = None
+    if not isinstance(st, dict) or "exchange" not in st or "state" not in st:
+        return {"exchange": key.decode(errors="replace"), "state": "UNREADABLE"}
+    return st
 
 
 async def inspect(redis: RedisSettings) -> dict[str, Any]:
@@ -32,26 +66,19 @@ async def inspect(redis: RedisSettings) -> dict[str, Any]:
     try:
         streams = []
         async for k in client.scan_iter(match=stream_pattern(), count=1000):
-            try:
-                sk = parse_stream_key(k)
-            except DecodeError:
-                continue
-            length = await client.xlen(k)
-            first = await client.xrange(k, "-", "+", count=1)
-            last = await client.xrevrange(k, "+", "-", count=1)
-            streams.append(
-                {"key": k.decode(), "exchange": sk.exchange, "symbol": sk.symbol,
-                 "channel": sk.channel.value, "length": length,
-                 "first": _describe(first), "last": _describe(last)}
-            )  # fmt: skip
+            s = await _stream(client, k)
+            if s is not None:
+                streams.append(s)
         statuses = []
         async for k in client.scan_iter(match=f"{STATUS_PREFIX}:*", count=100):
-            raw = await client.hget(k, "json")
-            if raw:
-                statuses.append(orjson.loads(raw))
+            if await client.type(k) == b"hash":
+                st = _status(await client.hget(k, "json"), k)
+                if st is not None:
+                    statuses.append(st)
     finally:
         await client.aclose()
     streams.sort(key=lambda s: s["key"])
+    statuses.sort(key=lambda s: str(s["exchange"]))
     return {"streams": streams, "workers": statuses}
 
 
@@ -62,10 +89,12 @@ async def worker_health(redis: RedisSettings, exchange: str, max_age: float) -> 
         raw = await client.hget(status_key(exchange), "json")
     finally:
         await client.aclose()
-    if not raw:
+    st = _status(raw, status_key(exchange).encode())
+    if st is None:
         return False, f"no status for {exchange}: publisher not running (or its status expired)"
-    st = orjson.loads(raw)
     age = st.get("last_frame_age_s")
+    if isinstance(age, int | float) and isinstance(st.get("updated_ms"), int):
+        age += max(time.time() - st["updated_ms"] / 1000, 0)  # the status may be seconds old
     if st.get("state") != "CONNECTED":
         return False, f"{exchange} is {st.get('state')}: {st.get('last_error') or ''}"
     if age is None or age > max_age:
@@ -76,10 +105,21 @@ async def worker_health(redis: RedisSettings, exchange: str, max_age: float) -> 
 def print_inspection(data: dict[str, Any], console: Console | None = None) -> None:
     con = console or Console()
     t = Table(title="streams")
-    for c in ("key", "length", "first", "last"):
-        t.add_column(c)
+    widest = max((len(s["key"]) for s in data["streams"]), default=3)
+    t.add_column("key", no_wrap=True, min_width=widest)  # keys are for copying: never cut
+    t.add_column("length", justify="right", no_wrap=True)
+    t.add_column("first", overflow="fold")
+    t.add_column("last", overflow="fold")
     for s in data["streams"]:
-        t.add_row(s["key"], str(s["length"]), s["first"], s["last"])
+        first, last = s["first"], s["last"]
+        t.add_row(
+            s["key"],
+            "-" if s["length"] is None else str(s["length"]),
+            s.get("error") or (first["text"] if first else "-"),
+            last["text"] if last else "-",
+        )
+    if not data["streams"]:
+        t.add_row("(no marketbus streams: is a publisher running?)", "", "", "")
     con.print(t)
     w = Table(title="publisher workers")
     for c in ("exchange", "state", "markets", "last frame age", "reconnects", "errors", "records",
@@ -87,8 +127,10 @@ def print_inspection(data: dict[str, Any], console: Console | None = None) -> No
         w.add_column(c)
     for st in data["workers"]:
         age = st.get("last_frame_age_s")
+    if isinstance(age, int | float) and isinstance(st.get("updated_ms"), int):
+        age += max(time.time() - st["updated_ms"] / 1000, 0)  # the status may be seconds old
         w.add_row(
-            st["exchange"], st["state"], ", ".join(st.get("markets", [])),
+            str(st["exchange"]), str(st["state"]), ", ".join(map(str, st.get("markets", []))),
             "-" if age is None else f"{age:.1f}s", str(st.get("reconnects", 0)),
             str(st.get("errors", 0)), str(st.get("records", 0)), str(st.get("trade_gaps", 0)),
             str(st.get("sink", {}).get("pending", 0)), str(st.get("last_error") or "-")[:60],

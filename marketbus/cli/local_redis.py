@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import ctypes
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from marketbus.errors import ConfigError
@@ -17,6 +21,22 @@ def _free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """On Linux, a child that gets SIGTERM when we die, even by SIGKILL (no orphan left)."""
+    if sys.platform != "linux":
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+    return preexec
 
 
 class LocalRedis:
@@ -44,6 +64,7 @@ class LocalRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C goes to us; we stop it in order
+            preexec_fn=_die_with_parent(),  # one prctl call: async-signal-safe
         )  # fmt: skip
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

@@ -85,12 +85,16 @@ async def tail(
                 await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             else:
                 con = console or Console()
-                with Live(
-                    render(c.buffers, meter, title), console=con, refresh_per_second=4
-                ) as live:
-                    while not any(w.done() for w in waiters):
-                        live.update(render(c.buffers, meter, title))
-                        await asyncio.sleep(0.25)
+                try:
+                    with Live(
+                        render(c.buffers, meter, title), console=con, refresh_per_second=4
+                    ) as live:
+                        while not any(w.done() for w in waiters):
+                            live.update(render(c.buffers, meter, title))
+                            await asyncio.sleep(0.25)
+                finally:
+                    if not con.is_terminal:
+                        con.line()  # rich ends a non-terminal live view without a newline
             if reader.done() and reader.exception() is not None:
                 raise reader.exception()  # type: ignore[misc]
         finally:

@@ -21,21 +21,31 @@ class RateMeter:
         self._times: dict[tuple[str, str], deque[float]] = {}
 
     def hit(self, exchange: str, symbol: str, now: float) -> None:
-        self._times.setdefault((exchange, symbol), deque()).append(now)
+        q = self._times.setdefault((exchange, symbol), deque())
+        q.append(now)
+        self._prune(q, now)  # bounded even when nobody asks for the rate (tail --json)
 
     def rate(self, exchange: str, symbol: str, now: float) -> float:
         q = self._times.get((exchange, symbol))
         if not q:
             return 0.0
-        while q and q[0] < now - self.window_s:
-            q.popleft()
+        self._prune(q, now)
         return len(q) / self.window_s
+
+    def _prune(self, q: deque[float], now: float) -> None:
+        while q and q[0] <= now - self.window_s:
+            q.popleft()
 
 
 def _f(v: Any, digits: int = 8) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
+    """A price with ``digits`` significant digits, never in exponent notation."""
+    if v is None or not math.isfinite(v):
         return "-"
-    return f"{v:.{digits}g}"
+    if v == 0:
+        return "0"
+    decimals = max(digits - 1 - math.floor(math.log10(abs(v))), 0)
+    text = f"{v:.{decimals}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def render(
@@ -44,12 +54,11 @@ def render(
     """A rich Table of latest price, bid/ask, spread, ticks/s and age per market."""
     now = time.time() if now is None else now
     table = Table(title=title, expand=False)
-    for col, justify in (
-        ("market", "left"), ("last", "right"), ("bid", "right"), ("ask", "right"),
-        ("spread bps", "right"), ("trades", "right"), ("rec/s", "right"), ("age", "right"),
-    ):  # fmt: skip
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
     markets = sorted({(k.exchange, k.symbol) for k in buffers})
+    widest = max((len(e) + 1 + len(s) for e, s in markets), default=6)
+    table.add_column("market", no_wrap=True, min_width=widest)
+    for col in ("last", "bid", "ask", "spread bps", "trades", "rec/s", "age"):
+        table.add_column(col, justify="right", no_wrap=True)
     for exchange, symbol in markets:
         tk = buffers.get(StreamKey(exchange, symbol, Channel.TICKER))
         tr = buffers.get(StreamKey(exchange, symbol, Channel.TRADES))
@@ -64,7 +73,7 @@ def render(
         if bid and ask and not (math.isnan(bid) or math.isnan(ask)):
             spread = f"{(ask - bid) / ((ask + bid) / 2) * 1e4:.1f}"
         ts = max((r["ts_ms"] for r in (t, last_trade) if r is not None), default=None)
-        age = "-" if ts is None else f"{max(now - ts / 1000, 0):.1f}s"
+        age = "waiting" if ts is None else f"{max(now - ts / 1000, 0):.1f}s"
         table.add_row(
             f"{exchange}:{symbol}", _f(last), _f(bid), _f(ask), spread,
             str(tr.total_appended if tr is not None else 0),

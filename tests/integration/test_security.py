@@ -27,7 +27,9 @@ pytestmark = pytest.mark.integration
 TRADES = stream_key("binance", "BTC/USDT", "trades")
 
 # What each role needs, and nothing more. Keys: data streams and status hashes only.
-PUBLISHER_ACL = "on >pub-secret resetkeys ~md:* ~mb:status:* -@all +xadd +xrevrange +hset +expire +ping +hello"
+PUBLISHER_ACL = (
+    "on >pub-secret resetkeys ~md:* ~mb:status:* -@all +xadd +xrevrange +hset +expire +ping +hello"
+)
 CONSUMER_ACL = (
     "on >con-secret resetkeys ~md:* -@all +xread +xreadgroup +xack +xautoclaim +xgroup|create "
     "+xrange +xrevrange +xpending +scan +ping +hello"

@@ -1,0 +1,150 @@
+"""docker-compose.yml and the Dockerfile agree with the CLI and the settings (no Docker here)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import typer.main
+import yaml
+
+from marketbus.cli import app
+from marketbus.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+SERVICES: dict[str, Any] = COMPOSE["services"]
+
+
+def publishers() -> list[str]:
+    return [n for n, s in SERVICES.items() if "publish" in (s.get("command") or [])]
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of the final stage."""
+    lines = [ln.strip() for ln in DOCKERFILE.splitlines() if ln.strip() and not ln.startswith("#")]
+    out: list[tuple[str, str]] = []
+    for ln in lines:
+        word, _, rest = ln.partition(" ")
+        if word.upper() == "FROM":
+            out = []  # a new stage
+        out.append((word.upper(), rest.strip()))
+    return out
+
+
+def parse_cli(argv: list[str]) -> dict[str, Any]:
+    """Parse ``marketbus <argv>`` with the real click command (nothing runs): unknown options fail."""
+    group = typer.main.get_command(app)
+    name, *args = argv
+    assert name in group.commands, f"marketbus has no command {name!r}"  # type: ignore[attr-defined]
+    cmd = group.commands[name]  # type: ignore[attr-defined]
+    ctx = cmd.make_context(name, list(args))
+    params: dict[str, Any] = ctx.params
+    return params
+
+
+def entrypoint() -> list[str]:
+    ep = dict(dockerfile_instructions())["ENTRYPOINT"]
+    parsed: list[str] = yaml.safe_load(ep)
+    return parsed
+
+
+def env_field_exists(name: str) -> bool:
+    """Whether ``MARKETBUS_A__B`` names the settings field ``a.b``."""
+    model: Any = Settings
+    for part in name.removeprefix("MARKETBUS_").lower().split("__"):
+        fields = getattr(model, "model_fields", None)
+        if fields is None or part not in fields:
+            return False
+        model = fields[part].annotation
+    return True
+
+
+def test_redis_is_persistent_and_health_checked() -> None:
+    redis = SERVICES["redis"]
+    cmd = " ".join(redis["command"])
+    assert re.search(r"--appendonly\s+yes", cmd)
+    assert any(v.endswith(":/data") for v in redis["volumes"])
+    assert redis["healthcheck"]["test"][1:] == ["redis-cli", "ping"]
+
+
+def test_there_is_a_publisher_and_a_bot() -> None:
+    assert publishers(), "no service runs `marketbus publish`"
+    assert "bot" in SERVICES
+
+
+@pytest.mark.parametrize("service", publishers())
+def test_publisher_command_parses_with_the_real_cli(service: str) -> None:
+    svc = SERVICES[service]
+    assert entrypoint() == ["marketbus"]
+    params = parse_cli(svc["command"])
+    assert params["exchange"] == "binance"
+    # the same validation the publisher runs at start: symbols, channels, exchange
+    load_settings(
+        exchanges=[{"name": params["exchange"], "symbols": params["symbols"].split(","),
+                    "channels": params["channels"].split(",")}],
+    )  # fmt: skip
+    assert "--redis-password" not in " ".join(svc["command"])  # secrets never in argv
+
+
+@pytest.mark.parametrize("service", publishers())
+def test_publisher_env_are_settings(service: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    env: dict[str, str] = SERVICES[service]["environment"]
+    ours = {k: str(v) for k, v in env.items() if k.startswith("MARKETBUS_")}
+    assert "MARKETBUS_REDIS__URL" in ours
+    for k in ours:
+        assert env_field_exists(k), f"{k} is not a marketbus setting"
+    for k, v in ours.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    s = load_settings()
+    assert s.redis.url == ours["MARKETBUS_REDIS__URL"]
+    assert urlsplit(s.redis.url).password is None, "a password goes in MARKETBUS_REDIS__PASSWORD"
+    assert "redis://redis:" in s.redis.url  # the compose service name
+
+
+@pytest.mark.parametrize("service", publishers())
+def test_publisher_healthcheck_is_marketbus_health(service: str) -> None:
+    svc = SERVICES[service]
+    test = svc["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "marketbus", "health"]
+    params = parse_cli(test[2:])
+    assert params["exchange"] == parse_cli(svc["command"])["exchange"]
+    assert svc["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_bot_runs_the_example_against_the_compose_redis() -> None:
+    bot = SERVICES["bot"]
+    argv = bot.get("entrypoint") or bot["command"]
+    assert argv[0] == "python"
+    workdir = dict(dockerfile_instructions())["WORKDIR"]
+    script = Path(argv[1])
+    assert (ROOT / script).is_file()
+    copied = [a for i, a in dockerfile_instructions() if i == "COPY" and "examples" in a]
+    assert copied and copied[0].split()[-1] == f"{workdir}/examples"
+    source = (ROOT / script).read_text()
+    for var in bot["environment"]:
+        assert var in source, f"the bot does not read {var}"
+    assert bot["environment"]["REDIS_URL"].startswith("redis://redis:")
+    for market in bot["environment"]["MARKETS"].split(","):
+        exchange, _, symbol = market.partition(":")
+        assert exchange == "binance" and "/" in symbol
+    assert bot["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_dockerfile_slim_non_root_installs_the_package() -> None:
+    final = dockerfile_instructions()
+    base = final[0][1]
+    assert re.fullmatch(r"python:3\.11-slim(\S*)?( AS \w+)?", base), base
+    users = [a for i, a in final if i == "USER"]
+    assert users and users[-1] not in ("root", "0"), "the image must not run as root"
+    runs = " ".join(a for i, a in final if i == "RUN")
+    assert "pip install" in runs
+    assert "pip wheel" in DOCKERFILE and "COPY pyproject.toml" in DOCKERFILE
+    for pkg in ("marketbus", "publisher", "consumers", "fake_exchange"):
+        assert f"COPY {pkg} " in DOCKERFILE, f"the image lacks the {pkg} package"
+    assert entrypoint() == ["marketbus"]
