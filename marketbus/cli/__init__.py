@@ -128,6 +128,13 @@ def publish(
     exchange_url: Annotated[
         str | None, typer.Option(help="point CCXT's URLs at this host (a fake exchange)")
     ] = None,
+    parser: Annotated[
+        str | None,
+        typer.Option(help="ccxt (default) or native: parse Binance trade/ticker frames ourselves"),
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="serve /healthz, /readyz and /metrics on this port")
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="TOML config file")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
     log_json: Annotated[
@@ -145,7 +152,7 @@ def publish(
     try:
         base = load_settings(config)
         overrides: dict[str, Any] = {}
-        if any(v is not None for v in (exchange, symbols, channels, exchange_url)):
+        if any(v is not None for v in (exchange, symbols, channels, exchange_url, parser)):
             first = base.exchanges[0].model_dump()
             if exchange is not None:
                 first["name"] = exchange
@@ -155,7 +162,11 @@ def publish(
                 first["channels"] = _csv(channels)
             if exchange_url is not None:
                 first["url"] = exchange_url
+            if parser is not None:
+                first["parser"] = parser
             overrides["exchanges"] = [first]
+        if metrics_port is not None:
+            overrides["metrics_port"] = metrics_port
         redis_over = _redis_overrides(redis_url, redis_password_file)
         if redis_over:
             overrides["redis"] = {**base.redis.model_dump(exclude={"password"}), **redis_over}

@@ -377,6 +377,8 @@ def _bad_configs(tmp_path: Path) -> list[tuple[list[str], tuple[str, ...]]]:
         (["publish", "--config", str(tmp_path / "missing.toml")], ("missing.toml",)),
         (["publish", "--redis-url", "http://localhost"], ("redis.url", "http://localhost")),
         (["publish", "--log-level", "loud"], ("--log-level", "loud")),
+        (["publish", "--parser", "fast"], ("parser", "'fast'")),
+        (["publish", "--exchange", "okx", "--parser", "native"], ("native", "binance")),
         (["tail", "--channels", "foo", "--json"], ("channels", "'foo'")),
     ]
 
