@@ -38,6 +38,8 @@ async def fake_redis() -> AsyncIterator[Any]:
 
 @pytest.fixture(autouse=True)
 def _plain_logs() -> None:
+    # reset first: a CLI test may have pointed the logger factory at a stream now closed
+    structlog.reset_defaults()
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
