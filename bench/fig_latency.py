@@ -36,11 +36,16 @@ def _stats(lat_ns: list[int]) -> dict[str, float]:
     }
 
 
-async def pipeline_session(rate: float, duration: float) -> dict[str, Any]:
+async def pipeline_session(rate: float, duration: float, parser: str = "ccxt") -> dict[str, Any]:
     with running_redis() as rs:
         spec = {"symbols": SYMBOLS, "rate": rate, "duration": duration}
         async with FakeProc(spec) as fx:
-            pspec = {"redis": rs.url, "base_url": fx.base_url, "symbols": fx.symbols}
+            pspec = {
+                "redis": rs.url,
+                "base_url": fx.base_url,
+                "symbols": fx.symbols,
+                "parser": parser,
+            }
             async with Proc("publisher", pspec) as pub:
                 await fx.call("wait_subscribed", streams=streams_for(fx.symbols), timeout=60)
                 got: list[tuple[str, str, int, int]] = []
@@ -115,10 +120,13 @@ async def reader_session(rate: float, duration: float) -> dict[str, float]:
 async def run(ctx: Context) -> list[Figure]:
     duration = 2.0 if ctx.quick else 3.0
     figs: list[Figure] = []
-    for rate in (1_000.0, 10_000.0):
-        runs = [await pipeline_session(rate, duration) for _ in range(ctx.repeats)]
-        refs = [await reader_session(rate, duration) for _ in range(ctx.repeats)]
-        label = f"{rate / 1000:g}k/s"
+    refs_by_rate: dict[float, list[dict[str, Any]]] = {}
+    for rate, parser in ((1_000.0, "ccxt"), (10_000.0, "ccxt"), (10_000.0, "native")):
+        runs = [await pipeline_session(rate, duration, parser) for _ in range(ctx.repeats)]
+        if rate not in refs_by_rate:
+            refs_by_rate[rate] = [await reader_session(rate, duration) for _ in range(ctx.repeats)]
+        refs = refs_by_rate[rate]
+        label = f"{rate / 1000:g}k/s" + (", native parser" if parser == "native" else "")
         for q in ("p50", "p99", "max"):
             vals = [r["e2e"][q] for r in runs]
             target = met = None

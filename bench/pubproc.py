@@ -50,7 +50,9 @@ def publisher_settings(
 async def _publisher(spec: dict[str, Any]) -> None:
     from publisher.app import Publisher
 
-    settings = publisher_settings(spec["redis"], spec["base_url"], spec["symbols"])
+    settings = publisher_settings(
+        spec["redis"], spec["base_url"], spec["symbols"], parser=spec.get("parser", "ccxt")
+    )
     async with Publisher(settings) as pub:
 
         def stats() -> dict[str, Any]:
