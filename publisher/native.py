@@ -14,8 +14,8 @@ from typing import Any
 
 import orjson
 
-from marketbus.models import Channel, Record, Ticker, Trade
-from publisher.normalize import NormalizeError, opt_price, opt_size
+from marketbus.models import Channel, Record, Trade
+from publisher.normalize import NormalizeError, ticker_record
 
 # what the frame's "e" says -> the channel it feeds
 BINANCE_EVENTS: dict[str, Channel] = {
@@ -26,13 +26,18 @@ BINANCE_EVENTS: dict[str, Channel] = {
 }
 
 
+# Ticker field -> key in Binance's 24hrTicker / 24hrMiniTicker frames (``c`` is last and close)
+BINANCE_TICKER_KEYS = {
+    "last": "c", "bid": "b", "ask": "a", "bid_size": "B", "ask_size": "A", "open": "o",
+    "high": "h", "low": "l", "close": "c", "base_volume": "v", "quote_volume": "q",
+}  # fmt: skip
+
+
 def _f(v: Any) -> float:
     return float(v)
 
 
-def binance_record(
-    exchange: str, frame: Mapping[str, Any], symbol: str, recv_ns: int
-) -> Record:
+def binance_record(exchange: str, frame: Mapping[str, Any], symbol: str, recv_ns: int) -> Record:
     """The record for one Binance push frame (already known to be a trade or ticker event)."""
     e = frame["e"]
     try:
@@ -47,24 +52,7 @@ def binance_record(
                 amount=_f(frame["q"]),
                 side="sell" if frame["m"] else "buy",
             )
-        last = opt_price(frame.get("c"))
-        return Ticker(
-            exchange=exchange,
-            symbol=symbol,
-            ts_ms=frame["E"],
-            recv_ns=recv_ns,
-            last=last,
-            bid=opt_price(frame.get("b")),
-            ask=opt_price(frame.get("a")),
-            bid_size=opt_size(frame.get("B")),
-            ask_size=opt_size(frame.get("A")),
-            open=opt_price(frame.get("o")),
-            high=opt_price(frame.get("h")),
-            low=opt_price(frame.get("l")),
-            close=last,
-            base_volume=opt_size(frame.get("v")),
-            quote_volume=opt_size(frame.get("q")),
-        )
+        return ticker_record(exchange, symbol, frame["E"], recv_ns, frame, BINANCE_TICKER_KEYS)
     except (KeyError, TypeError, ValueError) as err:
         raise NormalizeError(f"bad {e} frame from {exchange}: {err}") from err
 

@@ -7,6 +7,7 @@ Invalid values (zero or negative prices, NaN, missing ids) raise
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -19,25 +20,56 @@ class NormalizeError(DecodeError):
     """A CCXT structure we cannot turn into a valid record."""
 
 
-def opt_price(v: Any) -> float | None:
-    """Optional price: absent, zero or non-finite is ``None`` (illiquid books report 0)."""
+def _opt_number(v: Any, zero_ok: bool) -> float | None:
     if v is None or isinstance(v, bool):
         return None
     try:
         f = float(v)
     except (TypeError, ValueError):
         return None
-    return f if math.isfinite(f) and f > 0 else None
+    return f if math.isfinite(f) and (f > 0 or (zero_ok and f == 0)) else None
+
+
+def opt_price(v: Any) -> float | None:
+    """Optional price: absent, zero or non-finite is ``None`` (illiquid books report 0)."""
+    return _opt_number(v, zero_ok=False)
 
 
 def opt_size(v: Any) -> float | None:
-    if v is None or isinstance(v, bool):
-        return None
+    """Optional size or volume: absent, negative or non-finite is ``None``."""
+    return _opt_number(v, zero_ok=True)
+
+
+SIZE_FIELDS = frozenset({"bid_size", "ask_size", "base_volume", "quote_volume"})
+
+# Ticker field -> key in CCXT's unified ticker structure
+CCXT_TICKER_KEYS = {
+    "last": "last", "bid": "bid", "ask": "ask", "bid_size": "bidVolume", "ask_size": "askVolume",
+    "open": "open", "high": "high", "low": "low", "close": "close",
+    "base_volume": "baseVolume", "quote_volume": "quoteVolume",
+}  # fmt: skip
+
+
+def ticker_record(
+    exchange: str,
+    symbol: Any,
+    ts_ms: int,
+    recv_ns: int,
+    source: Mapping[str, Any],
+    keys: Mapping[str, str],
+) -> Ticker:
+    """A :class:`Ticker` from any mapping, given which of its keys holds each field.
+
+    One place for the value rules (zero prices are absent, sizes may be zero), shared by
+    the CCXT path and the native parser so both give the same record.
+    """
+    values = {
+        f: (opt_size if f in SIZE_FIELDS else opt_price)(source.get(k)) for f, k in keys.items()
+    }
     try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) and f >= 0 else None
+        return Ticker(exchange=exchange, symbol=symbol, ts_ms=ts_ms, recv_ns=recv_ns, **values)
+    except (ValidationError, TypeError, ValueError) as e:
+        raise NormalizeError(f"bad ticker from {exchange}: {e}") from e
 
 
 def _event_ms(d: dict[str, Any], recv_ns: int) -> int:
@@ -76,23 +108,6 @@ def trade_from_ccxt(exchange: str, t: dict[str, Any], recv_ns: int) -> Trade:
 
 def ticker_from_ccxt(exchange: str, t: dict[str, Any], recv_ns: int) -> Ticker:
     """A CCXT ticker structure as a :class:`Ticker`."""
-    try:
-        return Ticker(
-            exchange=exchange,
-            symbol=t.get("symbol"),
-            ts_ms=_event_ms(t, recv_ns),
-            recv_ns=recv_ns,
-            last=opt_price(t.get("last")),
-            bid=opt_price(t.get("bid")),
-            ask=opt_price(t.get("ask")),
-            bid_size=opt_size(t.get("bidVolume")),
-            ask_size=opt_size(t.get("askVolume")),
-            open=opt_price(t.get("open")),
-            high=opt_price(t.get("high")),
-            low=opt_price(t.get("low")),
-            close=opt_price(t.get("close")),
-            base_volume=opt_size(t.get("baseVolume")),
-            quote_volume=opt_size(t.get("quoteVolume")),
-        )
-    except (ValidationError, TypeError, ValueError) as e:
-        raise NormalizeError(f"bad ticker from {exchange}: {e}") from e
+    return ticker_record(
+        exchange, t.get("symbol"), _event_ms(t, recv_ns), recv_ns, t, CCXT_TICKER_KEYS
+    )
