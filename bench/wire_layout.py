@@ -9,7 +9,6 @@ one field per value (legible, no codec); a JSON blob. Figures go in docs/wire.md
 from __future__ import annotations
 
 import asyncio
-import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -91,7 +90,6 @@ def main() -> None:
     rows = asyncio.run(measure())
     for row in rows:
         print(row)
-    _ = statistics
 
 
 if __name__ == "__main__":

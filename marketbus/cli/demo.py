@@ -40,14 +40,31 @@ async def binance_reachable(timeout: float) -> tuple[bool, str]:
         return False, type(e).__name__
 
 
+# recorded streams the fake turns into what the demo shows (tickers and trades)
+_SHOWN_STREAMS = ("@bookTicker", "@aggTrade", "@trade", "@ticker", "@kline")
+
+
 def recorded_symbols(path: Path) -> list[str]:
-    """The markets a recording holds (its header), as unified symbols."""
+    """The markets of a recording (its header) that have ticker or trade data in it.
+
+    A market with only depth frames would sit empty in the live view, so it is left out.
+    """
     with path.open() as f:
         header = json.loads(f.readline())
-    markets: set[str] = set()
-    for syms in header.get("config", {}).values():
-        markets.update(s.replace("-", "/") for s in syms)
-    return sorted(markets)
+        lines = f.readlines()
+    markets = {s.replace("-", "/") for syms in header.get("config", {}).values() for s in syms}
+    with_data = set()
+    for line in lines:
+        if '"t":"recv"' not in line and '"t": "recv"' not in line:
+            continue
+        try:
+            stream = str(json.loads(json.loads(line).get("data", "{}")).get("stream", ""))
+        except (ValueError, AttributeError):
+            continue
+        if any(k in stream for k in _SHOWN_STREAMS):
+            with_data.add(stream.split("@", 1)[0])
+    shown = [m for m in markets if m.replace("/", "").lower() in with_data]
+    return sorted(shown or markets)
 
 
 async def check_redis(settings: RedisSettings) -> None:

@@ -141,3 +141,11 @@ def test_record_json_is_one_line_with_the_fields() -> None:
     assert (d["exchange"], d["symbol"], d["price"], d["channel"]) == (
         "binance", "BTC/USDT", 101.5, "trades",
     )  # fmt: skip
+
+
+def test_demo_shows_only_recorded_markets_with_ticker_or_trade_data() -> None:
+    from fake_exchange import bundled_recording
+    from marketbus.cli.demo import recorded_symbols
+
+    # RUNE/EUR is in the recording's header but has only depth frames: it would sit empty
+    assert recorded_symbols(bundled_recording()) == ["BLZ/ETH", "LRC/BTC", "NKN/USDT"]
