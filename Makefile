@@ -24,14 +24,18 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# redis-server is needed by `make run` (unless REDIS_URL is set) and by the integration tests.
+# redis-server is needed by `make run` (unless REDIS_URL is set) and by the integration tests;
+# openssl makes the TLS test's self-signed certificate.
 deps: venv
-	@if ! command -v redis-server >/dev/null 2>&1; then \
+	@missing=""; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
+	if [ -n "$$missing" ]; then \
 	  if [ -n "$$REDIS_URL" ] && [ "$(MAKECMDGOALS)" = run ]; then exit 0; fi; \
-	  echo "redis-server not found: installing it from the OS packages"; \
+	  echo "missing:$$missing: installing from the OS packages"; \
 	  if command -v apt-get >/dev/null 2>&1; then \
-	    $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server >/dev/null; \
-	  else echo "no apt-get here: install redis-server yourself, or set REDIS_URL" >&2; exit 1; fi; \
+	    $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "no apt-get here: install$$missing yourself, or set REDIS_URL" >&2; exit 1; fi; \
 	fi
 
 run: deps
