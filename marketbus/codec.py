@@ -4,7 +4,8 @@ An entry has two fields:
 
 - ``d``: the record as a msgpack array ``[version, kind, exchange, symbol, ts_ms,
   recv_ns, *values]`` (positional: smallest and fastest; the version makes old
-  consumers fail loudly instead of misreading a newer layout);
+  consumers fail loudly instead of misreading a newer layout). Book levels travel
+  flat (``[p0, s0, p1, s1, ...]``): one array header per side, not one per level;
 - ``h``: one line of text for people running ``redis-cli XREVRANGE``, never parsed.
 
 See docs/wire.md for the layout and the measurements behind it.
@@ -20,7 +21,19 @@ from typing import Any
 import msgpack
 
 from marketbus.errors import DecodeError, SchemaVersionError
-from marketbus.models import INT64_MAX, SCHEMA_VERSION, Channel, Record, Ticker, Trade
+from marketbus.models import (
+    INT64_MAX,
+    INTERVALS_MS,
+    MAX_BOOK_LEVELS,
+    SCHEMA_VERSION,
+    BookTop,
+    Candle,
+    Channel,
+    Record,
+    Ticker,
+    Trade,
+    check_book,
+)
 
 DATA_FIELD = "d"
 HUMAN_FIELD = "h"
@@ -28,7 +41,14 @@ _DATA_B = DATA_FIELD.encode()
 
 KIND_TRADE = "T"
 KIND_TICKER = "K"
-KIND_OF: dict[Channel, str] = {Channel.TRADES: KIND_TRADE, Channel.TICKER: KIND_TICKER}
+KIND_BOOK = "B"
+KIND_CANDLE = "C"
+KIND_OF: dict[Channel, str] = {
+    Channel.TRADES: KIND_TRADE,
+    Channel.TICKER: KIND_TICKER,
+    Channel.BOOK: KIND_BOOK,
+    Channel.CANDLES: KIND_CANDLE,
+}
 CHANNEL_OF: dict[str, Channel] = {v: k for k, v in KIND_OF.items()}
 
 TICKER_FIELDS = (
@@ -36,6 +56,10 @@ TICKER_FIELDS = (
     "base_volume", "quote_volume",
 )  # fmt: skip
 TRADE_FIELDS = ("id", "price", "amount", "side")
+BOOK_FIELDS = ("seq", "bids", "asks")  # bids/asks flat: [p0, s0, p1, s1, ...], best first
+CANDLE_FIELDS = (
+    "interval", "open_ms", "open", "high", "low", "close", "volume", "quote_volume", "closed",
+)  # fmt: skip
 _HEAD = 6  # version, kind, exchange, symbol, ts_ms, recv_ns
 
 _packer = msgpack.Packer(use_bin_type=True)
@@ -50,6 +74,19 @@ def pack(record: Record) -> bytes:
              record.recv_ns, record.id, record.price, record.amount, record.side]
         )  # fmt: skip
         return out
+    if isinstance(record, BookTop):
+        out = _packer.pack(
+            [SCHEMA_VERSION, KIND_BOOK, record.exchange, record.symbol, record.ts_ms,
+             record.recv_ns, record.seq, flat_levels(record.bids), flat_levels(record.asks)]
+        )  # fmt: skip
+        return out
+    if isinstance(record, Candle):
+        out = _packer.pack(
+            [SCHEMA_VERSION, KIND_CANDLE, record.exchange, record.symbol, record.ts_ms,
+             record.recv_ns, record.interval, record.open_ms, record.open, record.high,
+             record.low, record.close, record.volume, record.quote_volume, record.closed]
+        )  # fmt: skip
+        return out
     out = _packer.pack(
         [SCHEMA_VERSION, KIND_TICKER, record.exchange, record.symbol, record.ts_ms,
          record.recv_ns, record.last, record.bid, record.ask, record.bid_size, record.ask_size,
@@ -57,6 +94,17 @@ def pack(record: Record) -> bytes:
          record.quote_volume]
     )  # fmt: skip
     return out
+
+
+def flat_levels(levels: tuple[tuple[float, float], ...]) -> list[float]:
+    """``((p0, s0), (p1, s1))`` -> ``[p0, s0, p1, s1]``."""
+    return [x for level in levels for x in level]
+
+
+def pair_levels(flat: list[Any]) -> tuple[tuple[float, float], ...]:
+    """Inverse of :func:`flat_levels`."""
+    it = iter(flat)
+    return tuple((float(p), float(s)) for p, s in zip(it, it, strict=True))
 
 
 _iso_cache: tuple[int, str] = (-1, "")
@@ -90,6 +138,20 @@ def human(record: Record) -> str:
         return (
             f"{record.symbol} {side} {_fmt(record.amount)} @ {_fmt(record.price)} "
             f"id={record.id} {iso_ms(record.ts_ms)}"
+        )
+    if isinstance(record, BookTop):
+        bid = record.best_bid or (None, None)
+        ask = record.best_ask or (None, None)
+        return (
+            f"{record.symbol} bid {_fmt(bid[1])} @ {_fmt(bid[0])} ask {_fmt(ask[1])} @ "
+            f"{_fmt(ask[0])} levels {len(record.bids)}/{len(record.asks)} seq={record.seq} "
+            f"{iso_ms(record.ts_ms)}"
+        )
+    if isinstance(record, Candle):
+        return (
+            f"{record.symbol} {record.interval} {iso_ms(record.open_ms)} o {_fmt(record.open)} "
+            f"h {_fmt(record.high)} l {_fmt(record.low)} c {_fmt(record.close)} "
+            f"v {_fmt(record.volume)}{' closed' if record.closed else ''}"
         )
     return (
         f"{record.symbol} last {_fmt(record.last)} bid {_fmt(record.bid)} "
@@ -140,10 +202,7 @@ def unpack(data: bytes) -> tuple[Channel, list[Any]]:
     if channel is None:
         raise DecodeError(f"unknown record kind {arr[1]!r}")
     _check_head(arr)
-    if channel is Channel.TRADES:
-        _check_trade(arr)
-    else:
-        _check_ticker(arr)
+    _CHECKS[channel](arr)
     return channel, arr
 
 
@@ -200,6 +259,60 @@ def _check_ticker(arr: list[Any]) -> None:
         _num(v, TICKER_FIELDS[i], optional=True, positive=_TICKER_POSITIVE[i])
 
 
+def _check_levels(flat: object, side: str) -> None:
+    if not isinstance(flat, list) or len(flat) % 2 or len(flat) > 2 * MAX_BOOK_LEVELS:
+        raise DecodeError(f"book {side} must be a flat list of price, size pairs")
+    for i in range(0, len(flat), 2):
+        p, q = flat[i], flat[i + 1]
+        if type(p) is float and 0.0 < p < math.inf and type(q) is float and 0.0 <= q < math.inf:
+            continue
+        _num(p, f"{side} price", optional=False, positive=True)
+        _num(q, f"{side} size", optional=False, positive=False)
+
+
+def _check_book(arr: list[Any]) -> None:
+    if len(arr) != _HEAD + len(BOOK_FIELDS):
+        raise DecodeError(f"book record has {len(arr)} values, expected {_HEAD + 3}")
+    seq, bids, asks = arr[_HEAD:]
+    if seq is not None and (not _is_int(seq) or not 0 <= seq <= INT64_MAX):
+        raise DecodeError(f"book seq must be an integer in 0..2**63-1 or nil, got {seq!r}")
+    _check_levels(bids, "bids")
+    _check_levels(asks, "asks")
+    try:
+        check_book(
+            list(zip(bids[::2], bids[1::2], strict=True)),
+            list(zip(asks[::2], asks[1::2], strict=True)),
+        )
+    except ValueError as e:
+        raise DecodeError(f"bad book: {e}") from e
+
+
+def _check_candle(arr: list[Any]) -> None:
+    if len(arr) != _HEAD + len(CANDLE_FIELDS):
+        raise DecodeError(f"candle record has {len(arr)} values, expected {_HEAD + 9}")
+    interval, open_ms, o, h, low, c, v, qv, closed = arr[_HEAD:]
+    if interval not in INTERVALS_MS:
+        raise DecodeError(f"unknown candle interval {interval!r}")
+    if not _is_int(open_ms) or not 0 <= open_ms <= INT64_MAX:
+        raise DecodeError("candle open_ms must be an integer in 0..2**63-1")
+    for name, x in (("open", o), ("high", h), ("low", low), ("close", c)):
+        _num(x, name, optional=False, positive=True)
+    _num(v, "volume", optional=False, positive=False)
+    _num(qv, "quote_volume", optional=True, positive=False)
+    if not low <= min(o, c) <= max(o, c) <= h:
+        raise DecodeError("candle needs low <= open, close <= high")
+    if type(closed) is not bool:
+        raise DecodeError("candle closed must be a boolean")
+
+
+_CHECKS = {
+    Channel.TRADES: _check_trade,
+    Channel.TICKER: _check_ticker,
+    Channel.BOOK: _check_book,
+    Channel.CANDLES: _check_candle,
+}
+
+
 def from_values(channel: Channel, arr: list[Any]) -> Record:
     """A model from checked values (no second validation: :func:`unpack` did it)."""
     head: dict[str, Any] = dict(exchange=arr[2], symbol=arr[3], ts_ms=arr[4], recv_ns=arr[5])
@@ -208,6 +321,18 @@ def from_values(channel: Channel, arr: list[Any]) -> Record:
         return Trade.model_construct(
             **head, id=tid, price=float(price), amount=float(amount), side=side
         )
+    if channel is Channel.BOOK:
+        seq, bids, asks = arr[_HEAD:]
+        return BookTop.model_construct(
+            **head, seq=seq, bids=pair_levels(bids), asks=pair_levels(asks)
+        )
+    if channel is Channel.CANDLES:
+        interval, open_ms, o, h, low, c, v, qv, closed = arr[_HEAD:]
+        return Candle.model_construct(
+            **head, interval=interval, open_ms=open_ms, open=float(o), high=float(h),
+            low=float(low), close=float(c), volume=float(v),
+            quote_volume=None if qv is None else float(qv), closed=closed,
+        )  # fmt: skip
     vals: dict[str, Any] = {
         k: (None if v is None else float(v))
         for k, v in zip(TICKER_FIELDS, arr[_HEAD:], strict=True)

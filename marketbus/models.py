@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import math
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 SCHEMA_VERSION = 1
 INT64_MAX = 2**63 - 1  # times are int64 columns in consumers' buffers
@@ -20,6 +20,8 @@ INT64_MAX = 2**63 - 1  # times are int64 columns in consumers' buffers
 class Channel(StrEnum):
     TICKER = "ticker"
     TRADES = "trades"
+    BOOK = "book"
+    CANDLES = "candles"
 
 
 def _finite(v: float | None) -> float | None:
@@ -71,9 +73,91 @@ class Trade(_Record):
     side: Side | None = None
 
 
-Record = Ticker | Trade
+Level = tuple[Price, Size]
+MAX_BOOK_LEVELS = 1_000
 
-MODELS: dict[Channel, type[Ticker] | type[Trade]] = {
+
+class BookTop(_Record):
+    """The top N levels of one order book, best first, as the exchange's book stood at ``seq``.
+
+    Never crossed, never out of order: a book that fails these checks is a broken book
+    (missed update, bad checksum) and must be resynchronized, not published.
+    """
+
+    channel: Literal[Channel.BOOK] = Channel.BOOK
+    seq: int | None = Field(
+        None, ge=0, le=INT64_MAX, description="exchange update/sequence id (Binance u, OKX seqId)"
+    )
+    bids: tuple[Level, ...] = Field(max_length=MAX_BOOK_LEVELS)
+    asks: tuple[Level, ...] = Field(max_length=MAX_BOOK_LEVELS)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> BookTop:
+        check_book(self.bids, self.asks)
+        return self
+
+    @property
+    def best_bid(self) -> Level | None:
+        return self.bids[0] if self.bids else None
+
+    @property
+    def best_ask(self) -> Level | None:
+        return self.asks[0] if self.asks else None
+
+
+def check_book(bids: tuple[Level, ...] | list[Any], asks: tuple[Level, ...] | list[Any]) -> None:
+    """Bids strictly descending, asks strictly ascending, best bid below best ask."""
+    for i in range(1, len(bids)):
+        if not bids[i][0] < bids[i - 1][0]:
+            raise ValueError(f"bids not strictly descending at level {i}")
+    for i in range(1, len(asks)):
+        if not asks[i][0] > asks[i - 1][0]:
+            raise ValueError(f"asks not strictly ascending at level {i}")
+    if bids and asks and not bids[0][0] < asks[0][0]:
+        raise ValueError(f"crossed book: best bid {bids[0][0]} >= best ask {asks[0][0]}")
+
+
+INTERVALS_MS: dict[str, int] = {
+    "1s": 1_000, "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000,
+    "30m": 1_800_000, "1h": 3_600_000, "2h": 7_200_000, "4h": 14_400_000,
+    "6h": 21_600_000, "8h": 28_800_000, "12h": 43_200_000, "1d": 86_400_000,
+    "3d": 259_200_000, "1w": 604_800_000,
+}  # fmt: skip
+"""Fixed-length candle intervals (CCXT's timeframe names); a month is not fixed, so not here."""
+
+
+class Candle(_Record):
+    """One OHLCV candle as the exchange streams it; ``closed`` once its interval has ended.
+
+    ``ts_ms`` is the exchange's event time of this update, ``open_ms`` the interval start.
+    An open candle is re-published as it changes; the last record of an interval wins.
+    """
+
+    channel: Literal[Channel.CANDLES] = Channel.CANDLES
+    interval: str = Field(min_length=1, max_length=8)
+    open_ms: int = Field(ge=0, le=INT64_MAX)
+    open: Price
+    high: Price
+    low: Price
+    close: Price
+    volume: Size
+    quote_volume: OptSize = None
+    closed: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Candle:
+        if self.interval not in INTERVALS_MS:
+            raise ValueError(f"unknown interval {self.interval!r}")
+        if not self.low <= min(self.open, self.close) <= max(self.open, self.close) <= self.high:
+            raise ValueError("needs low <= open, close <= high")
+        return self
+
+
+Record = Ticker | Trade | BookTop | Candle
+
+MODELS: dict[Channel, type[Ticker] | type[Trade] | type[BookTop] | type[Candle]] = {
     Channel.TICKER: Ticker,
     Channel.TRADES: Trade,
+    Channel.BOOK: BookTop,
+    Channel.CANDLES: Candle,
 }

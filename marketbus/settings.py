@@ -29,7 +29,7 @@ from pydantic_settings import (
 )
 
 from marketbus.errors import ConfigError
-from marketbus.models import Channel
+from marketbus.models import INTERVALS_MS, MAX_BOOK_LEVELS, Channel
 
 DEFAULT_SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT", "BNB/USDT", "XRP/USDT")
 
@@ -88,6 +88,19 @@ class ExchangeSettings(_Frozen):
     guard_frames: bool = Field(
         True, description="skip frames CCXT cannot decode instead of letting them wedge the socket"
     )
+    book_depth: int = Field(20, ge=1, le=MAX_BOOK_LEVELS, description="levels per side published")
+    book_interval_ms: int = Field(
+        0, ge=0, le=60_000, description="at most one book record per market per interval; 0: all"
+    )
+    candle_intervals: tuple[str, ...] = Field(
+        ("1m",), description="exchange klines published on channel candles"
+    )
+    mode: Literal["ws", "poll"] = Field(
+        "ws", description="poll: REST fetch_tickers/fetch_trades instead of websockets"
+    )
+    poll_interval_s: float | None = Field(
+        None, gt=0, le=3_600, description="seconds between polls; auto from the rate limit"
+    )
 
     @field_validator("name")
     @classmethod
@@ -104,6 +117,16 @@ class ExchangeSettings(_Frozen):
         if self.parser == "native" and self.name != "binance":
             raise ValueError(f"parser 'native' exists for binance only, not {self.name!r}")
         return self
+
+    @field_validator("candle_intervals")
+    @classmethod
+    def _intervals(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [i for i in v if i not in INTERVALS_MS]
+        if bad:
+            raise ValueError(f"unknown interval(s) {bad}: use {', '.join(INTERVALS_MS)}")
+        if not v:
+            raise ValueError("needs at least one interval")
+        return tuple(dict.fromkeys(v))
 
     @field_validator("symbols")
     @classmethod
