@@ -46,3 +46,7 @@ class TradeIdTracker:
         if len(self._recent) > self.recent_size:
             self._recent.popitem(last=False)
         return True
+
+    def forget(self, symbol: str) -> None:
+        """After an unsubscribe: the next trade of ``symbol`` starts a new run, not a gap."""
+        self.last.pop(symbol, None)

@@ -15,10 +15,11 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import ccxt
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
@@ -34,8 +35,10 @@ from marketbus.settings import ExchangeSettings, SupervisorSettings
 from marketbus.symbols import SymbolResolver
 from publisher import backfill as bfill
 from publisher.backfill import BackfillMode, TradeMark
+from publisher.books import BookGate, book_from_ccxt
 from publisher.ccxt_client import has_taps, make_client, watch_params
 from publisher.errors_map import from_ccxt
+from publisher.klines import CandleTracker
 from publisher.native import BinanceFastPath
 from publisher.normalize import NormalizeError, ticker_from_ccxt, trade_from_ccxt
 from publisher.state import ConnState
@@ -48,6 +51,10 @@ MAX_HELD_TRADES = 200_000
 """Live trades held per worker while a backfill runs; past it new ones are dropped (a gap)."""
 MAX_RETRY_AFTER_S = 3_600.0
 """A Retry-After longer than this is taken as this (a misconfigured proxy, not a ban)."""
+MAX_BOOK_RESYNCS = 30
+"""Book resyncs (gap or bad checksum) per minute per watch before the session is restarted."""
+
+Wanted = Mapping[Channel, Iterable[str]]
 
 
 class RecordSink(Protocol):
@@ -72,7 +79,18 @@ class WorkerStats:
     backfilled: int = 0
     held_overflow: int = 0
     malformed: int = 0
+    book_resyncs: int = 0
+    subscription_changes: int = 0
     transitions: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class _Batch:
+    """One watch loop holding the subscription of ``symbols`` on ``channel``."""
+
+    channel: Channel
+    symbols: tuple[str, ...]
+    task: asyncio.Task[None] | None = None
 
 
 class ExchangeWorker:
@@ -93,7 +111,14 @@ class ExchangeWorker:
         self._client_factory = client_factory
         self.state = ConnState.DISCONNECTED
         self.markets: list[str] = []
-        self._market_set: frozenset[str] = frozenset()
+        self.wanted: dict[Channel, tuple[str, ...]] = {c: cfg.symbols for c in cfg.channels}
+        self.active: dict[Channel, list[str]] = {}
+        self._allowed: frozenset[tuple[Channel, str]] = frozenset()
+        self._batches: list[_Batch] = []
+        self._tg: asyncio.TaskGroup | None = None
+        self._resolver: SymbolResolver | None = None
+        self.books = BookGate(cfg.book_interval_ms)
+        self.klines = CandleTracker(cfg.name)
         self.dropped: dict[str, str] = {}
         self.stats = WorkerStats()
         self._fast_path: BinanceFastPath | None = None
@@ -133,7 +158,8 @@ class ExchangeWorker:
             "state": self.state.value,
             "markets": self.markets,
             "dropped": self.dropped,
-            "channels": [c.value for c in self.cfg.channels],
+            "channels": [c.value for c in self.wanted],
+            "subscriptions": {c.value: syms for c, syms in self.active.items() if syms},
             "last_frame_age_s": None if age is None else round(age, 3),
             "frames": self.stats.frames,
             "records": self.stats.records,
@@ -149,6 +175,10 @@ class ExchangeWorker:
             "native_frames": self._fast_path.frames if self._fast_path is not None else 0,
             "backfills": self.stats.backfills,
             "backfilled": self.stats.backfilled,
+            "book_resyncs": self.stats.book_resyncs,
+            "books_unchanged": self.books.stats.unchanged,
+            "books_throttled": self.books.stats.throttled,
+            "subscription_changes": self.stats.subscription_changes,
         }
 
     # -- the tap --------------------------------------------------------------------------
@@ -161,8 +191,7 @@ class ExchangeWorker:
     def _on_parsed(self, channel: Channel, data: dict[str, Any]) -> None:
         """Called synchronously by CCXT for every parsed trade/ticker: must never raise."""
         try:
-            symbol = data.get("symbol")
-            if symbol not in self._market_set or channel not in self.cfg.channels:
+            if (channel, data.get("symbol")) not in self._allowed:
                 return
             recv_ns = time.time_ns()
             if channel is Channel.TRADES:
@@ -176,6 +205,8 @@ class ExchangeWorker:
 
     def _publish(self, record: Record) -> None:
         """A normalized record from either parser: trades go through id checks and backfill."""
+        if (record.channel, record.symbol) not in self._allowed:
+            return  # unsubscribed a moment ago, or a frame for a market we do not publish
         if isinstance(record, Trade):
             held = self._held.get(record.symbol)
             if held is None:
@@ -299,55 +330,169 @@ class ExchangeWorker:
         fast = self._fast_path = None
         if self.cfg.parser == "native":
             fast = self._fast_path = BinanceFastPath(
-                self.name, {}, frozenset(self.cfg.channels), self._publish_safely, self._invalid
+                self.name,
+                {},
+                frozenset((Channel.TICKER, Channel.TRADES)),
+                self._publish_safely,
+                self._invalid,
             )
         if self.cfg.guard_frames or fast is not None:
             _guard_frames(client, self._on_malformed, fast, self._on_frame)
         try:
             await client.load_markets()
-            if not self.markets:
-                self._resolve(client)
-            if fast is not None:
-                fast.symbols = {client.market(sym)["id"]: sym for sym in self.markets}
-            gaps = self._backfill_starts(client)
+            self._resolver = SymbolResolver(self.name, client.markets.values())
+            first = not self.markets
+            desired = self._resolve_wanted()
+            if first and not any(desired.values()) and any(self.wanted.values()):
+                raise UnknownSymbolError(self.name, ", ".join(sorted(self.dropped)))
+            gaps = self._backfill_starts(client, desired.get(Channel.TRADES, []))
             for symbol in gaps:  # hold live trades from the first frame on
                 self._held[symbol] = []
                 self._live_seen[symbol] = asyncio.Event()
             async with asyncio.TaskGroup() as tg:
-                for channel in self.cfg.channels:
-                    for chunk in _chunks(self.markets, MAX_SYMBOLS_PER_SUBSCRIBE):
-                        tg.create_task(self._watch(client, channel, chunk))
+                self._tg = tg
+                self._apply(client, desired)
                 tg.create_task(self._watchdog())
+                tg.create_task(self._ticks())
                 if gaps:
                     tg.create_task(self._backfill(client, gaps))
         finally:
+            self._tg = None
+            self._batches.clear()
             # held trades die with the session: the next one fetches them again over REST
             self._held.clear()
             self._live_seen.clear()
             self._held_total = 0
+            for symbol in self.active.get(Channel.BOOK, []):
+                self.books.forget(symbol)  # a new session starts from a new snapshot
             with contextlib.suppress(Exception):
                 await asyncio.shield(client.close())
 
-    def _resolve(self, client: Any) -> None:
-        resolver = SymbolResolver(self.name, client.markets.values())
-        good, bad = resolver.resolve_all(self.cfg.symbols)
-        for err in bad:
-            self.dropped[err.symbol] = str(err)
-            self.log.error("unknown_symbol_dropped", symbol=err.symbol, error=str(err))
-        if not good:
-            raise UnknownSymbolError(self.name, ", ".join(self.cfg.symbols))
-        self.markets = good
-        self._market_set = frozenset(good)
-        self.log.info("markets", markets=good)
+    # -- subscriptions ----------------------------------------------------------------------
+    def set_wanted(self, wanted: Wanted) -> dict[Channel, list[str]]:
+        """Change what this worker publishes, live: ``{channel: [symbols]}``.
+
+        Symbols are resolved against the exchange's markets (unknown ones are dropped and
+        shown in status); new watch loops start and removed ones stop right away in a
+        running session, or at the next session. Returns the resolved subscription (empty
+        before the first session has loaded the markets).
+        """
+        self.wanted = {
+            Channel(c): tuple(dict.fromkeys(s.strip() for s in syms if s.strip()))
+            for c, syms in wanted.items()
+        }
+        self.wanted = {c: syms for c, syms in self.wanted.items() if syms}
+        self.stats.subscription_changes += 1
+        if self._resolver is None:
+            return {}
+        desired = self._resolve_wanted()
+        if self._tg is not None and self._client is not None:
+            self._apply(self._client, desired)
+        return desired
+
+    def _resolve_wanted(self) -> dict[Channel, list[str]]:
+        assert self._resolver is not None
+        dropped: dict[str, str] = {}
+        desired: dict[Channel, list[str]] = {}
+        for channel, raws in self.wanted.items():
+            good, bad = self._resolver.resolve_all(raws)
+            desired[channel] = good
+            for err in bad:
+                if err.symbol not in self.dropped:
+                    self.log.error("unknown_symbol_dropped", symbol=err.symbol, error=str(err))
+                dropped[err.symbol] = str(err)
+        self.dropped = dropped
+        return desired
+
+    def _apply(self, client: Any, desired: dict[Channel, list[str]]) -> None:
+        """Start and stop watch loops so that exactly ``desired`` is subscribed."""
+        assert self._tg is not None
+        removed: dict[Channel, list[str]] = {}
+        running: dict[Channel, set[str]] = {}
+        for batch in list(self._batches):
+            want = set(desired.get(batch.channel, ()))
+            gone = [s for s in batch.symbols if s not in want]
+            if gone:
+                self._stop_batch(client, batch, gone)
+                removed.setdefault(batch.channel, []).extend(gone)
+                keep = tuple(s for s in batch.symbols if s in want)
+                if keep:
+                    self._start_batch(client, batch.channel, keep)
+            running.setdefault(batch.channel, set()).update(s for s in batch.symbols if s in want)
+        added: dict[Channel, list[str]] = {}
+        for channel, symbols in desired.items():
+            new = [s for s in symbols if s not in running.get(channel, set())]
+            for chunk in _chunks(new, MAX_SYMBOLS_PER_SUBSCRIBE):
+                self._start_batch(client, channel, tuple(chunk))
+            if new:
+                added[channel] = new
+        for channel, symbols in removed.items():
+            for symbol in symbols:
+                if channel is Channel.TRADES:
+                    self.trade_ids.forget(symbol)  # resubscribing later is not a gap
+                    self._last_trade_ms.pop(symbol, None)
+                elif channel is Channel.BOOK:
+                    self.books.forget(symbol)
+                elif channel is Channel.CANDLES:
+                    self.klines.forget(symbol)
+        self.active = {c: list(s) for c, s in desired.items() if s}
+        self._allowed = frozenset((c, s) for c, syms in self.active.items() for s in syms)
+        self.markets = sorted({s for syms in self.active.values() for s in syms})
+        if self._fast_path is not None:
+            ids = {}
+            for channel in (Channel.TRADES, Channel.TICKER):
+                for sym in self.active.get(channel, []):
+                    ids[client.market(sym)["id"]] = sym
+            self._fast_path.symbols = ids
+        if added or removed:
+            self.log.info(
+                "subscriptions",
+                added={c.value: s for c, s in added.items()},
+                removed={c.value: s for c, s in removed.items()},
+                markets=self.markets,
+            )
+
+    def _start_batch(self, client: Any, channel: Channel, symbols: tuple[str, ...]) -> None:
+        assert self._tg is not None
+        batch = _Batch(channel, symbols)
+        batch.task = self._tg.create_task(
+            self._watch(client, channel, list(symbols)), name=f"{self.name}-{channel.value}"
+        )
+        self._batches.append(batch)
+
+    def _stop_batch(self, client: Any, batch: _Batch, gone: list[str]) -> None:
+        self._batches.remove(batch)
+        if batch.task is not None:
+            batch.task.cancel()
+        if self._tg is not None:
+            self._tg.create_task(self._unwatch(client, batch.channel, gone))
+
+    async def _unwatch(self, client: Any, channel: Channel, symbols: list[str]) -> None:
+        """Tell the exchange to stop sending (best effort: our filter already drops them)."""
+        try:
+            async with asyncio.timeout(5):
+                if channel is Channel.TRADES and client.has.get("unWatchTradesForSymbols"):
+                    await client.un_watch_trades_for_symbols(symbols)
+                elif channel is Channel.TICKER and client.has.get("unWatchTickers"):
+                    await client.un_watch_tickers(symbols)
+                elif channel is Channel.BOOK and client.has.get("unWatchOrderBookForSymbols"):
+                    await client.un_watch_order_book_for_symbols(symbols)
+                elif channel is Channel.CANDLES and client.has.get("unWatchOHLCVForSymbols"):
+                    pairs = [[s, i] for s in symbols for i in self.cfg.candle_intervals]
+                    await client.un_watch_ohlcv_for_symbols(pairs)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:  # the stream may stay open; the tap filter drops it
+            self.log.info("unwatch_failed", channel=channel.value, error=str(e)[:200])
 
     # -- backfill -------------------------------------------------------------------------
     def _backfill_mode(self, client: Any) -> BackfillMode | None:
         has = bool(client.has.get("fetchTrades"))
         return bfill.backfill_mode(self.name, self.cfg.trade_stream, has)
 
-    def _backfill_starts(self, client: Any) -> dict[str, int]:
+    def _backfill_starts(self, client: Any, symbols: list[str]) -> dict[str, int]:
         """Symbols with a gap to fill (a trade published before this session) -> cursor."""
-        if Channel.TRADES not in self.cfg.channels:
+        if not symbols:
             return {}
         mode = self._backfill_mode(client)
         if mode is None:
@@ -359,7 +504,7 @@ class ExchangeWorker:
                 )
             return {}
         starts = {}
-        for symbol in self.markets:
+        for symbol in symbols:
             cursor = bfill.first_cursor(mode, self._last_mark(symbol))
             if cursor is not None:
                 starts[symbol] = cursor
@@ -437,6 +582,12 @@ class ExchangeWorker:
         return out
 
     async def _watch(self, client: Any, channel: Channel, symbols: list[str]) -> None:
+        if channel is Channel.BOOK:
+            await self._watch_books(client, symbols)
+            return
+        if channel is Channel.CANDLES:
+            await self._watch_candles(client, symbols)
+            return
         params = watch_params(self.name, channel, self.cfg)
         tapped = has_taps(self.name)
         if channel is Channel.TRADES:
@@ -481,12 +632,124 @@ class ExchangeWorker:
             if not tapped:
                 self._on_parsed(Channel.TICKER, t)
 
+    # -- books and candles ----------------------------------------------------------------
+    async def _watch_books(self, client: Any, symbols: list[str]) -> None:
+        """CCXT keeps each book in sync; a gap or bad checksum raises, and the next call
+        resubscribes and refetches the snapshot: counted, and the session goes on."""
+        many = len(symbols) > 1 and client.has.get("watchOrderBookForSymbols")
+        if not many and len(symbols) > 1:
+            async with asyncio.TaskGroup() as tg:
+                for s in symbols:
+                    tg.create_task(self._watch_books(client, [s]))
+            return
+        resyncs: list[float] = []
+        while True:
+            try:
+                if many:
+                    book = await client.watch_order_book_for_symbols(symbols)
+                else:
+                    book = await client.watch_order_book(symbols[0])
+            except ccxt.InvalidNonce as e:  # ChecksumError is one too
+                self._book_resync(symbols, e, resyncs)
+                continue
+            self._on_book(book)
+
+    def _book_resync(self, symbols: list[str], e: Exception, resyncs: list[float]) -> None:
+        self.stats.book_resyncs += 1
+        self.books.stats.resyncs += 1
+        now = time.monotonic()
+        resyncs[:] = [t for t in resyncs if now - t < 60] + [now]
+        self.log.warning(
+            "book_resync", error=f"{type(e).__name__}: {e}"[:300], symbols=symbols[:5],
+            total=self.stats.book_resyncs,
+        )  # fmt: skip
+        for s in symbols:
+            if s in str(e):
+                self.books.forget(s)
+        if len(resyncs) > MAX_BOOK_RESYNCS:
+            raise ExchangeUnavailableError(
+                f"{self.name}: {len(resyncs)} book resyncs within a minute: reconnecting"
+            ) from e
+
+    def _on_book(self, book: Any) -> None:
+        symbol = book.get("symbol") if isinstance(book, dict) else None
+        if not isinstance(symbol, str) or (Channel.BOOK, symbol) not in self._allowed:
+            return
+        recv_ns = time.time_ns()
+        try:
+            record = book_from_ccxt(self.name, symbol, book, self.cfg.book_depth, recv_ns)
+        except NormalizeError as e:
+            self.books.stats.invalid += 1
+            self._invalid(e)
+            return
+        out = self.books.offer(record, recv_ns // 1_000_000)
+        if out is not None:
+            self._sink.put(out)
+            self.stats.records += 1
+
+    async def _watch_candles(self, client: Any, symbols: list[str]) -> None:
+        pairs = [[s, i] for s in symbols for i in self.cfg.candle_intervals]
+        if client.has.get("watchOHLCVForSymbols"):
+            while True:
+                got = await client.watch_ohlcv_for_symbols(pairs)
+                self._on_candles(client, got)
+        else:
+            async with asyncio.TaskGroup() as tg:
+                for s, interval in pairs:
+                    tg.create_task(self._watch_one_candles(client, s, interval))
+
+    async def _watch_one_candles(self, client: Any, symbol: str, interval: str) -> None:
+        while True:
+            await client.watch_ohlcv(symbol, interval)
+            self._on_candles(client, {symbol: {interval: ()}})
+
+    def _on_candles(self, client: Any, got: Any) -> None:
+        """``got`` names what changed ({symbol: {interval: rows}}); CCXT's cache holds the
+        whole recent history, which the tracker needs to see a candle's final values."""
+        if not isinstance(got, dict):
+            return
+        recv_ns = time.time_ns()
+        for symbol, per_interval in got.items():
+            if (Channel.CANDLES, symbol) not in self._allowed or not isinstance(per_interval, dict):
+                continue
+            for interval in per_interval:
+                rows = client.ohlcvs.get(symbol, {}).get(interval)
+                if not rows:
+                    continue
+                try:
+                    records = self.klines.update(symbol, interval, rows, recv_ns)
+                except (NormalizeError, TypeError, ValueError) as e:
+                    self._invalid(e)
+                    continue
+                for r in records:
+                    self._sink.put(r)
+                    self.stats.records += 1
+
+    async def _ticks(self) -> None:
+        """Trailing book records held back by the throttle; candles closed on time."""
+        interval_ms = self.cfg.book_interval_ms
+        period = min(1.0, interval_ms / 2000) if interval_ms else 1.0
+        while True:
+            await asyncio.sleep(period)
+            now_ns = time.time_ns()
+            for record in self.books.due(now_ns // 1_000_000):
+                if (Channel.BOOK, record.symbol) in self._allowed:
+                    self._sink.put(record)
+                    self.stats.records += 1
+            for candle in self.klines.expire(now_ns):
+                if (Channel.CANDLES, candle.symbol) in self._allowed:
+                    self._sink.put(candle)
+                    self.stats.records += 1
+
     async def _watchdog(self) -> None:
         """CCXT never notices a silent socket (or one a malformed frame wedged): we do."""
         limit_ns = int(self._sup.heartbeat_s * 1e9)
         started = time.time_ns()
         while True:
             await asyncio.sleep(min(1.0, self._sup.heartbeat_s / 4))
+            if not self._batches:  # nothing subscribed: silence is expected
+                started = time.time_ns()
+                continue
             last = max(self.stats.last_frame_ns, started)
             if time.time_ns() - last > limit_ns:
                 raise StaleConnectionError(
