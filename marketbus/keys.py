@@ -62,3 +62,20 @@ def stream_pattern(prefix: str = DEFAULT_PREFIX) -> str:
 def status_key(exchange: str) -> str:
     """The hash a publisher worker writes its state into (with a TTL as heartbeat)."""
     return f"{STATUS_PREFIX}:{exchange}"
+
+
+CONTROL_PREFIX = "mb:ctl"
+SUBS_PREFIX = "mb:subs"
+
+
+def control_stream(exchange: str) -> str:
+    """The stream that tells a running publisher its subscriptions changed (a notice only)."""
+    return f"{CONTROL_PREFIX}:{{{exchange}}}"
+
+
+def subscriptions_key(exchange: str) -> str:
+    """The hash of run-time subscription changes, kept so they survive a publisher restart.
+
+    Same hash tag as :func:`control_stream`: one slot on Redis Cluster.
+    """
+    return f"{SUBS_PREFIX}:{{{exchange}}}"

@@ -171,6 +171,9 @@ class Settings(BaseSettings):
         None, ge=0, le=65535, description="serve /healthz, /readyz, /metrics here"
     )
     metrics_host: str = "127.0.0.1"
+    control: bool = Field(
+        True, description="apply run-time subscription changes (marketbus subscribe) from Redis"
+    )
 
     @field_validator("exchanges")
     @classmethod

@@ -17,10 +17,11 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from marketbus.aio import cancel_and_wait
-from marketbus.errors import RedisAuthError, RedisUnavailableError
+from marketbus.errors import ConfigError, RedisAuthError, RedisUnavailableError
 from marketbus.keys import status_key
 from marketbus.redis_client import connect, from_redis
-from marketbus.settings import Settings, redact_url
+from marketbus.settings import ExchangeSettings, Settings, redact_url
+from publisher.control import ControlLoop
 from publisher.http import OpsServer
 from publisher.sink import StreamSink
 from publisher.state import ConnState
@@ -48,6 +49,9 @@ class Publisher:
             e.name: ExchangeWorker(e, self.sink, settings.supervisor) for e in settings.exchanges
         }
         self._tasks: list[asyncio.Task[None]] = []
+        self._worker_tasks: dict[str, list[asyncio.Task[None]]] = {}
+        self.controls: dict[str, ControlLoop] = {}
+        self._running = False
         self.ops: OpsServer | None = None
         self._stopped = asyncio.Event()
         self._started_at = time.time()
@@ -76,8 +80,9 @@ class Publisher:
             await self.ops.start()
             log.info("ops_endpoints", url=f"http://{self.settings.metrics_host}:{self.ops.port}")
         await self.sink.start()
+        self._running = True
         for w in self.workers.values():
-            self._tasks.append(asyncio.create_task(w.run(), name=f"worker-{w.name}"))
+            self._start_worker(w)
         self._tasks.append(asyncio.create_task(self._status_loop(), name="status"))
         self._tasks.append(asyncio.create_task(self._watch_sink(), name="sink-watch"))
         log.info(
@@ -86,9 +91,50 @@ class Publisher:
             exchanges={n: w.cfg.symbols for n, w in self.workers.items()},
         )
 
+    def _start_worker(self, w: ExchangeWorker) -> None:
+        tasks = [asyncio.create_task(w.run(), name=f"worker-{w.name}")]
+        if self.settings.control:
+            control = self.controls[w.name] = ControlLoop(self.redis, w)
+            tasks.append(asyncio.create_task(control.run(), name=f"control-{w.name}"))
+        self._worker_tasks[w.name] = tasks
+
+    async def add_exchange(self, cfg: ExchangeSettings) -> ExchangeWorker:
+        """Start one more exchange worker in this running publisher."""
+        if cfg.name in self.workers:
+            raise ConfigError(f"exchange {cfg.name!r} is running already")
+        w = ExchangeWorker(cfg, self.sink, self.settings.supervisor)
+        self.workers[cfg.name] = w
+        if self._running:
+            self._start_worker(w)
+        log.info("exchange_added", exchange=cfg.name, symbols=cfg.symbols)
+        return w
+
+    async def remove_exchange(self, name: str) -> None:
+        """Stop one exchange worker (its client is closed); the others never notice."""
+        w = self.workers.pop(name, None)
+        if w is None:
+            raise ConfigError(f"exchange {name!r} is not running")
+        control = self.controls.pop(name, None)
+        if control is not None:
+            control.stop()
+        tasks = self._worker_tasks.pop(name, [])
+        await asyncio.gather(*(cancel_and_wait(t, 5.0) for t in tasks))
+        with contextlib.suppress(Exception):
+            st = w.status()
+            st["state"] = ConnState.STOPPED.value
+            await self.redis.hset(
+                status_key(name), mapping={"state": st["state"], "json": orjson.dumps(st)}
+            )
+        log.info("exchange_removed", exchange=name)
+
     async def stop(self) -> None:
-        await asyncio.gather(*(cancel_and_wait(t, 5.0) for t in self._tasks))
+        self._running = False
+        for control in self.controls.values():
+            control.stop()
+        tasks = [t for ts in self._worker_tasks.values() for t in ts] + self._tasks
+        await asyncio.gather(*(cancel_and_wait(t, 5.0) for t in tasks))
         self._tasks.clear()
+        self._worker_tasks.clear()
         await self.sink.stop(drain_timeout=5.0)
         if self.ops is not None:
             await self.ops.stop()
@@ -120,7 +166,7 @@ class Publisher:
         while True:
             await asyncio.sleep(0.2)
             self.sink.check()  # a fatal Redis error (auth/ACL) ends the publisher
-            if all(w.state is ConnState.FAILED for w in self.workers.values()):
+            if self.workers and all(w.state is ConnState.FAILED for w in self.workers.values()):
                 log.error("all_workers_failed")
                 self._stopped.set()
                 return

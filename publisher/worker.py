@@ -32,6 +32,7 @@ from marketbus.errors import (
 )
 from marketbus.models import Channel, Record, Trade
 from marketbus.settings import ExchangeSettings, SupervisorSettings
+from marketbus.subscriptions import Change, effective, loose_symbol
 from marketbus.symbols import SymbolResolver
 from publisher import backfill as bfill
 from publisher.backfill import BackfillMode, TradeMark
@@ -111,7 +112,9 @@ class ExchangeWorker:
         self._client_factory = client_factory
         self.state = ConnState.DISCONNECTED
         self.markets: list[str] = []
-        self.wanted: dict[Channel, tuple[str, ...]] = {c: cfg.symbols for c in cfg.channels}
+        self.config_wanted: dict[Channel, tuple[str, ...]] = {c: cfg.symbols for c in cfg.channels}
+        self.wanted = dict(self.config_wanted)
+        self._changes: list[Change] = []
         self.active: dict[Channel, list[str]] = {}
         self._allowed: frozenset[tuple[Channel, str]] = frozenset()
         self._batches: list[_Batch] = []
@@ -342,6 +345,8 @@ class ExchangeWorker:
             await client.load_markets()
             self._resolver = SymbolResolver(self.name, client.markets.values())
             first = not self.markets
+            if self._changes:  # compared again now that symbols resolve exactly
+                self.wanted = effective(self.config_wanted, self._changes, self.canonical)
             desired = self._resolve_wanted()
             if first and not any(desired.values()) and any(self.wanted.values()):
                 raise UnknownSymbolError(self.name, ", ".join(sorted(self.dropped)))
@@ -369,6 +374,21 @@ class ExchangeWorker:
                 await asyncio.shield(client.close())
 
     # -- subscriptions ----------------------------------------------------------------------
+    def canonical(self, symbol: str) -> str:
+        """The unified symbol when the exchange lists it, else a loose normal form."""
+        if self._resolver is not None:
+            try:
+                return self._resolver.resolve(symbol)
+            except UnknownSymbolError:
+                pass
+        return loose_symbol(symbol)
+
+    def apply_changes(self, changes: list[Change]) -> dict[Channel, list[str]]:
+        """Run-time subscription changes on top of the configuration (see
+        :mod:`marketbus.subscriptions`); the full list each time, not a delta."""
+        self._changes = list(changes)
+        return self.set_wanted(effective(self.config_wanted, self._changes, self.canonical))
+
     def set_wanted(self, wanted: Wanted) -> dict[Channel, list[str]]:
         """Change what this worker publishes, live: ``{channel: [symbols]}``.
 
@@ -471,10 +491,11 @@ class ExchangeWorker:
         """Tell the exchange to stop sending (best effort: our filter already drops them)."""
         try:
             async with asyncio.timeout(5):
+                params = watch_params(self.name, channel, self.cfg)  # the same stream name
                 if channel is Channel.TRADES and client.has.get("unWatchTradesForSymbols"):
-                    await client.un_watch_trades_for_symbols(symbols)
+                    await client.un_watch_trades_for_symbols(symbols, dict(params))
                 elif channel is Channel.TICKER and client.has.get("unWatchTickers"):
-                    await client.un_watch_tickers(symbols)
+                    await client.un_watch_tickers(symbols, dict(params))
                 elif channel is Channel.BOOK and client.has.get("unWatchOrderBookForSymbols"):
                     await client.un_watch_order_book_for_symbols(symbols)
                 elif channel is Channel.CANDLES and client.has.get("unWatchOHLCVForSymbols"):

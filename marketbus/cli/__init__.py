@@ -1,4 +1,4 @@
-"""The ``marketbus`` command: publish, tail, inspect, fake-exchange, demo."""
+"""The ``marketbus`` command: publish, tail, inspect, subscribe, fake-exchange, demo."""
 
 from __future__ import annotations
 
@@ -266,6 +266,143 @@ def health(
         raise typer.Exit(1) from e  # unreachable Redis, bad password: unhealthy all the same
     typer.echo(why)
     raise typer.Exit(0 if ok else 1)
+
+
+def _exchange_id(name: str) -> str:
+    import ccxt.pro
+
+    ex = name.strip().lower()
+    if ex not in ccxt.pro.exchanges:
+        raise _fail(ConfigError(f"unknown exchange {name!r}: ccxt.pro has no such id"))
+    return ex
+
+
+def _change(
+    op: str, exchange: str, symbols: list[str], channels: str | None, redis_url: str | None,
+    password_file: Path | None, wait: float, default_all: bool,
+) -> None:  # fmt: skip
+    from marketbus.cli.subs import change_and_wait
+
+    ex = _exchange_id(exchange)
+    try:
+        redis_settings = _redis_settings(redis_url, password_file)
+        if channels is None:
+            chans = list(Channel) if default_all else [Channel.TICKER, Channel.TRADES]
+        else:
+            chans = _channels(channels)
+    except MarketbusError as e:
+        raise _fail(e) from None
+
+    async def go() -> Any:
+        from marketbus.redis_client import connect
+
+        client = connect(redis_settings)
+        try:
+            return await change_and_wait(client, ex, symbols, chans, op, wait)  # type: ignore[arg-type]
+        finally:
+            await client.aclose()
+
+    result = _run(go())
+    verb = "subscribe" if op == "+" else "unsubscribe"
+    names = ",".join(c.value for c in chans)
+    typer.echo(f"{ex}: {verb} {' '.join(symbols)} ({names}): stored in Redis")
+    if not result.publisher_seen:
+        typer.echo(f"no {ex} publisher has reported status: it applies this when it starts")
+        return
+    bad = False
+    for sym, what in result.applied.items():
+        if what == "pending":
+            what = f"not applied within {wait:g} s (is the {ex} publisher running?)"
+            bad = True
+        elif what.startswith("unknown"):
+            bad = True
+        typer.echo(f"  {sym}: {what}")
+    raise typer.Exit(1 if bad else 0)
+
+
+Symbols = Annotated[list[str], typer.Argument(help="markets: BTC/USDT ETHUSDT sol-usdt ...")]
+Wait = Annotated[float, typer.Option(min=0.0, help="seconds to wait for the publisher to apply it")]
+
+
+@app.command()
+def subscribe(
+    exchange: Annotated[str, typer.Argument(help="exchange id, e.g. binance")],
+    symbols: Symbols,
+    channels: Annotated[
+        str | None, typer.Option(help="comma-separated (default ticker,trades): book,candles...")
+    ] = None,
+    redis_url: RedisUrl = None,
+    redis_password_file: PasswordFile = None,
+    wait: Wait = 5.0,
+) -> None:
+    """Add markets to a running publisher (kept in Redis: survives its restart)."""
+    _change("+", exchange, symbols, channels, redis_url, redis_password_file, wait, False)
+
+
+@app.command()
+def unsubscribe(
+    exchange: Annotated[str, typer.Argument(help="exchange id, e.g. binance")],
+    symbols: Symbols,
+    channels: Annotated[str | None, typer.Option(help="comma-separated (default: all)")] = None,
+    redis_url: RedisUrl = None,
+    redis_password_file: PasswordFile = None,
+    wait: Wait = 5.0,
+) -> None:
+    """Remove markets from a running publisher (kept in Redis: survives its restart)."""
+    _change("-", exchange, symbols, channels, redis_url, redis_password_file, wait, True)
+
+
+@app.command()
+def subscriptions(
+    exchange: Annotated[str, typer.Argument(help="exchange id, e.g. binance")],
+    reset: Annotated[
+        bool, typer.Option("--reset", help="drop every run-time change: back to the config")
+    ] = False,
+    redis_url: RedisUrl = None,
+    redis_password_file: PasswordFile = None,
+    json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Run-time subscription changes stored for an exchange, and what its worker publishes."""
+    import orjson
+
+    from marketbus.cli import subs
+
+    ex = _exchange_id(exchange)
+    try:
+        redis_settings = _redis_settings(redis_url, redis_password_file)
+    except MarketbusError as e:
+        raise _fail(e) from None
+
+    async def go() -> dict[str, Any]:
+        from marketbus.redis_client import connect, from_redis
+
+        client = connect(redis_settings)
+        try:
+            if reset:
+                try:
+                    await subs.reset(client, ex)
+                except Exception as e:
+                    raise from_redis(e) from e
+            return await subs.listing(client, ex)
+        finally:
+            await client.aclose()
+
+    data = _run(go())
+    if json:
+        sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return
+    if reset:
+        typer.echo(f"{ex}: run-time changes dropped; the configuration applies")
+    typer.echo(f"{ex}: worker {data['state'] or 'not reporting'}")
+    for ch, syms in sorted((data["active"] or {}).items()):
+        typer.echo(f"  {ch}: {', '.join(syms)}")
+    for sym, why in (data["dropped"] or {}).items():
+        typer.echo(f"  dropped {sym}: {why}")
+    if data["changes"]:
+        typer.echo("run-time changes (oldest first):")
+        for c in data["changes"]:
+            sign = "subscribe" if c["op"] == "+" else "unsubscribe"
+            typer.echo(f"  {sign} {c['symbol']} {c['channel']}")
 
 
 @app.command("fake-exchange")

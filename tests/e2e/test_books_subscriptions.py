@@ -1,0 +1,178 @@
+"""Order books and live subscription changes, through the real ccxt.pro.binance adapter."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+
+from fake_exchange import FakeExchange, ReplaySource, SyntheticSource, bundled_recording
+from marketbus import codec
+from marketbus.cli.subs import change_and_wait, reset
+from marketbus.keys import stream_key
+from marketbus.models import BookTop, Channel
+from marketbus.settings import load_settings
+from publisher.app import Publisher
+from tests.redis_server import RedisServer
+
+pytestmark = pytest.mark.e2e
+
+RECORDED = ["NKN/USDT", "BLZ/ETH", "LRC/BTC", "RUNE/EUR"]
+
+
+@asynccontextmanager
+async def publisher(
+    redis_server: RedisServer, fx: FakeExchange, symbols: list[str], channels: list[Channel],
+    **exchange: Any,
+) -> AsyncIterator[Publisher]:  # fmt: skip
+    settings = load_settings(
+        redis={"url": redis_server.url},
+        exchanges=[{"name": "binance", "symbols": symbols, "url": fx.base_url,
+                    "channels": channels, **exchange}],
+        supervisor={"status_interval_s": 0.1},
+    )  # fmt: skip
+    async with Publisher(settings) as pub:
+        yield pub
+
+
+async def records(r: aioredis.Redis, symbol: str, channel: Channel) -> list[Any]:
+    entries = await r.xrange(stream_key("binance", symbol, channel))
+    return [codec.decode_fields(f) for _, f in entries]
+
+
+async def wait_for(cond: Any, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not await cond():
+            await asyncio.sleep(0.05)
+
+
+async def test_books_follow_the_recorded_depth_and_end_equal_to_the_exchange(
+    redis_server: RedisServer,
+) -> None:
+    """Real depth diffs with real update ids: every published book is ordered and uncrossed,
+    sequence ids only grow, and the last one equals the exchange's own book (top 20)."""
+    source = ReplaySource(bundled_recording(), speed=8.0, loop=False)
+    r = aioredis.Redis.from_url(redis_server.url)
+    await r.flushdb()
+    async with FakeExchange(source, autoplay=False) as fx:
+        async with publisher(redis_server, fx, RECORDED, [Channel.BOOK], book_depth=20) as pub:
+            await fx.wait_subscribed([s.replace("/", "").lower() + "@depth@100ms"
+                                      for s in RECORDED], timeout=20)  # fmt: skip
+            fx.play()
+            await fx.wait_done(timeout=30)
+            await asyncio.sleep(1.0)  # the last diffs through ccxt, the sink and Redis
+            await asyncio.wait_for(pub.sink.drain(), 5)
+            async with aiohttp.ClientSession() as http:
+                for symbol in RECORDED:
+                    books = await records(r, symbol, Channel.BOOK)
+                    assert books, symbol
+                    assert all(isinstance(b, BookTop) for b in books)
+                    seqs = [b.seq for b in books]
+                    assert seqs == sorted(seqs) and None not in seqs, symbol
+                    for b in books:  # the codec would refuse a crossed book: check anyway
+                        assert b.bids[0][0] < b.asks[0][0]
+                        assert len(b.bids) <= 20 and len(b.asks) <= 20
+                    sym_id = symbol.replace("/", "")
+                    url = f"{fx.base_url}/api/v3/depth?symbol={sym_id}&limit=20"
+                    async with http.get(url) as resp:
+                        snap = await resp.json()
+                    last = books[-1]
+                    assert last.seq == snap["lastUpdateId"], symbol
+                    assert list(last.bids) == [(float(p), float(q)) for p, q in snap["bids"]]
+                    assert list(last.asks) == [(float(p), float(q)) for p, q in snap["asks"]]
+            st = pub.workers["binance"].status()
+            assert st["book_resyncs"] == 0 and st["invalid"] == 0
+    await r.aclose()
+
+
+async def test_book_throttle_publishes_at_most_one_record_per_interval_and_the_last_state(
+    redis_server: RedisServer,
+) -> None:
+    source = ReplaySource(bundled_recording(), speed=20.0, loop=False)
+    r = aioredis.Redis.from_url(redis_server.url)
+    await r.flushdb()
+    async with FakeExchange(source, autoplay=False) as fx:
+        async with publisher(
+            redis_server, fx, ["NKN/USDT"], [Channel.BOOK], book_interval_ms=500
+        ) as pub:
+            await fx.wait_subscribed(["nknusdt@depth@100ms"], timeout=20)
+            started = time.time()
+            fx.play()
+            await fx.wait_done(timeout=30)
+            await asyncio.sleep(1.5)  # the trailing record is due within one interval
+            await asyncio.wait_for(pub.sink.drain(), 5)
+            books = await records(r, "NKN/USDT", Channel.BOOK)
+            elapsed = time.time() - started
+            assert 1 <= len(books) <= elapsed / 0.5 + 2
+            gaps = [(b.recv_ns - a.recv_ns) / 1e6 for a, b in zip(books, books[1:], strict=False)]
+            assert all(g >= 450 for g in gaps), gaps  # 0.5 s apart (timer jitter aside)
+            async with aiohttp.ClientSession() as http:
+                url = f"{fx.base_url}/api/v3/depth?symbol=NKNUSDT&limit=20"
+                async with http.get(url) as resp:
+                    snap = await resp.json()
+            assert books[-1].seq == snap["lastUpdateId"]  # the last state always goes out
+            assert pub.workers["binance"].books.stats.throttled > 0
+    await r.aclose()
+
+
+async def test_live_subscribe_unsubscribe_and_restart(redis_server: RedisServer) -> None:
+    """Add and remove markets on a running publisher through Redis; the change is applied
+    within a second, shows in status, and survives a restart of the publisher."""
+    source = SyntheticSource(["AAA/USDT", "BBB/USDT", "CCC/USDT"], rate=300, seed=3)
+    r = aioredis.Redis.from_url(redis_server.url)
+    await r.flushdb()
+    trades = Channel.TRADES
+    async with FakeExchange(source) as fx:
+        async with publisher(redis_server, fx, ["AAA/USDT"], [trades]) as pub:
+            w = pub.workers["binance"]
+            await w.wait_connected(timeout=20)
+            assert await r.xlen(stream_key("binance", "BBB/USDT", trades)) == 0
+
+            started = time.monotonic()
+            out = await change_and_wait(r, "binance", ["bbbusdt"], [trades], "+", wait_s=5)
+            applied_s = time.monotonic() - started
+            assert out.applied == {"bbbusdt": "active"}
+            assert applied_s < 2.0  # usually ~0.1 s: XREAD BLOCK wakes on the notice
+            await wait_for(lambda: _xlen(r, "BBB/USDT", trades), timeout=5)
+
+            out = await change_and_wait(r, "binance", ["AAA/USDT"], [trades], "-", wait_s=5)
+            assert out.applied == {"AAA/USDT": "removed"}
+            await wait_for(lambda: _gone(fx, "aaausdt@aggTrade"), timeout=5)
+            n = await r.xlen(stream_key("binance", "AAA/USDT", trades))
+            await asyncio.sleep(0.5)
+            assert await r.xlen(stream_key("binance", "AAA/USDT", trades)) == n
+
+            bad = await change_and_wait(r, "binance", ["NOPE/USDT"], [trades], "+", wait_s=5)
+            assert bad.applied["NOPE/USDT"].startswith("unknown")
+            assert w.state.value == "CONNECTED"  # an unknown symbol never stops the others
+            assert w.trade_ids.gaps == 0
+
+        # a restarted publisher comes back with the run-time changes, not just its config
+        async with publisher(redis_server, fx, ["AAA/USDT"], [trades]) as pub2:
+            w2 = pub2.workers["binance"]
+            await w2.wait_connected(timeout=20)
+            await wait_for(lambda: _active(w2, ["BBB/USDT"]), timeout=5)
+            assert "AAA/USDT" not in w2.active.get(trades, [])
+
+            await reset(r, "binance")  # back to the configuration
+            await wait_for(lambda: _active(w2, ["AAA/USDT"]), timeout=5)
+            assert "BBB/USDT" not in w2.active.get(trades, [])
+    await r.aclose()
+
+
+async def _xlen(r: aioredis.Redis, symbol: str, channel: Channel) -> bool:
+    return bool(await r.xlen(stream_key("binance", symbol, channel)))
+
+
+async def _gone(fx: FakeExchange, stream: str) -> bool:
+    return stream not in fx.subscribed_streams()  # ccxt sent UNSUBSCRIBE
+
+
+async def _active(w: Any, symbols: list[str]) -> bool:
+    return sorted(w.active.get(Channel.TRADES, [])) == sorted(symbols)
