@@ -105,12 +105,12 @@ class ExchangeSettings(_Frozen):
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        import ccxt.pro
+        import ccxt
 
         name = v.strip().lower()
-        if name not in ccxt.pro.exchanges:
-            raise ValueError(f"unknown exchange {v!r}: ccxt.pro supports {len(ccxt.pro.exchanges)}")
-        return name
+        if name not in ccxt.exchanges:
+            raise ValueError(f"unknown exchange {v!r}: ccxt supports {len(ccxt.exchanges)}")
+        return name  # without websocket support in ccxt.pro it is polled over REST
 
     @model_validator(mode="after")
     def _native_supported(self) -> ExchangeSettings:

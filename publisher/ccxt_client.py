@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import ccxt.async_support
 import ccxt.pro
 
 from marketbus.errors import UnknownExchangeError
@@ -92,9 +93,10 @@ def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 
 def make_client(cfg: ExchangeSettings, on_parsed: OnParsed | None) -> Any:
     """A ccxt.pro client for ``cfg``; ``on_parsed`` sees each trade/ticker as it is parsed."""
-    base = getattr(ccxt.pro, cfg.name, None)
+    # an exchange without websocket support in ccxt.pro is polled over REST (async ccxt)
+    base = getattr(ccxt.pro, cfg.name, None) or getattr(ccxt.async_support, cfg.name, None)
     if base is None:
-        raise UnknownExchangeError(f"exchange {cfg.name!r} is not in ccxt.pro")
+        raise UnknownExchangeError(f"exchange {cfg.name!r} is not in ccxt")
     taps = TAPS.get(cfg.name, ())
     cls = _tapped_class(base, taps) if taps else base
     client = cls(ccxt_config(cfg))

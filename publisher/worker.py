@@ -30,7 +30,7 @@ from marketbus.errors import (
     TransientError,
     UnknownSymbolError,
 )
-from marketbus.models import Channel, Record, Trade
+from marketbus.models import Channel, Record, Ticker, Trade
 from marketbus.settings import ExchangeSettings, SupervisorSettings
 from marketbus.subscriptions import Change, effective, loose_symbol
 from marketbus.symbols import SymbolResolver
@@ -42,6 +42,7 @@ from publisher.errors_map import from_ccxt
 from publisher.klines import CandleTracker
 from publisher.native import BinanceFastPath
 from publisher.normalize import NormalizeError, ticker_from_ccxt, trade_from_ccxt
+from publisher.poller import poll_interval, polled, requests_per_cycle, same_ticker
 from publisher.state import ConnState
 from publisher.trade_ids import TradeIdTracker
 
@@ -121,6 +122,9 @@ class ExchangeWorker:
         self._tg: asyncio.TaskGroup | None = None
         self._resolver: SymbolResolver | None = None
         self.books = BookGate(cfg.book_interval_ms)
+        self.polled: set[Channel] = set()
+        self._poll_s = 0.0
+        self._polled_tickers: dict[str, Ticker] = {}
         self.klines = CandleTracker(cfg.name)
         self.dropped: dict[str, str] = {}
         self.stats = WorkerStats()
@@ -182,6 +186,8 @@ class ExchangeWorker:
             "books_unchanged": self.books.stats.unchanged,
             "books_throttled": self.books.stats.throttled,
             "subscription_changes": self.stats.subscription_changes,
+            "mode": self.cfg.mode,
+            "polled": sorted(c.value for c in self.polled if c in self.active),
         }
 
     # -- the tap --------------------------------------------------------------------------
@@ -350,7 +356,13 @@ class ExchangeWorker:
             desired = self._resolve_wanted()
             if first and not any(desired.values()) and any(self.wanted.values()):
                 raise UnknownSymbolError(self.name, ", ".join(sorted(self.dropped)))
-            gaps = self._backfill_starts(client, desired.get(Channel.TRADES, []))
+            self.polled = {c for c in Channel if polled(c, client.has, self.cfg.mode)}
+            if self.polled:
+                self.log.info("polling", channels=sorted(c.value for c in self.polled))
+            trades_ws = Channel.TRADES not in self.polled  # a poll fetches its own gap
+            gaps = self._backfill_starts(
+                client, desired.get(Channel.TRADES, []) if trades_ws else []
+            )
             for symbol in gaps:  # hold live trades from the first frame on
                 self._held[symbol] = []
                 self._live_seen[symbol] = asyncio.Event()
@@ -603,6 +615,9 @@ class ExchangeWorker:
         return out
 
     async def _watch(self, client: Any, channel: Channel, symbols: list[str]) -> None:
+        if channel in self.polled:
+            await self._poll(client, channel, symbols)
+            return
         if channel is Channel.BOOK:
             await self._watch_books(client, symbols)
             return
@@ -735,16 +750,21 @@ class ExchangeWorker:
                 continue
             for interval in per_interval:
                 rows = client.ohlcvs.get(symbol, {}).get(interval)
-                if not rows:
-                    continue
-                try:
-                    records = self.klines.update(symbol, interval, rows, recv_ns)
-                except (NormalizeError, TypeError, ValueError) as e:
-                    self._invalid(e)
-                    continue
-                for r in records:
-                    self._sink.put(r)
-                    self.stats.records += 1
+                self._on_candle_rows(symbol, interval, rows, recv_ns)
+
+    def _on_candle_rows(
+        self, symbol: str, interval: str, rows: Any, recv_ns: int | None = None
+    ) -> None:
+        if not rows or (Channel.CANDLES, symbol) not in self._allowed:
+            return
+        try:
+            records = self.klines.update(symbol, interval, rows, recv_ns or time.time_ns())
+        except (NormalizeError, TypeError, ValueError, IndexError) as e:
+            self._invalid(e)
+            return
+        for r in records:
+            self._sink.put(r)
+            self.stats.records += 1
 
     async def _ticks(self) -> None:
         """Trailing book records held back by the throttle; candles closed on time."""
@@ -762,12 +782,79 @@ class ExchangeWorker:
                     self._sink.put(candle)
                     self.stats.records += 1
 
+    # -- REST polling -----------------------------------------------------------------------
+    async def _poll(self, client: Any, channel: Channel, symbols: list[str]) -> None:
+        """The websocket loop's stand-in: the same records, fetched at a rate-limited pace."""
+        n_int = len(self.cfg.candle_intervals)
+        reqs = requests_per_cycle(channel, len(symbols), n_int, client.has)
+        interval = poll_interval(self.cfg.poll_interval_s, reqs, float(client.rateLimit or 0))
+        self._poll_s = max(self._poll_s, interval)
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            await self._poll_once(client, channel, symbols)
+            self._on_frame()  # a good answer is the poller's heartbeat
+            await asyncio.sleep(max(0.0, interval - (loop.time() - started)))
+
+    async def _poll_once(self, client: Any, channel: Channel, symbols: list[str]) -> None:
+        if channel is Channel.TRADES:
+            mode = self._backfill_mode(client) or BackfillMode.SINCE
+            for symbol in symbols:
+                mark = self._last_mark(symbol)
+                if mark is None:  # start from now, like a websocket: this page is the mark
+                    rows = await client.fetch_trades(symbol, None, 100)
+                    self._mark_trades(symbol, rows)
+                    continue
+                cursor = bfill.first_cursor(mode, mark)
+                if cursor is None:
+                    cursor = mark.ts_ms
+                    mode = BackfillMode.SINCE
+                for t in await self._backfill_symbol(client, mode, symbol, cursor):
+                    self._emit_trade(t)
+        elif channel is Channel.TICKER:
+            if client.has.get("fetchTickers"):
+                got = await client.fetch_tickers(symbols)
+                tickers = [got[s] for s in symbols if s in got]
+            else:
+                tickers = [await client.fetch_ticker(s) for s in symbols]
+            recv_ns = time.time_ns()
+            for t in tickers:
+                try:
+                    rec = ticker_from_ccxt(self.name, t, recv_ns)
+                except NormalizeError as e:
+                    self._invalid(e)
+                    continue
+                if not same_ticker(self._polled_tickers.get(rec.symbol), rec):
+                    self._polled_tickers[rec.symbol] = rec
+                    self._publish(rec)
+        elif channel is Channel.BOOK:
+            for symbol in symbols:
+                self._on_book(await client.fetch_order_book(symbol))
+        else:
+            for symbol in symbols:
+                for interval in self.cfg.candle_intervals:
+                    rows = await client.fetch_ohlcv(symbol, interval, None, 3)
+                    self._on_candle_rows(symbol, interval, rows)
+
+    def _mark_trades(self, symbol: str, rows: list[dict[str, Any]]) -> None:
+        recv_ns = time.time_ns()
+        for row in rows:
+            try:
+                t = trade_from_ccxt(self.name, row, recv_ns)
+            except NormalizeError:
+                continue
+            if t.symbol == symbol:
+                self.trade_ids.admit(symbol, t.id)
+                self._last_trade_ms[symbol] = max(self._last_trade_ms.get(symbol, 0), t.ts_ms)
+        if symbol not in self._last_trade_ms:  # no trade yet: everything from now on counts
+            self._last_trade_ms[symbol] = time.time_ns() // 1_000_000
+
     async def _watchdog(self) -> None:
         """CCXT never notices a silent socket (or one a malformed frame wedged): we do."""
-        limit_ns = int(self._sup.heartbeat_s * 1e9)
         started = time.time_ns()
         while True:
             await asyncio.sleep(min(1.0, self._sup.heartbeat_s / 4))
+            limit_ns = int(max(self._sup.heartbeat_s, 3 * self._poll_s) * 1e9)
             if not self._batches:  # nothing subscribed: silence is expected
                 started = time.time_ns()
                 continue

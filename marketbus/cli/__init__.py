@@ -122,7 +122,9 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 def publish(
     exchange: Annotated[str | None, typer.Option(help="exchange id, e.g. binance")] = None,
     symbols: Annotated[str | None, typer.Option(help="comma-separated: BTC/USDT,ETHUSDT")] = None,
-    channels: Annotated[str | None, typer.Option(help="comma-separated: ticker,trades")] = None,
+    channels: Annotated[
+        str | None, typer.Option(help="comma-separated: ticker,trades,book,candles")
+    ] = None,
     redis_url: RedisUrl = None,
     redis_password_file: PasswordFile = None,
     exchange_url: Annotated[
@@ -131,6 +133,13 @@ def publish(
     parser: Annotated[
         str | None,
         typer.Option(help="ccxt (default) or native: parse Binance trade/ticker frames ourselves"),
+    ] = None,
+    mode: Annotated[
+        str | None,
+        typer.Option(help="ws (default) or poll: REST polling instead of websockets"),
+    ] = None,
+    book_depth: Annotated[
+        int | None, typer.Option(min=1, help="levels per side on channel book (default 20)")
     ] = None,
     metrics_port: Annotated[
         int | None, typer.Option(help="serve /healthz, /readyz and /metrics on this port")
@@ -152,7 +161,8 @@ def publish(
     try:
         base = load_settings(config)
         overrides: dict[str, Any] = {}
-        if any(v is not None for v in (exchange, symbols, channels, exchange_url, parser)):
+        flags = (exchange, symbols, channels, exchange_url, parser, mode, book_depth)
+        if any(v is not None for v in flags):
             first = base.exchanges[0].model_dump()
             if exchange is not None:
                 first["name"] = exchange
@@ -164,6 +174,10 @@ def publish(
                 first["url"] = exchange_url
             if parser is not None:
                 first["parser"] = parser
+            if mode is not None:
+                first["mode"] = mode
+            if book_depth is not None:
+                first["book_depth"] = book_depth
             overrides["exchanges"] = [first]
         if metrics_port is not None:
             overrides["metrics_port"] = metrics_port
@@ -269,11 +283,11 @@ def health(
 
 
 def _exchange_id(name: str) -> str:
-    import ccxt.pro
+    import ccxt
 
     ex = name.strip().lower()
-    if ex not in ccxt.pro.exchanges:
-        raise _fail(ConfigError(f"unknown exchange {name!r}: ccxt.pro has no such id"))
+    if ex not in ccxt.exchanges:
+        raise _fail(ConfigError(f"unknown exchange {name!r}: ccxt has no such id"))
     return ex
 
 
