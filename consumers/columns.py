@@ -2,6 +2,12 @@
 
 Rows carry three times: ``ts_ms`` (exchange event), ``recv_ns`` (publisher receive) and
 ``entry_ms`` (Redis entry id, the server's write time): latency figures come from these.
+
+A book row is the top of the book only (best bid and ask with sizes, NaN for an empty side,
+``seq`` -1 when the exchange gives none): the time series bots chart and join. The full
+levels of the latest book are kept apart (:class:`consumers.books.LatestBook`).
+A candle row is one candle *update* as streamed; :mod:`consumers.exchange_candles` collapses
+them to one row per interval start.
 """
 
 from __future__ import annotations
@@ -11,9 +17,12 @@ from typing import Any
 
 from consumers.ringbuffer import Column
 from marketbus.codec import TICKER_FIELDS
-from marketbus.models import Channel
+from marketbus.models import INTERVALS_MS, Channel
 
 _NAN = math.nan
+
+NO_SEQ = -1
+"""``seq`` column value of a book whose exchange gives no sequence number."""
 
 TIME_COLUMNS = (Column("ts_ms", "int64"), Column("recv_ns", "int64"), Column("entry_ms", "int64"))
 
@@ -26,6 +35,22 @@ COLUMNS: dict[Channel, tuple[Column, ...]] = {
         Column("id", "string"),
     ),
     Channel.TICKER: (*TIME_COLUMNS, *(Column(f, "float64") for f in TICKER_FIELDS)),
+    Channel.BOOK: (
+        *TIME_COLUMNS,
+        Column("seq", "int64"),
+        Column("bid", "float64"),
+        Column("bid_size", "float64"),
+        Column("ask", "float64"),
+        Column("ask_size", "float64"),
+    ),
+    Channel.CANDLES: (
+        *TIME_COLUMNS,
+        Column("interval", "category", categories=tuple(INTERVALS_MS)),
+        Column("open_ms", "int64"),
+        *(Column(f, "float64") for f in ("open", "high", "low", "close", "volume")),
+        Column("quote_volume", "float64"),
+        Column("closed", "bool"),
+    ),
 }
 
 
@@ -46,4 +71,18 @@ def row_at(channel: Channel, values: list[Any], entry_ms: int) -> tuple[Any, ...
     if channel is Channel.TRADES:
         tid, price, amount, side = values[6:]
         return (*head, float(price), float(amount), side, tid)
-    return (*head, *(_NAN if v is None else float(v) for v in values[6:]))
+    if channel is Channel.TICKER:
+        return (*head, *(_NAN if v is None else float(v) for v in values[6:]))
+    if channel is Channel.BOOK:
+        seq, bids, asks = values[6:]
+        return (
+            *head,
+            NO_SEQ if seq is None else seq,
+            *((float(bids[0]), float(bids[1])) if bids else (_NAN, _NAN)),
+            *((float(asks[0]), float(asks[1])) if asks else (_NAN, _NAN)),
+        )
+    interval, open_ms, o, h, low, c, v, qv, closed = values[6:]
+    return (
+        *head, interval, open_ms, float(o), float(h), float(low), float(c), float(v),
+        _NAN if qv is None else float(qv), closed,
+    )  # fmt: skip

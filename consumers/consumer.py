@@ -12,6 +12,11 @@ blocking ``XREAD`` from the last id it holds: no gap, no repeat, also across Red
 reconnects. Group mode (``group=``, ``name=``) uses ``XREADGROUP``, acknowledges each
 entry after the callbacks returned, re-reads its own pending entries after a restart and
 reclaims entries a dead member left pending (``XAUTOCLAIM``).
+
+Per channel, besides the ring buffer of every record: ``book`` keeps the latest full book
+(:meth:`Consumer.book`), ``candles`` collapses candle updates to one row per interval start
+(:meth:`Consumer.exchange_candles`), ``trades`` can feed candles built from trades
+(:meth:`Consumer.candles`). See docs/consumers.md.
 """
 
 from __future__ import annotations
@@ -25,19 +30,22 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
 import structlog
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
+from consumers.books import Best, LatestBook
 from consumers.candles import CandleBuilder
 from consumers.columns import COLUMNS, row, row_at
-from consumers.markets import plan
+from consumers.exchange_candles import DEFAULT_KEEP, ExchangeCandles
+from consumers.markets import MarketIndex, plan
 from consumers.ringbuffer import RingBuffer
 from marketbus import codec
 from marketbus.aio import cancel_and_wait
 from marketbus.errors import ConfigError, DecodeError, RedisAuthError
-from marketbus.keys import StreamKey, parse_stream_key, stream_key, stream_pattern
-from marketbus.models import Channel, Record
+from marketbus.keys import StreamKey, parse_stream_key, stream_pattern
+from marketbus.models import BookTop, Channel, Record
 from marketbus.redis_client import connect, from_redis
 from marketbus.settings import RedisSettings
 
@@ -81,13 +89,16 @@ class Consumer:
         reclaim_idle_ms: int = 30_000,
         start_ids: dict[str, str] | None = None,
         candles: Sequence[str | int] = (),
+        candle_keep: int = DEFAULT_KEEP,
     ) -> None:
         if (group is None) != (name is None):
             raise ConfigError(
                 "group and name go together: Consumer(..., group='bots', name='bot-1')"
             )
-        if backfill < 0 or capacity < 1 or count < 1 or block_ms < 0:
-            raise ConfigError("backfill >= 0, capacity >= 1, count >= 1 and block_ms >= 0 please")
+        if backfill < 0 or capacity < 1 or count < 1 or block_ms < 0 or candle_keep < 1:
+            raise ConfigError(
+                "backfill >= 0, capacity >= 1, count >= 1, block_ms >= 0 and candle_keep >= 1 please"
+            )
         self._owns_redis = isinstance(redis, str | RedisSettings)
         if isinstance(redis, str):
             redis = RedisSettings(url=redis)
@@ -109,6 +120,11 @@ class Consumer:
         self._callbacks: list[Callback] = []
         self._candle_intervals = tuple(candles)
         self._candles: dict[str, CandleBuilder] = {}
+        self._candle_keep = candle_keep
+        self._books: dict[str, LatestBook] = {}
+        self._xcandles: dict[str, ExchangeCandles] = {}
+        self._index = MarketIndex()
+        self._key_of: dict[StreamKey, str] = {}
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._ready = asyncio.Event()
@@ -124,27 +140,64 @@ class Consumer:
     def buffer(
         self, exchange: str, symbol: str, channel: Channel | str = Channel.TICKER
     ) -> RingBuffer:
-        """The ring buffer of one market and channel."""
-        key = StreamKey(exchange.lower(), symbol.upper().replace("-", "/"), Channel(channel))
-        buf = self._buffers.get(key)
-        if buf is None:
-            for k, b in self._buffers.items():  # BTCUSDT -> BTC/USDT
-                if (k.exchange, k.symbol.replace("/", ""), k.channel) == (
-                    key.exchange, key.symbol, key.channel,
-                ):  # fmt: skip
-                    return b
-            raise KeyError(f"not following {exchange}:{symbol} {Channel(channel).value}")
-        return buf
+        """The ring buffer of one market and channel (``BTC/USDT``, ``btc-usdt``, ``BTCUSDT``)."""
+        return self._buffers[self._stream(exchange, symbol, channel)]
 
     def candles(self, exchange: str, symbol: str) -> CandleBuilder:
         """OHLCV candles built from this market's trades (``Consumer(..., candles=["1m"])``)."""
-        key = stream_key(exchange.lower(), symbol.upper().replace("-", "/"), Channel.TRADES)
-        builder = self._candles.get(key)
+        sk = self._index.find(exchange, symbol, Channel.TRADES)
+        builder = None if sk is None else self._candles.get(self._key_of[sk])
         if builder is None:
             raise KeyError(
                 f"no candles for {exchange}:{symbol}: pass candles=[...] and follow its trades"
             )
         return builder
+
+    def book(self, exchange: str, symbol: str) -> BookTop | None:
+        """The latest order book of a market (channel ``book``), or None before the first.
+
+        The model is built on first use after each update; between updates it is cached.
+        """
+        return self._books[self._key_of[self._stream(exchange, symbol, Channel.BOOK)]].model()
+
+    def best(self, exchange: str, symbol: str) -> Best | None:
+        """Best bid and ask: from the latest book when one is held, else from the latest
+        ticker; None while neither came. Needs channel ``book`` or ``ticker``."""
+        book = self._index.find(exchange, symbol, Channel.BOOK)
+        ticker = self._index.find(exchange, symbol, Channel.TICKER)
+        if book is None and ticker is None:
+            raise KeyError(f"not following {exchange}:{symbol} book or ticker")
+        if book is not None:
+            best = self._books[self._key_of[book]].best()
+            if best is not None:
+                return best
+        if ticker is not None:
+            last = self._buffers[ticker].last()
+            if last is not None:
+                return Best.from_row(Channel.TICKER, last)
+        return None
+
+    def exchange_candles(
+        self,
+        exchange: str,
+        symbol: str,
+        interval: str,
+        n: int | None = None,
+        *,
+        include_open: bool = True,
+    ) -> pa.Table:
+        """The exchange's candles of ``interval`` (channel ``candles``): one row per interval
+        start, last update wins, oldest first; the last ``n`` when given. The open candle is
+        included unless ``include_open=False`` (then only rows whose last update said
+        ``closed``). Columns: :data:`consumers.exchange_candles.SCHEMA`."""
+        key = self._key_of[self._stream(exchange, symbol, Channel.CANDLES)]
+        return self._xcandles[key].table(interval, n, include_open=include_open)
+
+    def _stream(self, exchange: str, symbol: str, channel: Channel | str) -> StreamKey:
+        sk = self._index.find(exchange, symbol, channel)
+        if sk is None:
+            raise KeyError(f"not following {exchange}:{symbol} {Channel(channel).value}")
+        return sk
 
     @property
     def buffers(self) -> dict[StreamKey, RingBuffer]:
@@ -161,7 +214,13 @@ class Consumer:
                 COLUMNS[sk.channel], capacity=self.capacity, time_column="ts_ms"
             )
             if self._candle_intervals and sk.channel is Channel.TRADES:
-                self._candles[key] = CandleBuilder(self._candle_intervals)
+                self._candles[key] = CandleBuilder(self._candle_intervals, self._candle_keep)
+            elif sk.channel is Channel.BOOK:
+                self._books[key] = LatestBook()
+            elif sk.channel is Channel.CANDLES:
+                self._xcandles[key] = ExchangeCandles(self._candle_keep)
+        self._key_of = {sk: key for key, sk in self.keys.items()}
+        self._index = MarketIndex(self.keys.values())
         try:
             await self._backfill()
             if self.group is not None:
@@ -254,15 +313,16 @@ class Consumer:
         self.stats.received += 1
         idt = _id_tuple(entry_id)
         last = self._buffer_last.get(key)
-        if last is None or idt > last:  # a buffer never holds one entry id twice
+        fresh = last is None or idt > last  # a buffer never holds one entry id twice
+        if fresh:
             r = row(channel, values, entry_id)
             self._buffers[sk].append(r)
             self._buffer_last[key] = idt
-            builder = self._candles.get(key)
-            if builder is not None:
-                builder.add_trade(r[0], r[3], r[4])
+            self._derive(key, channel, [r], values)
         if callbacks and self._callbacks:
             record = codec.from_values(channel, values)
+            if fresh and channel is Channel.BOOK:  # c.book() need not build it again
+                self._books[key].cache(record)
             for cb in self._callbacks:
                 res = cb(record)
                 if inspect.isawaitable(res):
@@ -275,6 +335,7 @@ class Consumer:
         last = self._buffer_last.get(key)
         rows = []
         valid = 0
+        latest: list[Any] = []
         unpack, data_of, want = codec.unpack, codec.data_of, sk.channel
         for entry_id, fields in entries:
             try:
@@ -290,15 +351,30 @@ class Consumer:
             idt = (int(ms_b), int(seq_b or 0))
             if last is None or idt > last:  # a buffer never holds one entry id twice
                 rows.append(row_at(channel, values, idt[0]))
+                latest = values
                 last = idt
         self.stats.received += valid
         if rows:
             self._buffers[sk].extend(rows)
+            self._derive(key, want, rows, latest)
+            self._buffer_last[key] = last  # type: ignore[assignment]
+
+    def _derive(
+        self, key: str, channel: Channel, rows: list[tuple[Any, ...]], latest: list[Any]
+    ) -> None:
+        """What a channel keeps besides its buffer, from rows just appended (in order) and
+        the values of the last of them."""
+        if channel is Channel.TRADES:
             builder = self._candles.get(key)
             if builder is not None:
                 for r in rows:
                     builder.add_trade(r[0], r[3], r[4])
-            self._buffer_last[key] = last  # type: ignore[assignment]
+        elif channel is Channel.BOOK:
+            self._books[key].update(latest, rows[-1])
+        elif channel is Channel.CANDLES:
+            candles = self._xcandles[key]
+            for r in rows:
+                candles.add_row(r)
 
     def _invalid(self, key: str, entry_id: bytes, e: Exception) -> None:
         self.stats.invalid += 1

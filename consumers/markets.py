@@ -9,12 +9,22 @@ from marketbus.keys import StreamKey, stream_key
 from marketbus.models import Channel
 
 
+def normalize_symbol(symbol: str) -> str:
+    """``btc-usdt``, ``BTC_USDT``, `` btc/usdt `` -> ``BTC/USDT`` (``BTCUSDT`` stays as is)."""
+    return symbol.strip().upper().replace("-", "/").replace("_", "/")
+
+
+def loose_symbol(symbol: str) -> str:
+    """The slashless form ``BTCUSDT`` that a bot may type for ``BTC/USDT``."""
+    return symbol.replace("/", "")
+
+
 def split_market(market: str) -> tuple[str, str]:
     """``"binance:BTC/USDT"`` -> ``("binance", "BTC/USDT")``; dashes/underscores become ``/``."""
     exchange, sep, symbol = market.strip().partition(":")
-    if not sep or not exchange or not symbol:
+    if not sep or not exchange.strip() or not symbol.strip():
         raise ConfigError(f"market must look like 'binance:BTC/USDT', got {market!r}")
-    return exchange.lower(), symbol.upper().replace("-", "/").replace("_", "/")
+    return exchange.strip().lower(), normalize_symbol(symbol)
 
 
 def plan(
@@ -31,7 +41,7 @@ def plan(
         raise ConfigError(f"channels: {e}; use {[c.value for c in Channel]}") from e
     if not chans:
         raise ConfigError("channels: needs at least one channel")
-    loose = {(k.exchange, k.symbol.replace("/", "")): k.symbol for k in known}
+    loose = {(k.exchange, loose_symbol(k.symbol)): k.symbol for k in known}
     out: dict[str, StreamKey] = {}
     for m in markets:
         exchange, symbol = split_market(m)
@@ -46,3 +56,22 @@ def plan(
     if not out:
         raise ConfigError("markets: needs at least one market like 'binance:BTC/USDT'")
     return out
+
+
+class MarketIndex:
+    """Finds the stream a bot means however it spells the market: ``BTC/USDT``,
+    ``btc-usdt``, ``BTC_USDT`` or ``BTCUSDT`` (one dict lookup, per exchange)."""
+
+    def __init__(self, keys: Iterable[StreamKey] = ()) -> None:
+        self._exact: dict[tuple[str, str, Channel], StreamKey] = {}
+        self._loose: dict[tuple[str, str, Channel], StreamKey] = {}
+        for k in keys:
+            self._exact[(k.exchange, k.symbol, k.channel)] = k
+            self._loose.setdefault((k.exchange, loose_symbol(k.symbol), k.channel), k)
+
+    def find(self, exchange: str, symbol: str, channel: Channel | str) -> StreamKey | None:
+        ex, sym, ch = exchange.strip().lower(), normalize_symbol(symbol), Channel(channel)
+        found = self._exact.get((ex, sym, ch))
+        if found is None:
+            found = self._loose.get((ex, loose_symbol(sym), ch))
+        return found

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import io
 import math
+import re
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
-from consumers import Consumer, Record, Trade
+from consumers import BookTop, Candle, Consumer, Record, Ticker, Trade
 from marketbus import codec
 from marketbus.errors import RedisAuthError
 from marketbus.keys import stream_key
@@ -22,8 +27,8 @@ TRADES = stream_key("binance", "BTC/USDT", "trades")
 TICKER = stream_key("binance", "BTC/USDT", "ticker")
 
 
-async def add(redis: aioredis.Redis, records: list[Record]) -> list[bytes]:
-    ids = []
+async def add(redis: Any, records: list[Record]) -> list[bytes]:
+    ids: list[bytes] = []
     for r in records:
         key = stream_key(r.exchange, r.symbol, r.channel)
         ids.append(await redis.xadd(key, codec.encode(r)))
@@ -94,7 +99,8 @@ async def test_corrupt_and_foreign_entries_are_counted_and_skipped(
 ) -> None:
     await redis.xadd(TRADES, {"d": b"\xc1garbage"})
     await redis.xadd(TRADES, {"hello": "world"})
-    await redis.xadd(TRADES, codec.encode(ticker(1)))  # a ticker in a trades stream
+    foreign: Any = codec.encode(ticker(1))
+    await redis.xadd(TRADES, foreign)  # a ticker in a trades stream
     await add(redis, [trade(1)])
     async with Consumer(redis_server.url, ["binance:BTC/USDT"], ["trades"], backfill=10) as c:
         assert c.stats.invalid == 3
@@ -194,3 +200,341 @@ async def test_candles_from_backfilled_and_live_trades(
         trade(i).amount for i in range(0, 1000, 100)
     )
     assert table[2]["trades"] == 1
+
+
+# -- books, exchange candles, several exchanges ---------------------------------------------
+
+EXCHANGES = ("binance", "okx")
+
+
+def book(
+    i: int,
+    exchange: str = "binance",
+    *,
+    mid: float | None = None,
+    levels: int = 5,
+    ts_ms: int | None = None,
+) -> BookTop:
+    m = (100.0 + i / 10 if exchange == "binance" else 200.0 + i / 10) if mid is None else mid
+    return BookTop(
+        exchange=exchange, symbol="BTC/USDT",
+        ts_ms=1_700_000_000_000 + i if ts_ms is None else ts_ms,
+        recv_ns=1_700_000_000_000_000_000 + i, seq=1000 + i,
+        bids=tuple((m - 0.05 - k / 10, 1.0 + k) for k in range(levels)),
+        asks=tuple((m + 0.05 + k / 10, 2.0 + k) for k in range(levels)),
+    )  # fmt: skip
+
+
+def candle(
+    minute: int, close: float, exchange: str = "binance", interval: str = "1m", closed: bool = False
+) -> Candle:
+    return Candle(
+        exchange=exchange, symbol="BTC/USDT", ts_ms=1_700_000_000_000 + minute * 60_000 + 1,
+        recv_ns=1, interval=interval, open_ms=1_700_000_000_000 + minute * 60_000 - 20_000,
+        open=100.0, high=max(close, 100.0), low=min(close, 100.0), close=close, volume=1.0,
+        closed=closed,
+    )  # fmt: skip
+
+
+def open_close(table: Any) -> list[tuple[int, float, bool]]:
+    return list(
+        zip(
+            table.column("open_ms").to_pylist(),
+            table.column("close").to_pylist(),
+            table.column("closed").to_pylist(),
+            strict=True,
+        )
+    )
+
+
+async def test_book_and_candles_of_one_market_on_two_exchanges(
+    redis: aioredis.Redis, redis_server: Any
+) -> None:
+    for ex in EXCHANGES:  # backfilled: 3 books, a candle updated 3 times then closed
+        await add(redis, [book(i, ex) for i in range(3)])
+        await add(redis, [candle(0, 100.0 + k, ex) for k in range(3)])
+        await add(redis, [candle(0, 105.0, ex, closed=True)])
+    async with Consumer(redis_server.url, ["binance:BTC/USDT", "okx:btc-usdt"], ["book", "candles"],
+                        backfill=100, block_ms=50) as c:  # fmt: skip
+        assert {(k.exchange, k.symbol) for k in c.buffers} == {
+            ("binance", "BTC/USDT"),
+            ("okx", "BTC/USDT"),
+        }
+        for ex in EXCHANGES:
+            assert c.book(ex, "BTC/USDT") == book(2, ex)
+            assert open_close(c.exchange_candles(ex, "BTC/USDT", "1m")) == [
+                (candle(0, 1, ex).open_ms, 105.0, True)
+            ]
+        # live: the same market moves differently on each exchange
+        await add(redis, [book(10, "binance"), book(20, "okx"), candle(1, 101.0, "okx")])
+        await add(redis, [candle(1, 99.0, "okx"), candle(1, 98.5, "okx", interval="5m")])
+        await until(lambda: len(c.buffer("okx", "BTC/USDT", "candles")) == 7)
+        await until(lambda: len(c.buffer("binance", "BTC/USDT", "book")) == 4)
+        await until(lambda: len(c.buffer("okx", "BTC/USDT", "book")) == 4)
+        for spelling in ("BTC/USDT", "btc/usdt", "BTC-USDT", "BTCUSDT", "btc_usdt"):
+            assert c.book("okx", spelling) == book(20, "okx")
+            assert c.book("Binance", spelling) == book(10, "binance")
+        top = c.buffer("okx", "BTCUSDT", "book").latest(1).to_pylist()[0]
+        ok = book(20, "okx")
+        assert (top["bid"], top["bid_size"], top["ask"], top["ask_size"], top["seq"]) == (
+            *ok.bids[0], *ok.asks[0], ok.seq,
+        )  # fmt: skip
+        assert (top["ts_ms"], top["recv_ns"]) == (ok.ts_ms, ok.recv_ns)
+        okx_1m = c.exchange_candles("okx", "BTC-USDT", "1m")
+        assert open_close(okx_1m) == [
+            (candle(0, 1).open_ms, 105.0, True), (candle(1, 1).open_ms, 99.0, False)
+        ]  # fmt: skip
+        assert open_close(c.exchange_candles("okx", "BTC/USDT", "1m", include_open=False)) == [
+            (candle(0, 1).open_ms, 105.0, True)
+        ]
+        assert c.exchange_candles("okx", "BTC/USDT", "5m").column("close").to_pylist() == [98.5]
+        assert c.exchange_candles("binance", "BTC/USDT", "5m").num_rows == 0
+        assert c.buffer("okx", "BTC/USDT", "candles").latest(1).column("interval").to_pylist() == [
+            "5m"
+        ]
+        best = c.best("okx", "BTCUSDT")
+        assert best is not None and (best.bid, best.ask) == (ok.bids[0][0], ok.asks[0][0])
+        with pytest.raises(KeyError, match="kraken"):
+            c.book("kraken", "BTC/USDT")
+        with pytest.raises(KeyError, match="ticker"):
+            c.buffer("okx", "BTC/USDT", "ticker")
+        assert c.stats.invalid == 0
+
+
+async def test_slashless_markets_find_their_streams_on_each_exchange(
+    redis: aioredis.Redis, redis_server: Any
+) -> None:
+    await add(redis, [book(1, "binance"), book(2, "okx")])
+    async with Consumer(redis_server.url, ["binance:BTCUSDT", "OKX:btcusdt"], ["book"]) as c:
+        assert set(c.keys) == {stream_key(ex, "BTC/USDT", "book") for ex in EXCHANGES}
+        assert c.book("binance", "BTC/USDT") == book(1, "binance")
+        assert c.book("okx", "btc-usdt") == book(2, "okx")
+
+
+async def test_book_before_the_first_record_and_best_falls_back_to_the_ticker(
+    redis: aioredis.Redis, redis_server: Any
+) -> None:
+    async with Consumer(redis_server.url, ["binance:BTC/USDT"], ["book", "ticker"], backfill=10,
+                        block_ms=50) as c:  # fmt: skip
+        assert c.book("binance", "BTC/USDT") is None
+        assert c.best("binance", "BTC/USDT") is None
+        await add(redis, [ticker(1)])
+        await until(lambda: c.best("binance", "BTC/USDT") is not None)
+        best = c.best("binance", "BTC/USDT")
+        assert best is not None and best.source == "ticker"
+        assert (best.bid, best.ask, best.ts_ms) == (ticker(1).bid, ticker(1).ask, ticker(1).ts_ms)
+        await add(redis, [book(1)])
+        await until(lambda: c.book("binance", "BTC/USDT") is not None)
+        await add(redis, [ticker(2)])  # a book is held: it wins over a newer ticker
+        await until(lambda: len(c.buffer("binance", "BTC/USDT", "ticker")) == 2)
+        best = c.best("binance", "BTC/USDT")
+        assert best is not None and best.source == "book" and best.bid == book(1).bids[0][0]
+
+
+def crossed_book() -> BookTop:
+    return BookTop.model_construct(
+        exchange="binance", symbol="BTC/USDT", ts_ms=1, recv_ns=1, seq=None,
+        bids=((101.0, 1.0),), asks=((100.0, 1.0),),
+    )  # fmt: skip
+
+
+BAD_BOOKS: list[Any] = [
+    codec.encode(crossed_book()),
+    {"d": codec._packer.pack([1, "B", "binance", "BTC/USDT", 1, 1, 5, [100.0], [101.0, 1.0]])},
+    {"d": codec._packer.pack([1, "B", "binance", "BTC/USDT", 1, 1, 5, "bids", []])},
+    {"d": codec._packer.pack([1, "B", "binance", "BTC/USDT", 1, 1, -3, [], []])},
+    {"d": codec._packer.pack([1, "B", "binance", "BTC/USDT", 1, 1, 5, [100.0, -1.0], []])},
+    {
+        "d": codec._packer.pack(
+            [1, "B", "binance", "BTC/USDT", 1, 1, 5, [101.0, 1.0, 102.0, 1.0], []]
+        )
+    },
+    {"d": codec._packer.pack([2, "B", "binance", "BTC/USDT", 1, 1, 5, [], []])},  # newer schema
+    {"d": b"\x93garbage"},
+    codec.encode(candle(0, 100.0)),  # a candle in a book stream
+]
+
+
+@pytest.mark.parametrize("callbacks", [False, True])
+async def test_bad_book_entries_are_counted_and_skipped(
+    redis: aioredis.Redis, redis_server: Any, callbacks: bool
+) -> None:
+    key = stream_key("binance", "BTC/USDT", "book")
+    for fields in BAD_BOOKS:  # in the backfill
+        await redis.xadd(key, fields)
+    await add(redis, [book(1)])
+    seen: list[Record] = []
+    async with Consumer(redis_server.url, ["binance:BTC/USDT"], ["book"], backfill=100,
+                        block_ms=50) as c:  # fmt: skip
+        if callbacks:  # entries go one by one through callbacks, else batch by batch
+            c.on_record(seen.append)
+        assert c.stats.invalid == len(BAD_BOOKS)
+        for fields in BAD_BOOKS:  # live
+            await redis.xadd(key, fields)
+        await add(redis, [book(2)])
+        await until(lambda: c.book("binance", "BTC/USDT") == book(2))
+        assert c.stats.invalid == 2 * len(BAD_BOOKS)
+        assert c.buffer("binance", "BTC/USDT", "book").table().column("seq").to_pylist() == [
+            book(1).seq, book(2).seq,
+        ]  # fmt: skip
+        assert c._task is not None and not c._task.done()
+    assert seen == ([book(2)] if callbacks else [])
+
+
+async def test_bad_candle_entries_are_counted_and_skipped(
+    redis: aioredis.Redis, redis_server: Any
+) -> None:
+    key = stream_key("binance", "BTC/USDT", "candles")
+    good = candle(0, 100.0)
+    bad: list[Any] = [
+        codec.encode(good.model_copy(update={"interval": "7m"})),
+        codec.encode(good.model_copy(update={"low": 101.0})),  # low above open
+        codec.encode(good.model_copy(update={"closed": 1})),  # not a boolean
+        codec.encode(book(1)),
+    ]
+    async with Consumer(redis_server.url, ["binance:BTC/USDT"], ["candles"], backfill=0,
+                        block_ms=50) as c:  # fmt: skip
+        for fields in bad:
+            await redis.xadd(key, fields)
+        await add(redis, [good])
+        await until(lambda: c.exchange_candles("binance", "BTC/USDT", "1m").num_rows == 1)
+        assert c.stats.invalid == len(bad)
+
+
+async def test_group_consumer_with_book_and_candles(
+    redis: aioredis.Redis, redis_server: Any
+) -> None:
+    got: list[Record] = []
+    markets = ["binance:BTC/USDT", "okx:BTC/USDT"]
+    async with Consumer(redis_server.url, markets, ["book", "candles"], backfill=0, block_ms=50,
+                        group="bots", name="bot-1") as c:  # fmt: skip
+        c.on_record(got.append)
+        records: list[Record] = []
+        for ex in EXCHANGES:
+            records += [
+                book(1, ex),
+                candle(0, 101.0, ex),
+                book(2, ex),
+                candle(0, 102.0, ex, closed=True),
+            ]
+        await add(redis, records)
+        await redis.xadd(stream_key("okx", "BTC/USDT", "book"), {"d": b"\xc1"})
+        await until(lambda: len(got) == len(records))
+        await until(lambda: c.stats.acked == len(records) + 1)  # the bad entry is acked too
+        for ex in EXCHANGES:
+            model = c.book(ex, "BTC/USDT")
+            assert model == book(2, ex)
+            assert any(r is model for r in got)  # the callback's model, not a second one
+            assert open_close(c.exchange_candles(ex, "BTC/USDT", "1m")) == [
+                (candle(0, 1).open_ms, 102.0, True)
+            ]
+        assert sorted(got, key=lambda r: (r.exchange, r.channel, r.ts_ms)) == sorted(
+            records, key=lambda r: (r.exchange, r.channel, r.ts_ms)
+        )
+        assert c.stats.invalid == 1
+    for ex in EXCHANGES:
+        for ch in ("book", "candles"):
+            assert (await redis.xpending(stream_key(ex, "BTC/USDT", ch), "bots"))["pending"] == 0
+
+
+# -- examples/spread.py ---------------------------------------------------------------------
+
+
+def load_spread() -> Any:
+    path = Path(__file__).resolve().parents[2] / "examples" / "spread.py"
+    spec = importlib.util.spec_from_file_location("spread_example", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SPREAD_LINE = re.compile(
+    r"(?P<a>\S+) bid (?P<a_bid>\S+) ask (?P<a_ask>\S+) (?P<a_src>book|ticker) (?P<a_age>-?[\d.]+)s \| "
+    r"(?P<b>\S+) bid (?P<b_bid>\S+) ask (?P<b_ask>\S+) (?P<b_src>book|ticker) (?P<b_age>-?[\d.]+)s \| "
+    r"(?P<ea>\w+) bid - (?P<eb>\w+) ask (?P<ab>[+-][\d.]+) bps \| "
+    r"(?P=eb) bid - (?P=ea) ask (?P<ba>[+-][\d.]+) bps$"
+)
+
+
+def spread_lines(out: io.StringIO) -> list[re.Match[str]]:
+    return [m for line in out.getvalue().splitlines() if (m := SPREAD_LINE.search(line))]
+
+
+async def test_spread_example_prints_both_directions_from_book_or_ticker(
+    redis: aioredis.Redis, redis_server: Any
+) -> None:
+    spread = load_spread()
+    now = int(time.time() * 1000)
+    # binance publishes a book, okx only a ticker (for now)
+    binance = book(0, "binance", mid=100.0, ts_ms=now - 500)
+    okx = Ticker(exchange="okx", symbol="BTC/USDT", ts_ms=now - 2000, recv_ns=1, bid=100.2,
+                 ask=100.3)  # fmt: skip
+    await add(redis, [binance, okx])
+    bn_bid, bn_ask = binance.bids[0][0], binance.asks[0][0]
+    out, stop = io.StringIO(), asyncio.Event()
+    argv = [
+        "binance:BTC/USDT",
+        "okx:BTCUSDT",
+        "--redis-url",
+        redis_server.url,
+        "--interval",
+        "0.05",
+    ]
+    task = asyncio.create_task(spread.run(argv, out=out, stop=stop))
+    await until(lambda: spread_lines(out) or task.done())
+    m = spread_lines(out)[0]
+    assert (m["a"], m["b"], m["ea"], m["eb"]) == (
+        "binance:BTC/USDT",
+        "okx:BTCUSDT",
+        "binance",
+        "okx",
+    )
+    assert (float(m["a_bid"]), float(m["a_ask"]), m["a_src"]) == (bn_bid, bn_ask, "book")
+    assert (float(m["b_bid"]), float(m["b_ask"]), m["b_src"]) == (100.2, 100.3, "ticker")
+    assert float(m["ab"]) == pytest.approx(-34.90, abs=0.006)  # (99.95 - 100.3) / 100.3
+    assert float(m["ab"]) == pytest.approx((bn_bid - 100.3) / 100.3 * 1e4, abs=0.006)
+    assert float(m["ba"]) == pytest.approx(14.99, abs=0.006)  # (100.2 - 100.05) / 100.05
+    assert float(m["ba"]) == pytest.approx((100.2 - bn_ask) / bn_ask * 1e4, abs=0.006)
+    assert 0.5 <= float(m["a_age"]) < 5 and 2.0 <= float(m["b_age"]) < 6.5
+    # okx starts publishing books: its side switches to the book
+    okx_book = book(0, "okx", mid=100.1, ts_ms=now)
+    await add(redis, [okx_book])
+    await until(lambda: spread_lines(out)[-1]["b_src"] == "book" or task.done())
+    m = spread_lines(out)[-1]
+    ok_bid, ok_ask = okx_book.bids[0][0], okx_book.asks[0][0]
+    assert (float(m["b_bid"]), float(m["b_ask"])) == (ok_bid, ok_ask)
+    assert float(m["ab"]) == pytest.approx((bn_bid - ok_ask) / ok_ask * 1e4, abs=0.006)  # -19.97
+    assert float(m["ba"]) == pytest.approx((ok_bid - bn_ask) / bn_ask * 1e4, abs=0.006)  # 0
+    stop.set()
+    assert await asyncio.wait_for(task, 10) == 0
+
+
+async def test_spread_example_stops_after_seconds_and_waits_for_missing_sides(
+    redis: aioredis.Redis, redis_server: Any
+) -> None:
+    spread = load_spread()
+    await add(redis, [book(0, "binance", mid=100.0)])
+    out = io.StringIO()
+    argv = ["binance:BTC/USDT", "okx:BTC/USDT", "kraken:BTC/USDT", "--redis-url",
+            redis_server.url, "--seconds", "0.3", "--interval", "0.1"]  # fmt: skip
+    assert await asyncio.wait_for(spread.run(argv, out=out), 10) == 0
+    lines = [line.split(" ", 1)[1] for line in out.getvalue().splitlines()]  # without the time
+    assert len(lines) % 3 == 0 and 3 <= len(lines) <= 12  # three pairs a tick, 0.3 s at 0.1 s
+    assert lines[:3] == [
+        f"binance:BTC/USDT bid 99.95 ask 100.05 book {lines[0].split()[6]} | okx:BTC/USDT waiting"
+        " | binance bid - okx ask - | okx bid - binance ask -",
+        f"binance:BTC/USDT bid 99.95 ask 100.05 book {lines[0].split()[6]} | kraken:BTC/USDT "
+        "waiting | binance bid - kraken ask - | kraken bid - binance ask -",
+        "okx:BTC/USDT waiting | kraken:BTC/USDT waiting | okx bid - kraken ask - | "
+        "kraken bid - okx ask -",
+    ]
+
+
+def test_spread_example_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    spread = load_spread()
+    with pytest.raises(SystemExit) as info:
+        spread.parse_args(["binance:BTC/USDT"])
+    assert info.value.code == 2 and "two markets" in capsys.readouterr().err
+    assert asyncio.run(spread.run(["binance:BTC/USDT", "nocolon"])) == 2
+    assert "nocolon" in capsys.readouterr().err
