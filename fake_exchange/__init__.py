@@ -1,9 +1,10 @@
 """A fake Binance spot exchange for tests: replayed or synthetic market data over the real
 Binance websocket/REST protocol, so `ccxt.pro.binance` runs against it with only its URLs
-changed. See docs/fake-exchange.md.
+changed; `FakeOkx` does the same for OKX v5 public. See docs/fake-exchange.md.
 """
 
 from fake_exchange.faults import Faults
+from fake_exchange.okx import FakeOkx, OkxReplaySource, OkxSentFrame, OkxSyntheticSource
 from fake_exchange.recording import bundled_recording
 from fake_exchange.server import FakeExchange, SentFrame
 from fake_exchange.sources import Event, FrameSource, ReplaySource, SyntheticSource
@@ -11,8 +12,12 @@ from fake_exchange.sources import Event, FrameSource, ReplaySource, SyntheticSou
 __all__ = [
     "Event",
     "FakeExchange",
+    "FakeOkx",
     "Faults",
     "FrameSource",
+    "OkxReplaySource",
+    "OkxSentFrame",
+    "OkxSyntheticSource",
     "ReplaySource",
     "SentFrame",
     "SyntheticSource",

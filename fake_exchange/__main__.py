@@ -1,15 +1,19 @@
-"""`python -m fake_exchange --recording FILE --loop` (or `--synthetic 50 --rate 10000`)."""
+"""`python -m fake_exchange --recording FILE --loop` (or `--synthetic 50 --rate 10000`,
+`--exchange okx`)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from fake_exchange.cli import run
+from fake_exchange.cli import EXCHANGES, run
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="fake_exchange", description="Fake Binance spot exchange")
+    p = argparse.ArgumentParser(
+        prog="fake_exchange", description="Fake Binance spot or OKX v5 public exchange"
+    )
+    p.add_argument("--exchange", choices=EXCHANGES, default="binance", help="protocol to speak")
     p.add_argument("--recording", type=Path, default=None, help="recording (default: bundled)")
     p.add_argument("--speed", type=float, default=1.0, help="replay speed; 0 = as fast as possible")
     p.add_argument("--loop", action="store_true", help="replay forever")
@@ -18,7 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
     a = p.parse_args(argv)
-    run(a.recording, a.speed, a.loop, a.synthetic, a.rate, a.host, a.port)
+    run(a.recording, a.speed, a.loop, a.synthetic, a.rate, a.host, a.port, a.exchange)
 
 
 if __name__ == "__main__":

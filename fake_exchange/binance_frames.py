@@ -116,6 +116,71 @@ def depth_update(
     }
 
 
+def kline(
+    sym_id: str,
+    interval: str,
+    event_ms: int,
+    *,
+    open_ms: int,
+    close_ms: int,
+    first_id: int,
+    last_id: int,
+    open_: str,
+    close: str,
+    high: str,
+    low: str,
+    volume: str,
+    count: int,
+    final: bool,
+    quote_volume: str,
+    taker_base: str,
+    taker_quote: str,
+) -> Payload:
+    """`<s>@kline_<interval>` push frame; `x` marks the last frame of an interval."""
+    return {
+        "e": "kline",
+        "E": event_ms,
+        "s": sym_id,
+        "k": {
+            "t": open_ms,
+            "T": close_ms,
+            "s": sym_id,
+            "i": interval,
+            "f": first_id,
+            "L": last_id,
+            "o": open_,
+            "c": close,
+            "h": high,
+            "l": low,
+            "v": volume,
+            "n": count,
+            "x": final,
+            "q": quote_volume,
+            "V": taker_base,
+            "Q": taker_quote,
+            "B": "0",
+        },
+    }
+
+
+def rest_kline(k: Payload) -> list[Any]:
+    """`GET /api/v3/klines` row from the `k` object of a kline push frame."""
+    return [
+        k["t"],
+        k["o"],
+        k["h"],
+        k["l"],
+        k["c"],
+        k["v"],
+        k["T"],
+        k["q"],
+        k["n"],
+        k["V"],
+        k["Q"],
+        "0",
+    ]
+
+
 def ticker_24hr(
     sym_id: str,
     event_ms: int,
@@ -192,6 +257,19 @@ def rest_agg_trade(frame: Payload) -> Payload:
         "T": frame["T"],
         "m": frame["m"],
         "M": frame.get("M", True),
+    }
+
+
+def rest_trade(trade_id: int, price: str, qty: str, trade_ms: int, buyer_maker: bool) -> Payload:
+    """`GET /api/v3/trades` (and `historicalTrades`) row; quoteQty is price * qty, 8 places."""
+    return {
+        "id": trade_id,
+        "price": price,
+        "qty": qty,
+        "quoteQty": fmt(Decimal(price) * Decimal(qty)),
+        "time": trade_ms,
+        "isBuyerMaker": buyer_maker,
+        "isBestMatch": True,
     }
 
 

@@ -7,30 +7,58 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import Literal
 
+from fake_exchange.okx.server import FakeOkx
+from fake_exchange.okx.sources import OkxFrameSource, OkxReplaySource, OkxSyntheticSource
 from fake_exchange.recording import bundled_recording
 from fake_exchange.server import FakeExchange
 from fake_exchange.sources import FrameSource, ReplaySource, SyntheticSource
 
 log = logging.getLogger("fake_exchange")
 
+Exchange = Literal["binance", "okx"]
+EXCHANGES: tuple[Exchange, ...] = ("binance", "okx")
+
 
 def build_source(
-    recording: Path | None, speed: float, loop: bool, synthetic: int | None, rate: float
-) -> FrameSource:
+    recording: Path | None,
+    speed: float,
+    loop: bool,
+    synthetic: int | None,
+    rate: float,
+    exchange: Exchange = "binance",
+) -> FrameSource | OkxFrameSource:
     """Synthetic when `synthetic` symbols are asked for, else a replay (bundled by default)."""
+    if exchange == "okx":
+        if synthetic is not None:
+            return OkxSyntheticSource(synthetic, rate=rate)
+        return OkxReplaySource(recording, speed=speed, loop=loop)
+    if exchange != "binance":
+        raise ValueError(f"unknown exchange {exchange!r}; use one of {', '.join(EXCHANGES)}")
     if synthetic is not None:
         return SyntheticSource(synthetic, rate=rate)
     return ReplaySource(recording or bundled_recording(), speed=speed, loop=loop)
 
 
-async def serve(source: FrameSource, host: str, port: int) -> None:
+async def serve(
+    source: FrameSource | OkxFrameSource, host: str, port: int, exchange: Exchange = "binance"
+) -> None:
     """Serve until SIGINT/SIGTERM; the base URL is the first line printed."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with FakeExchange(source, host=host, port=port) as fx:
+    server: FakeExchange | FakeOkx
+    if exchange == "okx":
+        if not isinstance(source, OkxReplaySource | OkxSyntheticSource):
+            raise ValueError(f"not an OKX source: {source!r}")
+        server = FakeOkx(source, host=host, port=port)
+    else:
+        if not isinstance(source, ReplaySource | SyntheticSource):
+            raise ValueError(f"not a Binance source: {source!r}")
+        server = FakeExchange(source, host=host, port=port)
+    async with server as fx:
         print(fx.base_url, flush=True)
         log.info("websocket %s, %d markets, source %s", fx.ws_url, len(fx.markets), source)
         await stop.wait()
@@ -45,10 +73,12 @@ def run(
     rate: float,
     host: str,
     port: int,
+    exchange: Exchange = "binance",
 ) -> None:
     """Entry point for `marketbus fake-exchange` and `python -m fake_exchange`."""
     if not logging.getLogger().handlers:
         logging.basicConfig(
             stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s"
         )
-    asyncio.run(serve(build_source(recording, speed, loop, synthetic, rate), host, port))
+    source = build_source(recording, speed, loop, synthetic, rate, exchange)
+    asyncio.run(serve(source, host, port, exchange))

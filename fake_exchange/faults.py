@@ -87,7 +87,7 @@ def http_failure(status: int, retry_after: int | None) -> HttpFailure:
 
 
 class Faults:
-    """Switches a test flips: close, stall, garbage, REST errors, refused connections."""
+    """Switches a test flips: close, stall, garbage, REST errors, refused connections, book gaps."""
 
     def __init__(self, target: FaultTarget, clock: Callable[[], float] = time.monotonic) -> None:
         self._target = target
@@ -95,6 +95,9 @@ class Faults:
         self._stall_until = 0.0
         self._refuse_until = 0.0
         self._http: list[HttpFailure] = []
+        self._depth_drops: dict[str | None, int] = {}
+        self.depth_dropped: dict[str, int] = {}
+        """Depth frames dropped so far, by stream (what `depth_gap` did)."""
 
     def close_all(self, abrupt: bool = True) -> int:
         """Close every websocket: abrupt drops the TCP connection (clients see 1006), else 1000."""
@@ -132,7 +135,40 @@ class Faults:
     def refusing(self) -> bool:
         return self._clock() < self._refuse_until
 
+    def depth_gap(self, n: int = 1, stream: str | None = None) -> None:
+        """Drop the next `n` depth diffs sent to subscribers of `stream` (None: any depth stream).
+
+        The market state still applies them, so clients see `U != previous u + 1` and must
+        resync, and a fresh snapshot contains what was dropped. `stream` is a stream name
+        ('nknusdt@depth@100ms') or a symbol ('NKN/USDT', 'NKNUSDT': its `depth@100ms` stream).
+        Frames nobody subscribed to are not dropped (the gap waits for a reader).
+        """
+        if n < 1:
+            raise ValueError("depth_gap needs n >= 1")
+        key = stream
+        if stream is not None and "@" not in stream:
+            key = bf.stream_name(bf.symbol_id(stream), "depth@100ms")
+        self._depth_drops[key] = self._depth_drops.get(key, 0) + n
+
+    def depth_gap_pending(self) -> bool:
+        """Cheap check the server makes before asking `take_depth_drop` for every frame."""
+        return bool(self._depth_drops)
+
+    def take_depth_drop(self, stream: str) -> bool:
+        """Whether to drop this depth frame (consumes one planned drop, counts it)."""
+        for key in (stream, None):
+            left = self._depth_drops.get(key, 0)
+            if left:
+                if left == 1:
+                    del self._depth_drops[key]
+                else:
+                    self._depth_drops[key] = left - 1
+                self.depth_dropped[stream] = self.depth_dropped.get(stream, 0) + 1
+                return True
+        return False
+
     def clear(self) -> None:
         """Cancel every pending fault."""
         self._stall_until = self._refuse_until = 0.0
         self._http.clear()
+        self._depth_drops.clear()

@@ -1,23 +1,27 @@
-"""What the fake remembers about the frames it generated: books, trades, last tickers.
+"""What the fake remembers about the frames it generated: books, trades, candles, tickers.
 
 REST answers come from here, so a depth snapshot is consistent with the diffs already published
 (CCXT's sync check: the first diff after the snapshot has U <= lastUpdateId+1 <= u) and
-`/api/v3/aggTrades` can backfill a gap with exactly the trades the websocket carried. Pure and
-synchronous: the server feeds every generated event through `observe()`.
+`/api/v3/aggTrades`, `/trades`, `/klines`, `/ticker/24hr` answer with exactly what the websocket
+carried (or would have carried, for streams nobody subscribed). Pure and synchronous: the server
+feeds every generated event through `observe()` right before writing it.
 """
 
 from __future__ import annotations
 
 import bisect
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from fake_exchange import binance_frames as bf
 from fake_exchange.binance_frames import Payload
+from fake_exchange.derive import KLINE_HISTORY, CandleBook, TickerDeriver
 
 AGG_HISTORY = 100_000
-"""aggTrades kept per symbol for REST backfill."""
+"""aggTrades (and trades) kept per symbol for REST backfill."""
 
 
 @dataclass(slots=True)
@@ -71,24 +75,65 @@ class _TradeSeq:
 
 
 class MarketState:
-    """Books, aggTrade history and id sequences of every symbol the fake published."""
+    """Books, trade history, candles and tickers of every symbol the fake published.
 
-    def __init__(self, snapshots: dict[str, Payload]) -> None:
+    `kline_intervals`: intervals whose candles are built here from the observed trades (a
+    source that makes its klines from its own trades, like `SyntheticSource`, names them so
+    REST has candles for symbols nobody subscribed). Other intervals are served from the
+    kline frames observed (a replay's recorded ones).
+    """
+
+    def __init__(self, snapshots: dict[str, Payload], kline_intervals: Sequence[str] = ()) -> None:
         self.books = {s: LiveBook.from_snapshot(snap) for s, snap in snapshots.items()}
         self.agg_trades: dict[str, deque[Payload]] = {}
+        self.trades: dict[str, deque[Payload]] = {}
         self.tickers: dict[str, Payload] = {}
+        self.candles = CandleBook(kline_intervals) if kline_intervals else None
+        self.polled: set[str] = set()
+        """Depth streams whose book was asked for over REST (a source keeps those moving)."""
+        self.now_ms = 0
+        """Latest event time observed: 'now' for the open candle of REST klines."""
+        self._kline_frames: dict[tuple[str, str], dict[int, Payload]] = {}
         self._seq: dict[str, _TradeSeq] = {}
 
     def observe(self, stream: str, payload: Payload) -> None:
         """Account for a source event before it is written; renumbers aggTrades after bursts."""
         channel = stream.partition("@")[2]
+        event_ms = payload.get("E", 0)
+        if event_ms > self.now_ms:
+            self.now_ms = event_ms
         if channel == "aggTrade":
+            if self.candles is not None:
+                self.candles.add_trade(
+                    payload["s"],
+                    payload["f"],
+                    payload["l"],
+                    payload["T"],
+                    payload["p"],
+                    payload["q"],
+                    payload["m"],
+                )
             seq = self._seq.setdefault(payload["s"], _TradeSeq())
             if seq.agg_shift or seq.trade_shift:
                 payload["a"] += seq.agg_shift
                 payload["f"] += seq.trade_shift
                 payload["l"] += seq.trade_shift
             self._record_agg(seq, payload)
+        elif channel == "trade":
+            if self.candles is not None:
+                self.candles.add_trade(
+                    payload["s"],
+                    payload["t"],
+                    payload["t"],
+                    payload["T"],
+                    payload["p"],
+                    payload["q"],
+                    payload["m"],
+                )
+            hist = self.trades.get(payload["s"])
+            if hist is None:
+                hist = self.trades[payload["s"]] = deque(maxlen=AGG_HISTORY)
+            hist.append(payload)
         elif channel.startswith("depth") and "U" in payload:
             book = self.books.get(payload["s"])
             if book is None:
@@ -96,6 +141,12 @@ class MarketState:
             book.apply(payload)
         elif channel == "ticker":
             self.tickers[payload["s"]] = payload
+        elif channel.startswith("kline_"):
+            k = payload["k"]
+            frames = self._kline_frames.setdefault((payload["s"], k["i"]), {})
+            frames[k["t"]] = k
+            if len(frames) > KLINE_HISTORY:
+                del frames[next(iter(frames))]
 
     def _record_agg(self, seq: _TradeSeq, payload: Payload) -> None:
         seq.agg_id, seq.trade_id, seq.price = payload["a"], payload["l"], payload["p"]
@@ -136,6 +187,7 @@ class MarketState:
 
     def depth(self, sym_id: str, limit: int) -> Payload:
         """Snapshot of the live book, or a small made-up book for symbols without depth."""
+        self.polled.add(bf.stream_name(sym_id, "depth@100ms"))
         book = self.books.get(sym_id)
         if book is None:
             price = Decimal(self._seq[sym_id].price if sym_id in self._seq else "1")
@@ -165,3 +217,59 @@ class MarketState:
             hi = end_ms if end_ms is not None else 2**63
             return [t for t in hist if lo <= t["T"] <= hi][:limit]
         return hist[-limit:]
+
+    def trades_query(self, sym_id: str, from_id: int | None, limit: int) -> list[Payload]:
+        """`GET /api/v3/trades` (latest `limit`) and `/historicalTrades` (`fromId` on).
+
+        From the `trade` frames generated; a source without them (synthetic aggTrade only)
+        answers from its aggTrades, one row per aggTrade (their f == l there).
+        """
+        frames = self.trades.get(sym_id)
+        if frames:
+            picked = _pick(list(frames), "t", from_id, limit)
+            return [bf.rest_trade(f["t"], f["p"], f["q"], f["T"], f["m"]) for f in picked]
+        aggs = _pick(list(self.agg_trades.get(sym_id, ())), "f", from_id, limit)
+        return [bf.rest_trade(a["f"], a["p"], a["q"], a["T"], a["m"]) for a in aggs]
+
+    def klines(
+        self,
+        sym_id: str,
+        interval: str,
+        start_ms: int | None,
+        end_ms: int | None,
+        limit: int,
+    ) -> list[list[Any]]:
+        """`GET /api/v3/klines` rows: built candles, or the kline frames a replay sent."""
+        if self.candles is not None and self.candles.can_serve(interval):
+            rows = self.candles.rest_rows(sym_id, interval, self.now_ms)
+        else:
+            frames = self._kline_frames.get((sym_id, interval), {})
+            rows = [bf.rest_kline(k) for _, k in sorted(frames.items())]
+        lo = start_ms if start_ms is not None else 0
+        hi = end_ms if end_ms is not None else 2**63
+        rows = [r for r in rows if lo <= r[0] <= hi]
+        return rows[:limit] if start_ms is not None else rows[-limit:]
+
+    def ticker(self, sym_id: str, now_ms: int) -> Payload:
+        """The last 24hrTicker frame of a symbol; before any, a quiet one (no trades) at now."""
+        found = self.tickers.get(sym_id)
+        if found is not None:
+            return found
+        quiet = TickerDeriver()
+        book = self.books.get(sym_id)
+        if book is not None and book.bids and book.asks:
+            bid = max(book.bids, key=Decimal)
+            ask = min(book.asks, key=Decimal)
+            quiet.seed_book(sym_id, bid, book.bids[bid], ask, book.asks[ask])
+        else:
+            price = self._reference_price(sym_id)
+            quiet.seed_book(sym_id, price, "0", price, "0")
+        return quiet.ticker(sym_id, now_ms)
+
+
+def _pick(rows: list[Payload], key: str, from_id: int | None, limit: int) -> list[Payload]:
+    """The latest `limit` rows, or `limit` rows from id `from_id` on (rows sorted by id)."""
+    if from_id is None:
+        return rows[-limit:]
+    i = bisect.bisect_left([r[key] for r in rows], from_id)
+    return rows[i : i + limit]

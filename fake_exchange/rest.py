@@ -1,7 +1,9 @@
 """REST endpoints of the fake (`/api/v3/...`), answered from the market state.
 
-Errors use Binance's JSON shape (`{"code": -1121, "msg": "Invalid symbol."}`) so CCXT maps them
-through its real error table.
+Everything a polling client (ccxt's fetch_* with the websocket off) asks for is answered from
+what the source generated, so REST equals what the websocket carried. Errors use Binance's JSON
+shape (`{"code": -1121, "msg": "Invalid symbol."}`) so CCXT maps them through its real error
+table.
 """
 
 from __future__ import annotations
@@ -16,10 +18,14 @@ from aiohttp.typedefs import Middleware
 
 from fake_exchange import binance_frames as bf
 from fake_exchange.binance_frames import Payload
+from fake_exchange.derive import INTERVAL_MS
 from fake_exchange.faults import Faults
 from fake_exchange.market_state import MarketState
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+KLINE_INTERVALS = frozenset(INTERVAL_MS) | {"3d", "1w", "1M"}
+"""Every interval Binance spot accepts (the calendar ones answer with no rows here)."""
 
 
 def json_response(
@@ -69,6 +75,9 @@ class RestApi:
             web.get("/api/v3/exchangeInfo", self.exchange_info),
             web.get("/api/v3/depth", self.depth),
             web.get("/api/v3/aggTrades", self.agg_trades),
+            web.get("/api/v3/trades", self.trades),
+            web.get("/api/v3/historicalTrades", self.trades),
+            web.get("/api/v3/klines", self.klines),
             web.get("/api/v3/ticker/24hr", self.ticker_24hr),
         ]
 
@@ -118,16 +127,62 @@ class RestApi:
         )
         return json_response(rows)
 
-    async def ticker_24hr(self, request: web.Request) -> web.Response:
-        tickers = self._state().tickers
-        if "symbol" not in request.query:
-            return json_response([bf.rest_ticker(t) for t in tickers.values()])
+    async def trades(self, request: web.Request) -> web.Response:
+        """`/trades` (latest `limit`) and `/historicalTrades` (from `fromId`); no key needed."""
         sym = self._symbol(request)
         if isinstance(sym, web.Response):
             return sym
-        if sym not in tickers:
+        limit = min(_int_param(request, "limit") or 500, 1000)
+        from_id = (
+            _int_param(request, "fromId") if request.path.endswith("/historicalTrades") else None
+        )
+        return json_response(self._state().trades_query(sym, from_id, limit))
+
+    async def klines(self, request: web.Request) -> web.Response:
+        sym = self._symbol(request)
+        if isinstance(sym, web.Response):
+            return sym
+        interval = request.query.get("interval")
+        if not interval:
+            return _error(
+                400,
+                -1102,
+                "Mandatory parameter 'interval' was not sent, was empty/null, or malformed.",
+            )
+        if interval not in KLINE_INTERVALS:
+            return _error(400, -1120, "Invalid interval.")
+        limit = min(_int_param(request, "limit") or 500, 1000)
+        rows = self._state().klines(
+            sym,
+            interval,
+            _int_param(request, "startTime"),
+            _int_param(request, "endTime"),
+            limit,
+        )
+        return json_response(rows)
+
+    async def ticker_24hr(self, request: web.Request) -> web.Response:
+        """One symbol (`symbol`), a list (`symbols=["A","B"]`, what ccxt fetch_tickers sends),
+        or every symbol that has a ticker (no parameter)."""
+        state = self._state()
+        now = _now_ms()
+        if "symbol" in request.query:
+            sym = self._symbol(request)
+            if isinstance(sym, web.Response):
+                return sym
+            return json_response(bf.rest_ticker(state.ticker(sym, now)))
+        raw = request.query.get("symbols")
+        if raw is None:
+            return json_response([bf.rest_ticker(t) for t in state.tickers.values()])
+        try:
+            wanted = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            wanted = None
+        if not isinstance(wanted, list) or not all(isinstance(w, str) for w in wanted):
+            return _error(400, -1100, "Illegal characters found in parameter 'symbols'")
+        if any(w.upper() not in self._ids for w in wanted):
             return _error(400, -1121, "Invalid symbol.")
-        return json_response(bf.rest_ticker(tickers[sym]))
+        return json_response([bf.rest_ticker(state.ticker(w.upper(), now)) for w in wanted])
 
 
 def fault_middleware(faults: Faults) -> Middleware:

@@ -3,6 +3,8 @@
 Each connection owns a bounded queue and one writer task, so frames reach a socket in the order
 they were produced and a slow reader slows the player (backpressure) instead of losing frames.
 Every frame actually written is logged in `sent` for tests to compare with what CCXT returned.
+The source keeps playing whether or not anyone listens (or the websocket is switched off), so
+REST always answers from a moving market.
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ class FakeExchange:
         *,
         queue_size: int = 10_000,
         sent_limit: int = 1_000_000,
+        websocket: bool = True,
     ) -> None:
         self.source = source
         self.host = host
@@ -106,6 +109,7 @@ class FakeExchange:
         self._market: MarketState | None = None
         self._symbol_ids: frozenset[str] = frozenset()
         self._markets: list[str] = []
+        self._websocket = websocket
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -115,7 +119,7 @@ class FakeExchange:
             raise RuntimeError(f"FakeExchange cannot start from state {self.state.value}")
         await asyncio.to_thread(self.source.prepare)
         info = self.source.exchange_info()
-        self._market = MarketState(self.source.snapshots())
+        self._market = MarketState(self.source.snapshots(), self.source.kline_intervals)
         self._symbol_ids = frozenset(s["symbol"] for s in info["symbols"])
         self._markets = sorted(unified_symbols(info).values())
         app = web.Application(middlewares=[fault_middleware(self.faults)])
@@ -184,6 +188,19 @@ class FakeExchange:
     def ccxt_config(self) -> dict[str, Any]:
         """Config for `ccxt.pro.binance(...)`: every url -> this fake, spot, no rate limit."""
         return ccxt_config(self.base_url, self.ws_url)
+
+    @property
+    def websocket_enabled(self) -> bool:
+        """False: websocket handshakes answer 503 while REST keeps serving a moving market."""
+        return self._websocket
+
+    @websocket_enabled.setter
+    def websocket_enabled(self, enabled: bool) -> None:
+        """Switching off also closes the open sockets (1000), as a websocket service going
+        down would; switching on accepts handshakes again."""
+        was, self._websocket = self._websocket, enabled
+        if was and not enabled and self.state is State.RUNNING:
+            self.close_connections(abrupt=False)
 
     @property
     def markets(self) -> list[str]:
@@ -266,6 +283,19 @@ class FakeExchange:
             raise RuntimeError("FakeExchange not started")
         return self._market
 
+    def _interested(self, stream: str) -> bool:
+        """The source's `interest`: a websocket subscriber, or (depth) a REST poller."""
+        return stream in self._subs or stream in self._state().polled
+
+    def _drop_depth(self, stream: str) -> bool:
+        """A planned `depth_gap` drop of this frame (only counted when someone reads it)."""
+        return (
+            self.faults.depth_gap_pending()
+            and "@depth" in stream
+            and stream in self._subs
+            and self.faults.take_depth_drop(stream)
+        )
+
     def _resolve_symbol(self, target: str) -> str:
         sym = bf.split_stream(target)[0] if "@" in target else bf.symbol_id(target)
         if sym not in self._symbol_ids:
@@ -288,7 +318,7 @@ class FakeExchange:
         target = loop.time()
         streak = 0
         count = 0
-        for ev in self.source.events(lambda: int(time.time() * 1000)):
+        for ev in self.source.events(lambda: int(time.time() * 1000), self._interested):
             target += ev.delay
             stall = self.faults.stalled_for()
             while stall > 0:
@@ -305,8 +335,10 @@ class FakeExchange:
                     await asyncio.sleep(0)
                     streak = 0
             self._state().observe(ev.stream, ev.payload)
-            await self._fanout(ev.stream, ev.payload)
             count += 1
+            if self._drop_depth(ev.stream):
+                continue  # applied to the book above, never written: a gap for the reader
+            await self._fanout(ev.stream, ev.payload)
         log.info("source exhausted after %d events", count)
 
     async def _fanout(self, stream: str, payload: Payload) -> list[_Connection]:
@@ -390,6 +422,8 @@ class FakeExchange:
                     del self._subs[s]
 
     async def _ws_handler(self, request: web.Request) -> web.StreamResponse:
+        if not self._websocket:
+            return web.Response(status=503, text="503 Service Unavailable: websocket is off")
         ws = web.WebSocketResponse(compress=False, autoping=True, max_msg_size=1 << 20)
         await ws.prepare(request)
         combined = request.path.startswith("/stream")

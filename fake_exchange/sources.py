@@ -2,7 +2,9 @@
 
 A source also says what REST serves for it (exchangeInfo, depth snapshots). Time enters only
 through the `clock` passed to `events()`, so tests drive a source with a fake clock and count
-events over virtual time (the sum of delays) instead of sleeping.
+events over virtual time (the sum of delays) instead of sleeping. The server also passes an
+`interest` callback (is anyone reading this stream?) so a source can skip frames nobody reads
+(synthetic klines and depth), which keeps load tests cheap.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Protocol
 
 from fake_exchange import binance_frames as bf
 from fake_exchange.binance_frames import Payload
-from fake_exchange.derive import TickerDeriver
+from fake_exchange.derive import INTERVAL_MS, CandleBook, TickerDeriver, kline_frame
 from fake_exchange.recording import (
     RecordedFrame,
     Recording,
@@ -28,6 +30,15 @@ from fake_exchange.recording import (
 
 Clock = Callable[[], int]
 """Returns the current exchange time in epoch milliseconds."""
+
+Interest = Callable[[str], bool]
+"""Whether a stream has a reader now (a websocket subscriber, or its book polled over REST)."""
+
+
+def nobody(stream: str) -> bool:
+    """The interest of a source played without a server: no optional frames."""
+    return False
+
 
 SYNTHETIC_CHANNELS = frozenset({"aggTrade", "trade", "ticker", "miniTicker", "bookTicker"})
 
@@ -61,8 +72,15 @@ class FrameSource(Protocol):
         """Initial depth snapshots by symbol id (`lastUpdateId`, `bids`, `asks`)."""
         ...
 
-    def events(self, clock: Clock) -> Iterator[Event]:
-        """The event stream; exchange timestamps are derived from `clock`."""
+    @property
+    def kline_intervals(self) -> tuple[str, ...]:
+        """Intervals whose klines the source builds from its own trades (REST builds the
+        same candles from the trades it saw); empty: klines, if any, come as recorded frames."""
+        ...
+
+    def events(self, clock: Clock, interest: Interest = nobody) -> Iterator[Event]:
+        """The event stream; exchange timestamps are derived from `clock`; frames of optional
+        streams only while `interest(stream)`."""
         ...
 
 
@@ -173,6 +191,10 @@ class ReplaySource:
     def finite(self) -> bool:
         return not self.loop
 
+    @property
+    def kline_intervals(self) -> tuple[str, ...]:
+        return ()
+
     def prepare(self) -> None:
         _ = self.recording
 
@@ -197,7 +219,8 @@ class ReplaySource:
         """Ids of the symbols that have frames in the recording."""
         return sorted({f.data["s"] for f in self.recording.frames if "s" in f.data})
 
-    def events(self, clock: Clock) -> Iterator[Event]:
+    def events(self, clock: Clock, interest: Interest = nobody) -> Iterator[Event]:
+        """Every recorded frame (and the derived ones) whatever the interest."""
         frames = self.recording.frames
         if not frames:
             return
@@ -307,6 +330,8 @@ def _rename(rec: Recording, symbols_map: Mapping[str, str]) -> Recording:
 
 # --------------------------------------------------------------------------- synthetic
 
+TRADE_CHANNELS = ("aggTrade", "trade")
+
 
 @dataclass(slots=True)
 class _Walk:
@@ -316,8 +341,26 @@ class _Walk:
     price: float
     agg_id: int = 1
     trade_id: int = 1
-    raw_trade_id: int = 1
     update_id: int = 1
+    last_agg: Payload | None = None
+    depth_id: int = 0
+    bids: dict[str, str] = field(default_factory=dict)
+    asks: dict[str, str] = field(default_factory=dict)
+    streams: dict[str, str] = field(default_factory=dict)
+
+
+def _book_prices(price: float, levels: int) -> tuple[list[str], list[str]]:
+    """Bid and ask level prices around `price`; the best ones are `_quote(price)`'s."""
+    half, step = price * 0.0001, price * 0.0005
+    bids = [f"{price - half - step * i:.8f}" for i in range(levels)]
+    asks = [f"{price + half + step * i:.8f}" for i in range(levels)]
+    return bids, asks
+
+
+def _side_diff(old: dict[str, str], new: dict[str, str]) -> list[list[str]]:
+    """Levels that changed: removed ones with qty 0, new or resized ones with their qty."""
+    gone = [[p, "0.00000000"] for p in old if p not in new]
+    return gone + [[p, q] for p, q in new.items() if old.get(p) != q]
 
 
 class SyntheticSource:
@@ -329,6 +372,14 @@ class SyntheticSource:
     never). `symbols` is a list of 'BASE/QUOTE' or an int n: the first n TRADING USDT symbols
     of the bundled exchangeInfo, padded with SYM<i>/USDT; unknown symbols are added to the
     exchangeInfo the fake serves.
+
+    One trade is one walk step: with both `aggTrade` and `trade` channels, the first of them in
+    `channels` makes a new trade and the other shows that same trade (same id, price, qty,
+    time). On top of the round-robin, and only for streams with `interest` (not counted in
+    `rate`/`total`): `kline_<i>` frames for `kline_intervals`, built from exactly the trades
+    sent (an update every `kline_update` s when the candle changed, for intervals longer than
+    that, and a closing frame with x=true when an interval ends), and `depth@100ms` diffs every
+    `depth_interval` s moving the book (`depth_levels` a side) to the current price.
     """
 
     def __init__(
@@ -341,6 +392,11 @@ class SyntheticSource:
         seed: int = 0,
         tick: float = 0.005,
         exchange_info_path: Path | None = None,
+        *,
+        kline_intervals: Sequence[str] = ("1s", "1m"),
+        kline_update: float = 1.0,
+        depth_interval: float = 0.1,
+        depth_levels: int = 10,
     ) -> None:
         bad = set(channels) - SYNTHETIC_CHANNELS
         if bad or not channels:
@@ -349,6 +405,9 @@ class SyntheticSource:
             )
         if rate <= 0:
             raise ValueError("rate must be > 0")
+        CandleBook(kline_intervals)  # validates the intervals
+        if kline_update <= 0 or depth_interval <= 0 or depth_levels < 1:
+            raise ValueError("kline_update, depth_interval and depth_levels must be > 0")
         self.symbols_spec = symbols
         self.rate = rate
         self.duration = duration
@@ -357,6 +416,10 @@ class SyntheticSource:
         self.seed = seed
         self.tick = tick
         self.exchange_info_path = exchange_info_path
+        self._kline_intervals = tuple(kline_intervals)
+        self.kline_update = kline_update
+        self.depth_interval = depth_interval
+        self.depth_levels = depth_levels
         self._info: Payload | None = None
         self._ids: list[str] = []
         self._start_prices: dict[str, float] = {}
@@ -370,6 +433,10 @@ class SyntheticSource:
     @property
     def finite(self) -> bool:
         return self.duration is not None or self.total is not None
+
+    @property
+    def kline_intervals(self) -> tuple[str, ...]:
+        return self._kline_intervals
 
     def prepare(self) -> None:
         _ = self.exchange_info()
@@ -399,29 +466,30 @@ class SyntheticSource:
         self.prepare()
         return list(self._ids)
 
+    def start_prices(self) -> dict[str, float]:
+        """Symbol id -> the price its walk starts from (seeded)."""
+        self.prepare()
+        return dict(self._start_prices)
+
     def snapshots(self) -> dict[str, Payload]:
-        """Five levels a side around each start price."""
+        """`depth_levels` levels a side around each start price, qty 1, `lastUpdateId` 0."""
         self.prepare()
         out: dict[str, Payload] = {}
         for sym_id, price in self._start_prices.items():
-            step = price * 0.0005
+            bids, asks = _book_prices(price, self.depth_levels)
             out[sym_id] = {
                 "lastUpdateId": 0,
-                "bids": [[f"{price - step * i:.8f}", "1.00000000"] for i in range(1, 6)],
-                "asks": [[f"{price + step * i:.8f}", "1.00000000"] for i in range(1, 6)],
+                "bids": [[p, "1.00000000"] for p in bids],
+                "asks": [[p, "1.00000000"] for p in asks],
             }
         return out
 
-    def events(self, clock: Clock) -> Iterator[Event]:
+    def events(self, clock: Clock, interest: Interest = nobody) -> Iterator[Event]:
         self.prepare()
         rng = random.Random(self.seed + 1)
-        walks = [_Walk(i, self._start_prices[i]) for i in self._ids]
-        deriver = TickerDeriver()
-        for w in walks:
-            deriver.seed_book(w.sym_id, *_quote(w.price))
-        pairs = [(w, ch) for w in walks for ch in self.channels]
+        gen = _Generator(self, clock(), interest)
+        pairs = [(w, ch) for w in gen.walks for ch in self.channels]
         tick = max(1.0 / self.rate, self.tick)
-        start_ms = clock()
         k = 0
         tick_no = 0
         last_vt = 0.0
@@ -429,50 +497,146 @@ class SyntheticSource:
             vt = tick_no * tick
             if self.duration is not None and vt >= self.duration:
                 return
+            now_ms = gen.start_ms + round(vt * 1000)
+            for stream, payload in gen.timed(vt, now_ms):
+                yield Event(vt - last_vt, stream, payload)
+                last_vt = vt
             end = vt + tick if self.duration is None else min(vt + tick, self.duration)
             due = math.ceil(self.rate * end - 1e-9)
             if self.total is not None:
                 due = min(due, self.total)
-            now_ms = start_ms + round(vt * 1000)
             while k < due:
                 w, channel = pairs[k % len(pairs)]
-                stream, payload = self._frame(w, channel, now_ms, rng, deriver)
-                yield Event(vt - last_vt, stream, payload)
+                yield Event(vt - last_vt, w.streams[channel], gen.frame(w, channel, now_ms, rng))
                 last_vt = vt
                 k += 1
             if self.total is not None and k >= self.total:
                 return
             tick_no += 1
 
-    @staticmethod
-    def _frame(
-        w: _Walk, channel: str, now_ms: int, rng: random.Random, deriver: TickerDeriver
-    ) -> tuple[str, Payload]:
-        stream = bf.stream_name(w.sym_id, channel)
-        if channel in ("aggTrade", "trade"):
-            w.price = max(w.price * math.exp(rng.gauss(0.0, 0.0005)), 1e-6)
-            price, qty = f"{w.price:.8f}", f"{rng.uniform(0.001, 5):.8f}"
-            maker = rng.random() < 0.5
-            if channel == "trade":
-                w.raw_trade_id += 1
-                return stream, bf.trade(
-                    w.sym_id, w.raw_trade_id - 1, price, qty, now_ms, now_ms, maker
-                )
-            frame = bf.agg_trade(
-                w.sym_id, w.agg_id, price, qty, w.trade_id, w.trade_id, now_ms, now_ms, maker
-            )
-            w.agg_id += 1
-            w.trade_id += 1
-            deriver.observe_agg_trade(frame)
-            deriver.seed_book(w.sym_id, *_quote(w.price))
-            return stream, frame
+
+class _Generator:
+    """The mutable state of one `SyntheticSource.events()` run."""
+
+    def __init__(self, src: SyntheticSource, start_ms: int, interest: Interest) -> None:
+        self.src = src
+        self.start_ms = start_ms
+        self.interest = interest
+        self.lead = next((c for c in src.channels if c in TRADE_CHANNELS), None)
+        self.deriver = TickerDeriver()
+        self.candles = CandleBook(src.kline_intervals)
+        self.depth_rng = random.Random(src.seed + 2)  # depth never perturbs the trades
+        snaps = src.snapshots()
+        self.walks: list[_Walk] = []
+        for sym_id, price in src.start_prices().items():
+            w = _Walk(sym_id, price)
+            w.bids = {p: q for p, q in snaps[sym_id]["bids"]}
+            w.asks = {p: q for p, q in snaps[sym_id]["asks"]}
+            channels = [*src.channels, "depth@100ms"]
+            channels += [f"kline_{i}" for i in src.kline_intervals]
+            w.streams = {c: bf.stream_name(sym_id, c) for c in channels}
+            self.deriver.seed_book(sym_id, *_quote(w.price))
+            self.walks.append(w)
+        self.intervals = [(i, INTERVAL_MS[i]) for i in src.kline_intervals]
+        self.next_close = {i: start_ms - start_ms % ms + ms for i, ms in self.intervals}
+        self.pushed: dict[str, tuple[int, int]] = {}
+        self.next_push = src.kline_update
+        self.next_depth = 0.0
+
+    # ---------------------------------------------------------------- round-robin frames
+
+    def frame(self, w: _Walk, channel: str, now_ms: int, rng: random.Random) -> Payload:
+        if channel in TRADE_CHANNELS:
+            agg = w.last_agg
+            if channel == self.lead or agg is None:
+                agg = self._trade(w, now_ms, rng)
+            if channel == "aggTrade":
+                return agg
+            return bf.trade(w.sym_id, agg["f"], agg["p"], agg["q"], agg["T"], now_ms, agg["m"])
         if channel == "bookTicker":
             w.update_id += 1
-            return stream, bf.book_ticker(w.sym_id, w.update_id - 1, *_quote(w.price))
-        full = deriver.ticker(w.sym_id, now_ms)
+            return bf.book_ticker(w.sym_id, w.update_id - 1, *_quote(w.price))
+        full = self.deriver.ticker(w.sym_id, now_ms)
         if channel == "ticker":
-            return stream, full
-        return stream, bf.mini_ticker(w.sym_id, now_ms, full)
+            return full
+        return bf.mini_ticker(w.sym_id, now_ms, full)
+
+    def _trade(self, w: _Walk, now_ms: int, rng: random.Random) -> Payload:
+        """One walk step: a new trade (its aggTrade frame), counted in ticker and candles."""
+        w.price = max(w.price * math.exp(rng.gauss(0.0, 0.0005)), 1e-6)
+        price, qty = f"{w.price:.8f}", f"{rng.uniform(0.001, 5):.8f}"
+        maker = rng.random() < 0.5
+        tid = w.trade_id
+        agg = bf.agg_trade(w.sym_id, w.agg_id, price, qty, tid, tid, now_ms, now_ms, maker)
+        w.agg_id += 1
+        w.trade_id += 1
+        w.last_agg = agg
+        self.deriver.observe_agg_trade(agg)
+        self.deriver.seed_book(w.sym_id, *_quote(w.price))
+        self.candles.add_trade(w.sym_id, tid, tid, now_ms, price, qty, maker)
+        return agg
+
+    # ---------------------------------------------------------------- time-driven frames
+
+    def timed(self, vt: float, now_ms: int) -> list[tuple[str, Payload]]:
+        """Kline closes and updates, depth diffs due at this tick (for streams with readers)."""
+        out: list[tuple[str, Payload]] = []
+        for interval, ms in self.intervals:
+            if now_ms >= self.next_close[interval]:
+                self._close(interval, ms, now_ms, out)
+        if vt >= self.next_push:
+            while self.next_push <= vt:
+                self.next_push += self.src.kline_update
+            for interval, ms in self.intervals:
+                if ms > self.src.kline_update * 1000:
+                    self._push(interval, now_ms, out)
+        if vt >= self.next_depth:
+            while self.next_depth <= vt:
+                self.next_depth += self.src.depth_interval
+            for w in self.walks:
+                stream = w.streams["depth@100ms"]
+                if self.interest(stream):
+                    out.append((stream, self._depth_diff(w, now_ms)))
+        return out
+
+    def _close(self, interval: str, ms: int, now_ms: int, out: list[tuple[str, Payload]]) -> None:
+        """Closing frames (x=true) of the candles that ended since the last boundary."""
+        since = self.next_close[interval] - ms
+        self.next_close[interval] = now_ms - now_ms % ms + ms
+        for w in self.walks:
+            stream = w.streams[f"kline_{interval}"]
+            series = self.candles.series(w.sym_id, interval)
+            if series is None or not self.interest(stream):
+                continue
+            for c in series.roll(now_ms):
+                if c.open_ms + ms > since:
+                    out.append((stream, kline_frame(w.sym_id, interval, c, now_ms, True)))
+
+    def _push(self, interval: str, now_ms: int, out: list[tuple[str, Payload]]) -> None:
+        """An update frame (x=false) for every open candle that changed since its last one."""
+        for w in self.walks:
+            stream = w.streams[f"kline_{interval}"]
+            series = self.candles.series(w.sym_id, interval)
+            if series is None or not self.interest(stream):
+                continue
+            series.roll(now_ms)
+            c = series.current
+            if c is None or self.pushed.get(stream) == (c.open_ms, c.count):
+                continue
+            self.pushed[stream] = (c.open_ms, c.count)
+            out.append((stream, kline_frame(w.sym_id, interval, c, now_ms, False)))
+
+    def _depth_diff(self, w: _Walk, now_ms: int) -> Payload:
+        """Move the book to levels around the current price; U/u continue the id sequence."""
+        bid_prices, ask_prices = _book_prices(w.price, self.src.depth_levels)
+        rnd = self.depth_rng.uniform
+        bids = {p: f"{rnd(0.1, 10):.8f}" for p in bid_prices}
+        asks = {p: f"{rnd(0.1, 10):.8f}" for p in ask_prices}
+        b, a = _side_diff(w.bids, bids), _side_diff(w.asks, asks)
+        w.bids, w.asks = bids, asks
+        first = w.depth_id + 1
+        w.depth_id += max(1, len(b) + len(a))
+        return bf.depth_update(w.sym_id, first, w.depth_id, b, a, now_ms)
 
 
 def _quote(price: float) -> tuple[str, str, str, str]:
@@ -485,6 +649,7 @@ __all__ = [
     "Clock",
     "Event",
     "FrameSource",
+    "Interest",
     "ReplaySource",
     "SyntheticSource",
     "bundled_recording",

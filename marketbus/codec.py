@@ -32,7 +32,6 @@ from marketbus.models import (
     Record,
     Ticker,
     Trade,
-    check_book,
 )
 
 DATA_FIELD = "d"
@@ -278,13 +277,15 @@ def _check_book(arr: list[Any]) -> None:
         raise DecodeError(f"book seq must be an integer in 0..2**63-1 or nil, got {seq!r}")
     _check_levels(bids, "bids")
     _check_levels(asks, "asks")
-    try:
-        check_book(
-            list(zip(bids[::2], bids[1::2], strict=True)),
-            list(zip(asks[::2], asks[1::2], strict=True)),
-        )
-    except ValueError as e:
-        raise DecodeError(f"bad book: {e}") from e
+    # order and crossing straight on the flat lists: no pairs built (the hot path)
+    for i in range(2, len(bids), 2):
+        if not bids[i] < bids[i - 2]:
+            raise DecodeError(f"bad book: bids not strictly descending at level {i // 2}")
+    for i in range(2, len(asks), 2):
+        if not asks[i] > asks[i - 2]:
+            raise DecodeError(f"bad book: asks not strictly ascending at level {i // 2}")
+    if bids and asks and not bids[0] < asks[0]:
+        raise DecodeError(f"bad book: crossed book: best bid {bids[0]} >= best ask {asks[0]}")
 
 
 def _check_candle(arr: list[Any]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -15,7 +16,19 @@ import pytest
 
 import fake_exchange
 from fake_exchange import ReplaySource, SyntheticSource, bundled_recording
-from fake_exchange.derive import TickerDeriver
+from fake_exchange import binance_frames as bf
+from fake_exchange.binance_frames import Payload
+from fake_exchange.derive import (
+    Candle,
+    CandleBook,
+    TickerDeriver,
+    aggregate,
+    kline_frame,
+    round_units,
+    to_units,
+    units_str,
+)
+from fake_exchange.faults import Faults
 from fake_exchange.market_state import LiveBook, MarketState
 from fake_exchange.protocol import parse_control, streams_from_path
 from fake_exchange.recording import load_recording
@@ -387,3 +400,325 @@ def test_streams_from_path() -> None:
     assert streams_from_path("/stream", "a@trade/b@ticker") == ["a@trade", "b@ticker"]
     assert streams_from_path("/ws/0", None) == []
     assert streams_from_path("/ws/btcusdt@trade", None) == ["btcusdt@trade"]
+
+
+# ----------------------------------------------------------------------------- candles
+
+Q8 = Decimal("0.00000001")
+
+
+def expected_kline(trades: list[Payload], prev_close: str | None) -> dict[str, object]:
+    """A kline's values recomputed with exact decimals from the trade frames of its interval."""
+    if not trades:
+        assert prev_close is not None
+        zero = "0.00000000"
+        return dict(o=prev_close, h=prev_close, l=prev_close, c=prev_close, v=zero, q=zero)
+    ps = [Decimal(t["p"]) for t in trades]
+    qs = [Decimal(t["q"]) for t in trades]
+    taker = [(p, q) for p, q, t in zip(ps, qs, trades, strict=True) if not t["m"]]
+
+    def f8(d: Decimal) -> str:
+        return f"{d.quantize(Q8):f}"
+
+    return {
+        "o": trades[0]["p"],
+        "h": f8(max(ps)),
+        "l": f8(min(ps)),
+        "c": trades[-1]["p"],
+        "v": f8(sum(qs, Decimal(0))),
+        "q": f8(sum((p * q for p, q in zip(ps, qs, strict=True)), Decimal(0))),
+        "n": len(trades),
+        "f": trades[0]["t"],
+        "L": trades[-1]["t"],
+        "V": f8(sum((q for _, q in taker), Decimal(0))),
+        "Q": f8(sum((p * q for p, q in taker), Decimal(0))),
+    }
+
+
+def check_klines_against_trades(events: list[tuple[str, Payload]]) -> int:
+    """Every kline frame equals its interval's trades sent before it; finals come last.
+
+    A trade counts from its first frame (`aggTrade` or `trade`, whichever came first).
+
+    Returns how many final (x=true) frames were checked.
+    """
+    trades: dict[str, list[Payload]] = defaultdict(list)
+    finals: list[tuple[str, dict[str, object]]] = []
+    for stream, p in events:
+        if stream.endswith(("@trade", "@aggTrade")):
+            t = p if "t" in p else dict(p, t=p["f"])  # one trade may show on both streams
+            if not trades[p["s"]] or trades[p["s"]][-1]["t"] < t["t"]:
+                trades[p["s"]].append(t)
+        elif "@kline_" in stream:
+            k = p["k"]
+            assert k["T"] - k["t"] + 1 == {"1s": 1000, "1m": 60_000}[k["i"]]
+            assert p["E"] > k["T"] if k["x"] else k["t"] <= p["E"] <= k["T"]
+            mine = [t for t in trades[p["s"]] if k["t"] <= t["T"] <= k["T"]]
+            before = [t for t in trades[p["s"]] if t["T"] < k["t"]]
+            want = expected_kline(mine, before[-1]["p"] if before else None)
+            assert {key: k[key] for key in want} == want, (stream, k)
+            if not mine:
+                assert (k["n"], k["f"], k["L"]) == (0, -1, -1)
+            if k["x"]:
+                finals.append((p["s"], k))
+    for sym, k in finals:
+        t_lo, t_hi = k["t"], k["T"]
+        assert isinstance(t_lo, int) and isinstance(t_hi, int)
+        assert sum(1 for t in trades[sym] if t_lo <= t["T"] <= t_hi) == k["n"]
+    return len(finals)
+
+
+def test_units_round_trip_and_half_even_rounding() -> None:
+    assert to_units("0.35270000") == 35_270_000
+    assert to_units("12") == 1_200_000_000
+    assert to_units("1.5") == 150_000_000
+    assert units_str(35_270_000) == "0.35270000" and units_str(-5) == "-0.00000005"
+    assert round_units(150_000_000) == 2  # 1.5e-8 -> 2e-8 (half even)
+    assert round_units(250_000_000) == 2
+    assert round_units(250_000_001) == 3
+
+
+def test_candle_book_counts_each_trade_once_and_fills_empty_intervals() -> None:
+    book = CandleBook(["1s", "1m"])
+    assert book.add_trade("X", 1, 1, 1_000, "2.00000000", "1.00000000", False)
+    assert not book.add_trade("X", 1, 1, 1_000, "2.00000000", "1.00000000", False)  # again
+    assert book.add_trade("X", 2, 3, 1_500, "3.00000000", "2.00000000", True)  # agg of 2
+    assert book.add_trade("X", 4, 4, 3_200, "1.00000000", "1.00000000", False)
+    sec = book.candles("X", "1s", 3_999)
+    assert [c.open_ms for c in sec] == [1_000, 2_000, 3_000]
+    first, empty, third = sec
+    assert (first.open, first.high, first.low, first.close) == (
+        2 * 10**8,
+        3 * 10**8,
+        2 * 10**8,
+        3 * 10**8,
+    )
+    assert (first.count, first.first_id, first.last_id) == (3, 1, 3)
+    assert first.volume == 3 * 10**8 and first.taker_base == 10**8
+    assert empty == Candle.empty(2_000, 3 * 10**8)
+    assert third.open == 10**8 and third.count == 1
+    rows = book.rest_rows("X", "1s", 3_999)
+    assert rows[1] == [
+        2_000,
+        "3.00000000",
+        "3.00000000",
+        "3.00000000",
+        "3.00000000",
+        "0.00000000",
+        2_999,
+        "0.00000000",
+        0,
+        "0.00000000",
+        "0.00000000",
+        "0",
+    ]
+    assert rows[0][7] == "8.00000000" and rows[0][10] == "2.00000000"  # q = 2*1 + 3*2, Q = 2*1
+    [minute] = book.candles("X", "1m", 3_999)
+    assert minute.count == 4 and minute.close == 10**8 and minute.low == 10**8
+    assert book.can_serve("5m") and not book.can_serve("1w")
+    assert book.candles("X", "3m", 3_999)[0].volume == minute.volume
+
+
+def test_aggregate_merges_minutes_like_one_long_candle() -> None:
+    one = CandleBook(["1m"])
+    five = CandleBook(["5m"])
+    for i, (t, p) in enumerate([(10, "5"), (70_000, "7"), (130_000, "4"), (299_999, "6")]):
+        for b in (one, five):
+            b.add_trade("X", i, i, t, p, "1", i % 2 == 0)
+    merged = aggregate(one.candles("X", "1m", 299_999), 300_000)
+    assert merged == five.candles("X", "5m", 299_999)
+
+
+def test_kline_frame_shape() -> None:
+    c = Candle(60_000, 1, 3, 1, 2, volume=10, quote=25, count=2, first_id=7, last_id=8)
+    f = kline_frame("BTCUSDT", "1m", c, 119_999, True)
+    assert f["e"] == "kline" and f["s"] == "BTCUSDT" and f["E"] == 119_999
+    k = f["k"]
+    assert (k["t"], k["T"], k["i"], k["x"], k["f"], k["L"], k["n"]) == (
+        60_000,
+        119_999,
+        "1m",
+        True,
+        7,
+        8,
+        2,
+    )
+    assert set(k) == set("tTsifLochlvnxqVQB")
+    assert bf.rest_kline(k)[:7] == [60_000, k["o"], k["h"], k["l"], k["c"], k["v"], 119_999]
+
+
+# ----------------------------------------------------------------------------- synthetic extras
+
+
+def _interested(*parts: str) -> Callable[[str], bool]:
+    return lambda stream: any(p in stream for p in parts)
+
+
+def test_synthetic_sends_no_klines_or_depth_without_interest() -> None:
+    events = list(SyntheticSource(["BTC/USDT"], rate=100, duration=3.0).events(clock))
+    assert len(events) == 300
+    assert not [e for e in events if "@kline" in e.stream or "@depth" in e.stream]
+
+
+def test_synthetic_trade_and_agg_trade_show_the_same_trades() -> None:
+    src = SyntheticSource(["BTC/USDT"], rate=200, total=300, channels=("trade", "aggTrade"))
+    events = list(src.events(clock))
+    trades = [e.payload for e in events if e.stream.endswith("@trade")]
+    aggs = [e.payload for e in events if e.stream.endswith("@aggTrade")]
+    assert len(trades) == len(aggs) == 150
+    for t, a in zip(trades, aggs, strict=True):
+        assert (t["t"], t["p"], t["q"], t["T"], t["m"]) == (a["f"], a["p"], a["q"], a["T"], a["m"])
+        assert a["f"] == a["l"]
+    assert [t["t"] for t in trades] == list(range(1, 151))
+
+
+@pytest.mark.parametrize("kline_update", [0.25, 1.0])
+def test_synthetic_klines_equal_the_trades_sent(kline_update: float) -> None:
+    src = SyntheticSource(
+        ["BTC/USDT", "ETH/USDT"],
+        rate=40,
+        duration=4.2,
+        channels=("aggTrade", "trade", "ticker"),
+        kline_update=kline_update,
+    )
+    t0 = T0 + 700  # not on a second boundary
+    events = [(e.stream, e.payload) for e in src.events(lambda: t0, _interested("@kline_"))]
+    finals = check_klines_against_trades(events)
+    assert finals == 2 * 4  # 1s closes at +0.3, +1.3, +2.3, +3.3 s for 2 symbols
+    one_m = [p for s, p in events if s == "btcusdt@kline_1m"]
+    assert one_m and not any(p["k"]["x"] for p in one_m)
+    if kline_update < 1:
+        assert any(not p["k"]["x"] for s, p in events if s == "btcusdt@kline_1s")
+
+
+def test_synthetic_klines_only_for_interested_streams_and_closes_cover_quiet_seconds() -> None:
+    # a trade every 1.5 s: some seconds have none, yet each 1s interval is closed
+    src = SyntheticSource(
+        ["BTC/USDT"], rate=2, duration=6.0, channels=("trade", "ticker", "bookTicker")
+    )
+    events = [(e.stream, e.payload) for e in src.events(clock, _interested("btcusdt@kline_1s"))]
+    assert {s for s, _ in events if "@kline" in s} == {"btcusdt@kline_1s"}
+    check_klines_against_trades(events)
+    finals = [p["k"] for s, p in events if s == "btcusdt@kline_1s" and p["k"]["x"]]
+    assert [k["t"] for k in finals] == [T0 + i * 1000 for i in range(5)]
+    assert any(k["n"] == 0 for k in finals)
+
+
+def test_synthetic_depth_diffs_are_consecutive_and_track_the_price() -> None:
+    src = SyntheticSource(["BTC/USDT"], rate=100, duration=2.0, channels=("aggTrade", "bookTicker"))
+    state = MarketState(src.snapshots(), src.kline_intervals)
+    book = LiveBook.from_snapshot(src.snapshots()["BTCUSDT"])
+    last_u = book.last_update_id
+    diffs = 0
+    last_quote: Payload | None = None
+    for ev in src.events(clock, _interested("@depth@100ms")):
+        state.observe(ev.stream, ev.payload)
+        if ev.stream.endswith("@bookTicker"):
+            last_quote = ev.payload
+        if ev.stream == "btcusdt@depth@100ms":
+            diffs += 1
+            assert ev.payload["U"] == last_u + 1 and ev.payload["u"] >= ev.payload["U"]
+            last_u = ev.payload["u"]
+            book.apply(ev.payload)
+            snap = book.snapshot(100)
+            best_bid, best_ask = Decimal(snap["bids"][0][0]), Decimal(snap["asks"][0][0])
+            assert best_bid < best_ask and len(snap["bids"]) == len(snap["asks"]) == 10
+            if last_quote is not None:  # the walk moved at most one step since the quote
+                assert abs(best_bid / Decimal(last_quote["b"]) - 1) < Decimal("0.01")
+    assert diffs == 20  # every 100 ms
+    assert state.depth("BTCUSDT", 100) == book.snapshot(100)  # REST == the diffs applied
+    assert "btcusdt@depth@100ms" in state.polled
+
+
+def test_synthetic_trades_do_not_depend_on_interest() -> None:
+    def trades(interest: Callable[[str], bool]) -> list[Payload]:
+        src = SyntheticSource(["BTC/USDT"], rate=100, duration=2.0, seed=3)
+        return [e.payload for e in src.events(clock, interest) if e.stream.endswith("@aggTrade")]
+
+    assert trades(lambda s: False) == trades(lambda s: True)
+
+
+def test_market_state_builds_the_same_candles_as_the_source_sent() -> None:
+    src = SyntheticSource(["BTC/USDT"], rate=50, duration=3.5, channels=("trade", "aggTrade"))
+    state = MarketState(src.snapshots(), src.kline_intervals)
+    last: dict[int, Payload] = {}
+    for ev in src.events(clock, _interested("btcusdt@kline_1s")):
+        state.observe(ev.stream, ev.payload)
+        if ev.stream == "btcusdt@kline_1s":
+            last[ev.payload["k"]["t"]] = ev.payload["k"]
+    rows = state.klines("BTCUSDT", "1s", None, None, 1000)
+    closed = {t: bf.rest_kline(k) for t, k in last.items() if k["x"]}
+    assert len(closed) == 3 and all(r in rows for r in closed.values())
+    assert [r[0] for r in rows] == [T0 + i * 1000 for i in range(len(rows))]
+    assert state.klines("BTCUSDT", "1s", T0 + 1000, None, 2) == rows[1:3]
+    assert state.klines("BTCUSDT", "1s", None, T0 + 1000, 1) == rows[1:2]
+    [minute] = state.klines("BTCUSDT", "1m", None, None, 10)
+    assert minute[8] == sum(r[8] for r in rows)
+
+
+def test_market_state_serves_replayed_kline_frames_and_trades() -> None:
+    src = ReplaySource(bundled_recording(), speed=0)
+    state = MarketState(src.snapshots(), src.kline_intervals)
+    sent = []
+    for ev in src.events(clock):
+        state.observe(ev.stream, ev.payload)
+        sent.append(ev)
+    kline = next(e.payload for e in sent if e.stream == "nknusdt@kline_1m")
+    assert state.klines("NKNUSDT", "1m", None, None, 500) == [bf.rest_kline(kline["k"])]
+    assert state.klines("NKNUSDT", "1s", None, None, 500) == []
+    trade = next(e.payload for e in sent if e.stream == "nknusdt@trade")
+    [row] = state.trades_query("NKNUSDT", None, 10)
+    assert (row["id"], row["price"], row["qty"], row["time"]) == (
+        trade["t"],
+        trade["p"],
+        trade["q"],
+        trade["T"],
+    )
+    assert Decimal(row["quoteQty"]) == (Decimal(trade["p"]) * Decimal(trade["q"])).quantize(Q8)
+
+
+def test_market_state_trades_fall_back_to_agg_trades_and_quiet_tickers() -> None:
+    src = SyntheticSource(["BTC/USDT"], rate=100, total=20, channels=("aggTrade",))
+    state = MarketState(src.snapshots(), src.kline_intervals)
+    aggs = []
+    for ev in src.events(clock):
+        state.observe(ev.stream, ev.payload)
+        aggs.append(ev.payload)
+    assert [r["id"] for r in state.trades_query("BTCUSDT", None, 5)] == [a["f"] for a in aggs[-5:]]
+    assert [r["id"] for r in state.trades_query("BTCUSDT", 3, 2)] == [3, 4]
+    quiet = state.ticker("BTCUSDT", 123)  # no ticker channel: a quiet ticker from the book
+    assert (
+        quiet["E"] == 123
+        and quiet["n"] == 0
+        and quiet["b"] == src.snapshots()["BTCUSDT"]["bids"][0][0]
+    )
+
+
+# ----------------------------------------------------------------------------- faults
+
+
+class _NoTarget:
+    def close_connections(self, abrupt: bool) -> int:
+        return 0
+
+    def inject_raw(self, texts: list[str]) -> int:
+        return 0
+
+
+def test_depth_gap_drops_per_stream_or_any_and_counts() -> None:
+    faults = Faults(_NoTarget())
+    assert not faults.depth_gap_pending()
+    faults.depth_gap(2, "NKN/USDT")
+    faults.depth_gap(1)
+    assert faults.depth_gap_pending()
+    assert faults.take_depth_drop("nknusdt@depth@100ms")
+    assert faults.take_depth_drop("nknusdt@depth@100ms")
+    assert faults.take_depth_drop("nknusdt@depth@100ms")  # the 'any stream' one
+    assert not faults.take_depth_drop("nknusdt@depth@100ms")
+    assert faults.depth_dropped == {"nknusdt@depth@100ms": 3}
+    faults.depth_gap(1, "btcusdt@depth@100ms")
+    assert not faults.take_depth_drop("ethusdt@depth@100ms")
+    faults.clear()
+    assert not faults.depth_gap_pending()
+    with pytest.raises(ValueError):
+        faults.depth_gap(0)
