@@ -13,6 +13,7 @@ import json
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from decimal import Decimal
 from typing import Any
 
 import aiohttp
@@ -21,6 +22,7 @@ import ccxt.pro as ccxtpro
 import pytest
 
 from fake_exchange import FakeExchange, ReplaySource, SyntheticSource, bundled_recording
+from fake_exchange import binance_frames as bf
 
 WAIT = 10.0
 
@@ -382,3 +384,237 @@ async def test_looping_replay_keeps_the_order_book_in_sync_across_passes() -> No
         depth = [f.payload for f in fx.sent if f.stream == "nknusdt@depth@100ms"]
         assert depth[-1]["u"] > pass_end
         assert all(b["U"] == a["u"] + 1 for a, b in itertools.pairwise(depth))
+
+
+# ----------------------------------------------------------------------------- klines, REST, switches
+
+Q8 = Decimal("0.00000001")
+
+
+def _ohlcv(k: dict[str, Any]) -> list[Any]:
+    """What ccxt makes of a kline (ws `k` object)."""
+    return [k["t"], float(k["o"]), float(k["h"]), float(k["l"]), float(k["c"]), float(k["v"])]
+
+
+def _recomputed(trades: list[dict[str, Any]]) -> dict[str, Any]:
+    """A kline's values from its trades with exact decimals (independent of the fake's code)."""
+    ps = [Decimal(t["p"]) for t in trades]
+    qs = [Decimal(t["q"]) for t in trades]
+    return {
+        "o": trades[0]["p"],
+        "h": f"{max(ps):f}",
+        "l": f"{min(ps):f}",
+        "c": trades[-1]["p"],
+        "v": f"{sum(qs, Decimal(0)).quantize(Q8):f}",
+        "q": f"{sum((p * q for p, q in zip(ps, qs, strict=True)), Decimal(0)).quantize(Q8):f}",
+        "n": len(trades),
+        "f": trades[0]["f"],
+        "L": trades[-1]["l"],
+    }
+
+
+def synthetic(symbols: list[str], websocket: bool = True, **kw: Any) -> FakeExchange:
+    return FakeExchange(SyntheticSource(symbols, **kw), autoplay=False, websocket=websocket)
+
+
+async def test_watch_ohlcv_gets_the_replayed_klines_and_fetch_ohlcv_agrees() -> None:
+    async with fake(speed=20) as fx, binance(fx) as ex:
+        await ex.load_markets()
+        pending = asyncio.create_task(ex.watch_ohlcv("NKN/USDT", "1m"))
+        await fx.wait_subscribed(["nknusdt@kline_1m"])
+        fx.play()
+        candles = await asyncio.wait_for(pending, WAIT)
+        await fx.wait_done(WAIT)
+        [sent] = [f.payload for f in fx.sent if f.stream == "nknusdt@kline_1m"]
+        assert candles == [_ohlcv(sent["k"])]
+        assert await ex.fetch_ohlcv("NKN/USDT", "1m") == candles
+        assert await ex.fetch_ohlcv("NKN/USDT", "1m", since=sent["k"]["t"] + 1) == []
+
+
+async def test_synthetic_klines_over_ccxt_agree_with_the_trades_sent() -> None:
+    sym = "BTC/USDT"
+    async with (
+        synthetic([sym], rate=150, duration=3.4, channels=("aggTrade",), kline_update=0.2) as fx,
+        binance(fx, streamLimits={"spot": 1}, tradesLimit=10_000) as ex,  # one socket: one order
+    ):
+        await ex.load_markets()
+        seen: list[Any] = []
+        async with (
+            looping(lambda: ex.watch_trades(sym, params={"name": "aggTrade"}), seen),
+            looping(lambda: ex.watch_ohlcv(sym, "1s"), seen),
+            looping(lambda: ex.watch_ohlcv(sym, "1m"), seen),
+        ):
+            await fx.wait_subscribed(["btcusdt@aggTrade", "btcusdt@kline_1s", "btcusdt@kline_1m"])
+            fx.play()
+            await fx.wait_done(WAIT)
+            frames = [(f.stream, f.payload) for f in fx.sent]
+            last = {(p["k"]["i"], p["k"]["t"]): p["k"] for s, p in frames if "@kline_" in s}
+            await until(
+                lambda: all(
+                    ex.ohlcvs[sym][i][-1] == _ohlcv(k)
+                    for (i, t), k in last.items()
+                    if t == max(tt for ii, tt in last if ii == i)
+                )
+            )
+        trades: list[dict[str, Any]] = []
+        finals = 0
+        for stream, p in frames:
+            if stream.endswith("@aggTrade"):
+                trades.append(p)
+            elif "@kline_" in stream:
+                k = p["k"]
+                mine = [t for t in trades if k["t"] <= t["T"] <= k["T"]]
+                assert mine, k  # 150 trades/s: every interval has some
+                assert {key: k[key] for key in _recomputed(mine)} == _recomputed(mine)
+                finals += k["x"]
+        assert finals == 3  # 1s candles closed at +1, +2, +3 s (3.4 s of play)
+        for (interval, _), k in last.items():  # ccxt's cache holds the last frame of each
+            assert _ohlcv(k) in ex.ohlcvs[sym][interval]
+        closed = [_ohlcv(k) for (i, _), k in last.items() if i == "1s" and k["x"]]
+        rest = await ex.fetch_ohlcv(sym, "1s", limit=100)
+        assert rest[: len(closed)] == closed
+        [minute] = [
+            r for r in await ex.fetch_ohlcv(sym, "1m") if r[0] == rest[0][0] // 60_000 * 60_000
+        ]
+        assert minute[5] == pytest.approx(sum(r[5] for r in rest if r[0] >= minute[0]))
+
+
+async def test_fetch_trades_tickers_and_ohlcv_over_rest_equal_the_websocket() -> None:
+    syms = ["BTC/USDT", "ETH/USDT"]
+    async with (
+        synthetic(syms, rate=400, duration=1.5, channels=("aggTrade", "trade", "ticker")) as fx,
+        binance(fx, tradesLimit=10_000) as ex,
+    ):
+        await ex.load_markets()
+        got: list[Any] = []
+        async with (
+            looping(lambda: ex.watch_trades_for_symbols(syms, params={"name": "aggTrade"}), got),
+            looping(lambda: ex.watch_trades_for_symbols(syms), got),  # @trade
+            looping(lambda: ex.watch_tickers(syms, {"name": "ticker"}), got),
+        ):
+            await fx.wait_subscribed(["btcusdt@aggTrade", "btcusdt@trade", "btcusdt@ticker"])
+            fx.play()
+            await fx.wait_done(WAIT)
+        sent = [f.payload for f in fx.sent if f.payload["s"] == "BTCUSDT"]
+        aggs = [p for p in sent if p["e"] == "aggTrade"]
+        raw = [p for p in sent if p["e"] == "trade"]
+        tickers = [p for p in sent if p["e"] == "24hrTicker"]
+        assert len(aggs) == len(raw) == 100
+
+        def same(trade: dict[str, Any], p: dict[str, Any], id_key: str) -> bool:
+            return (trade["id"], trade["price"], trade["amount"], trade["timestamp"]) == (
+                str(p[id_key]),
+                float(p["p"]),
+                float(p["q"]),
+                p["T"],
+            ) and trade["side"] == ("sell" if p["m"] else "buy")
+
+        # fetch_trades on spot: GET /api/v3/aggTrades (options.fetchTradesMethod unset)
+        latest = await ex.fetch_trades("BTC/USDT", limit=30)
+        assert len(latest) == 30 and all(map(same, latest, aggs[-30:], ["a"] * 30))
+        since = aggs[40]["T"]  # startTime=since, endTime=since+1h
+        page = await ex.fetch_trades("BTC/USDT", since=since, limit=20)
+        want = [p for p in aggs if p["T"] >= since][:20]
+        assert all(map(same, page, want, ["a"] * 20)) and len(page) == 20
+        by_id = await ex.fetch_trades("BTC/USDT", limit=5, params={"fromId": aggs[10]["a"]})
+        assert all(map(same, by_id, aggs[10:15], ["a"] * 5))
+        recent = await ex.fetch_trades("BTC/USDT", limit=25, params={"method": "publicGetTrades"})
+        assert all(map(same, recent, raw[-25:], ["t"] * 25)) and len(recent) == 25
+
+        # fetch_tickers: GET /api/v3/ticker/24hr (symbols=["BTCUSDT","ETHUSDT"] when given)
+        for fetched in (await ex.fetch_tickers(syms), await ex.fetch_tickers()):
+            assert set(fetched) == set(syms)
+            tk = fetched["BTC/USDT"]
+            assert tk["info"] == bf.rest_ticker(tickers[-1])
+            assert (tk["last"], tk["bid"], tk["baseVolume"]) == (
+                float(tickers[-1]["c"]),
+                float(tickers[-1]["b"]),
+                float(tickers[-1]["v"]),
+            )
+        assert (await ex.fetch_ticker("BTC/USDT"))["info"] == bf.rest_ticker(tickers[-1])
+        assert ex.tickers["BTC/USDT"]["last"] == float(tickers[-1]["c"])
+
+        # fetch_ohlcv: GET /api/v3/klines, candles from the same trades
+        rows = await ex.fetch_ohlcv("BTC/USDT", "1m")
+        assert sum(r[5] for r in rows) == pytest.approx(sum(float(p["q"]) for p in aggs))
+        assert rows[-1][4] == float(aggs[-1]["p"])
+
+
+async def test_websocket_off_refuses_watches_while_rest_keeps_a_moving_market() -> None:
+    source = SyntheticSource(["BTC/USDT"], rate=300, channels=("aggTrade", "ticker"))
+    async with FakeExchange(source, websocket=False) as fx:
+        async with binance(fx) as ex:
+            await ex.load_markets()
+            with pytest.raises(ccxt.NetworkError):
+                await asyncio.wait_for(ex.watch_ticker("BTC/USDT", {"name": "ticker"}), WAIT)
+            first = (await ex.fetch_tickers(["BTC/USDT"]))["BTC/USDT"]
+            trades = await ex.fetch_trades("BTC/USDT", limit=1000)
+            await asyncio.sleep(0.3)
+            later = (await ex.fetch_tickers(["BTC/USDT"]))["BTC/USDT"]
+            more = await ex.fetch_trades("BTC/USDT", limit=1000)
+            assert later["baseVolume"] > first["baseVolume"]
+            assert int(more[-1]["id"]) > int(trades[-1]["id"])
+            assert (
+                more[-1]["price"] == later["last"] or int(more[-1]["id"]) > later["info"]["lastId"]
+            )
+            assert (await ex.fetch_ohlcv("BTC/USDT", "1s"))[-1][0] > 0
+            assert not fx.sent
+        fx.websocket_enabled = True
+        async with binance(fx) as ex:
+            await ex.load_markets()
+            pending = asyncio.create_task(ex.watch_ticker("BTC/USDT", {"name": "ticker"}))
+            assert (await asyncio.wait_for(pending, WAIT))["symbol"] == "BTC/USDT"
+            pending = asyncio.create_task(ex.watch_ticker("BTC/USDT", {"name": "ticker"}))
+            await asyncio.sleep(0)
+            fx.websocket_enabled = False  # also closes the open sockets
+            with pytest.raises(ccxt.NetworkError):
+                while True:  # a ticker may already be on its way
+                    await asyncio.wait_for(pending, WAIT)
+                    pending = asyncio.create_task(ex.watch_ticker("BTC/USDT", {"name": "ticker"}))
+
+
+async def test_depth_gap_raises_checksum_error_and_the_next_watch_resyncs() -> None:
+    sym = "BTC/USDT"
+    async with (
+        synthetic([sym], rate=200, duration=2.5, channels=("aggTrade",), depth_interval=0.05) as fx,
+        binance(fx) as ex,
+    ):
+        await ex.load_markets()
+        first = asyncio.create_task(ex.watch_order_book(sym))
+        await fx.wait_subscribed(["btcusdt@depth@100ms"])
+        fx.play()
+        await asyncio.wait_for(first, WAIT)
+        await asyncio.wait_for(ex.watch_order_book(sym), WAIT)  # a live diff applied
+        fx.faults.depth_gap(1, sym)
+        with pytest.raises(ccxt.ChecksumError):  # an InvalidNonce, a NetworkError
+            for _ in range(100):
+                await asyncio.wait_for(ex.watch_order_book(sym), WAIT)
+        assert fx.faults.depth_dropped == {"btcusdt@depth@100ms": 1}
+        books: list[Any] = []
+        async with looping(lambda: ex.watch_order_book(sym), books):
+            await until(lambda: bool(books))  # resubscribed, fresh snapshot, diffs again
+            await fx.wait_done(WAIT)
+            async with aiohttp.ClientSession() as http:
+                url = f"{fx.base_url}/api/v3/depth?symbol=BTCUSDT&limit=100"
+                snap = await (await http.get(url)).json()
+            await until(lambda: ex.orderbooks[sym]["nonce"] == snap["lastUpdateId"])
+        book = ex.orderbooks[sym]
+        assert [[float(p), float(q)] for p, q in snap["bids"]] == book["bids"]
+        assert [[float(p), float(q)] for p, q in snap["asks"]] == book["asks"]
+        depth = [f.payload for f in fx.sent if f.stream == "btcusdt@depth@100ms"]
+        gaps = [b for a, b in itertools.pairwise(depth) if b["U"] != a["u"] + 1]
+        assert len(gaps) == 1
+
+
+async def test_rest_depth_polling_keeps_the_synthetic_book_moving() -> None:
+    async with synthetic(["BTC/USDT"], rate=200, channels=("aggTrade", "bookTicker")) as fx:
+        fx.play()
+        async with binance(fx) as ex:
+            first = await ex.fetch_order_book("BTC/USDT")
+            assert first["nonce"] == 0  # the start book: nothing generated for it yet
+            await asyncio.sleep(0.35)
+            later = await ex.fetch_order_book("BTC/USDT")
+            assert later["nonce"] > 0 and later["bids"][0][0] < later["asks"][0][0]
+            assert len(later["bids"]) == len(later["asks"]) == 10
+            bid_now = (await ex.fetch_trades("BTC/USDT", limit=1))[0]["price"]
+            assert later["bids"][0][0] == pytest.approx(bid_now, rel=0.01)
