@@ -62,17 +62,21 @@ def render(
     for exchange, symbol in markets:
         tk = buffers.get(StreamKey(exchange, symbol, Channel.TICKER))
         tr = buffers.get(StreamKey(exchange, symbol, Channel.TRADES))
+        bk = buffers.get(StreamKey(exchange, symbol, Channel.BOOK))
         t = tk.last() if tk is not None else None
         last_trade = tr.last() if tr is not None else None
+        top = bk.last() if bk is not None else None
         last = t.get("last") if t else None
         if last_trade and (last is None or (t and last_trade["ts_ms"] >= t["ts_ms"])):
             last = last_trade["price"]
         bid = t.get("bid") if t else None
         ask = t.get("ask") if t else None
+        if top is not None and (t is None or top["ts_ms"] >= t["ts_ms"]):
+            bid, ask = top["bid"], top["ask"]  # the book's top is the fresher bid/ask
         spread = "-"
         if bid and ask and not (math.isnan(bid) or math.isnan(ask)):
             spread = f"{(ask - bid) / ((ask + bid) / 2) * 1e4:.1f}"
-        ts = max((r["ts_ms"] for r in (t, last_trade) if r is not None), default=None)
+        ts = max((r["ts_ms"] for r in (t, last_trade, top) if r is not None), default=None)
         age = "waiting" if ts is None else f"{max(now - ts / 1000, 0):.1f}s"
         table.add_row(
             f"{exchange}:{symbol}", _f(last), _f(bid), _f(ask), spread,

@@ -149,3 +149,17 @@ def test_demo_shows_only_recorded_markets_with_ticker_or_trade_data() -> None:
 
     # RUNE/EUR is in the recording's header but has only depth frames: it would sit empty
     assert recorded_symbols(bundled_recording()) == ["BLZ/ETH", "LRC/BTC", "NKN/USDT"]
+
+
+def test_the_book_top_gives_bid_and_ask_when_it_is_fresher_than_the_ticker() -> None:
+    from marketbus.models import BookTop
+
+    book = BookTop(exchange="okx", symbol="BTC/USDT", ts_ms=NOW_MS - 500, recv_ns=1, seq=3,
+                   bids=((100.0, 1.0),), asks=((100.5, 2.0),))  # fmt: skip
+    old = Ticker(exchange="okx", symbol="BTC/USDT", ts_ms=NOW_MS - 900, recv_ns=1,
+                 bid=99.0, ask=101.0, last=100.0)  # fmt: skip
+    got = rows(render(buffers(old, book), RateMeter(), "t", now=NOW))["okx:BTC/USDT"]
+    assert (got["bid"], got["ask"], got["last"]) == ("100", "100.5", "100")
+    assert got["age"] == "0.5s"
+    only_book = rows(render(buffers(book), RateMeter(), "t", now=NOW))["okx:BTC/USDT"]
+    assert (only_book["bid"], only_book["ask"], only_book["last"]) == ("100", "100.5", "-")
