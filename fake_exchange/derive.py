@@ -298,7 +298,6 @@ def aggregate(candles: Iterable[Candle], ms: int) -> list[Candle]:
         open_ms = c.open_ms - c.open_ms % ms
         if not out or out[-1].open_ms != open_ms:
             out.append(Candle(open_ms, c.open, c.high, c.low, c.close))
-            out[-1].count = 0
         agg = out[-1]
         if c.count:
             if agg.count == 0:

@@ -467,7 +467,7 @@ async def test_synthetic_klines_over_ccxt_agree_with_the_trades_sent() -> None:
                 assert mine, k  # 150 trades/s: every interval has some
                 assert {key: k[key] for key in _recomputed(mine)} == _recomputed(mine)
                 finals += k["x"]
-        assert finals == 3  # 1s candles closed at +1, +2, +3 s (3.4 s of play)
+        assert 3 <= finals <= 4  # 3.4 s of play cross 3 or 4 second boundaries
         for (interval, _), k in last.items():  # ccxt's cache holds the last frame of each
             assert _ohlcv(k) in ex.ohlcvs[sym][interval]
         closed = [_ohlcv(k) for (i, _), k in last.items() if i == "1s" and k["x"]]
@@ -476,7 +476,8 @@ async def test_synthetic_klines_over_ccxt_agree_with_the_trades_sent() -> None:
         [minute] = [
             r for r in await ex.fetch_ohlcv(sym, "1m") if r[0] == rest[0][0] // 60_000 * 60_000
         ]
-        assert minute[5] == pytest.approx(sum(r[5] for r in rest if r[0] >= minute[0]))
+        in_minute = [r[5] for r in rest if minute[0] <= r[0] < minute[0] + 60_000]
+        assert minute[5] == pytest.approx(sum(in_minute))
 
 
 async def test_fetch_trades_tickers_and_ohlcv_over_rest_equal_the_websocket() -> None:
@@ -484,12 +485,14 @@ async def test_fetch_trades_tickers_and_ohlcv_over_rest_equal_the_websocket() ->
     async with (
         synthetic(syms, rate=400, duration=1.5, channels=("aggTrade", "trade", "ticker")) as fx,
         binance(fx, tradesLimit=10_000) as ex,
+        binance(fx, tradesLimit=10_000) as ex2,  # one client cannot watch trade and aggTrade
     ):
         await ex.load_markets()
+        await ex2.load_markets()
         got: list[Any] = []
         async with (
             looping(lambda: ex.watch_trades_for_symbols(syms, params={"name": "aggTrade"}), got),
-            looping(lambda: ex.watch_trades_for_symbols(syms), got),  # @trade
+            looping(lambda: ex2.watch_trades_for_symbols(syms), got),  # @trade
             looping(lambda: ex.watch_tickers(syms, {"name": "ticker"}), got),
         ):
             await fx.wait_subscribed(["btcusdt@aggTrade", "btcusdt@trade", "btcusdt@ticker"])
@@ -554,9 +557,7 @@ async def test_websocket_off_refuses_watches_while_rest_keeps_a_moving_market() 
             more = await ex.fetch_trades("BTC/USDT", limit=1000)
             assert later["baseVolume"] > first["baseVolume"]
             assert int(more[-1]["id"]) > int(trades[-1]["id"])
-            assert (
-                more[-1]["price"] == later["last"] or int(more[-1]["id"]) > later["info"]["lastId"]
-            )
+            assert later["info"]["lastId"] <= int(more[-1]["id"])  # one id per trade here
             assert (await ex.fetch_ohlcv("BTC/USDT", "1s"))[-1][0] > 0
             assert not fx.sent
         fx.websocket_enabled = True
