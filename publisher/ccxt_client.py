@@ -19,17 +19,24 @@ from marketbus.errors import UnknownExchangeError
 from marketbus.models import Channel
 from marketbus.settings import ExchangeSettings
 from publisher.endpoints import rebase_urls
+from publisher.okx_books import checked_book_message
 
 OnParsed = Callable[[Channel, dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
 class Tap:
-    """Wrap ``method`` of the adapter: its result is a structure of ``channel``."""
+    """Wrap ``method`` of the adapter: its result is a structure of ``channel``.
+
+    ``within``: only while CCXT runs this (websocket) handler, for adapters whose websocket
+    and REST paths share one parse method (OKX's ``parse_trade``): REST results are the
+    caller's to publish.
+    """
 
     method: str
     channel: Channel
     accept: Callable[[tuple[Any, ...]], bool] = lambda args: True
+    within: str | None = None
 
 
 def _binance_ticker_event(args: tuple[Any, ...]) -> bool:
@@ -43,6 +50,15 @@ TAPS: dict[str, tuple[Tap, ...]] = {
         Tap("parse_ws_trade", Channel.TRADES),
         Tap("parse_ws_ticker", Channel.TICKER, _binance_ticker_event),
     ),
+    "okx": (
+        Tap("parse_trade", Channel.TRADES, within="handle_trades"),
+        Tap("parse_ticker", Channel.TICKER, within="handle_ticker"),
+    ),
+}
+
+OVERRIDES: dict[str, dict[str, Callable[[Any], Any]]] = {
+    # ccxt 4.5.90 does not verify OKX's book checksum: we do, in front of its handler
+    "okx": {"handle_order_book_message": checked_book_message},
 }
 
 
@@ -50,8 +66,10 @@ def has_taps(exchange_id: str) -> bool:
     return exchange_id in TAPS
 
 
-def _tapped_class(base: type[Any], taps: tuple[Tap, ...]) -> type[Any]:
-    namespace: dict[str, Any] = {}
+def _tapped_class(
+    base: type[Any], taps: tuple[Tap, ...], overrides: dict[str, Callable[[Any], Any]]
+) -> type[Any]:
+    namespace: dict[str, Any] = {m: make(getattr(base, m)) for m, make in overrides.items()}
     for tap in taps:
         original = getattr(base, tap.method)
 
@@ -60,12 +78,37 @@ def _tapped_class(base: type[Any], taps: tuple[Tap, ...]) -> type[Any]:
         ) -> Any:
             result = _orig(self, *args, **kwargs)
             hook: OnParsed | None = self.__dict__.get("_marketbus_on_parsed")
-            if hook is not None and _tap.accept(args):
+            if (
+                hook is not None
+                and (_tap.within is None or self.__dict__.get(_depth_key(_tap.within)))
+                and _tap.accept(args)
+            ):
                 hook(_tap.channel, result)
             return result
 
         namespace[tap.method] = wrapper
+        if tap.within is not None and tap.within not in namespace:
+            namespace[tap.within] = _counting(getattr(base, tap.within), tap.within)
     return type(f"Tapped{base.__name__}", (base,), namespace)
+
+
+def _depth_key(method: str) -> str:
+    return f"_marketbus_in_{method}"
+
+
+def _counting(original: Any, method: str) -> Any:
+    """``method`` with a flag telling the taps they run inside it."""
+    key = _depth_key(method)
+
+    def inside(self: Any, *args: Any, **kwargs: Any) -> Any:
+        d = self.__dict__
+        d[key] = d.get(key, 0) + 1
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            d[key] -= 1
+
+    return inside
 
 
 def ccxt_config(cfg: ExchangeSettings) -> dict[str, Any]:
@@ -98,7 +141,8 @@ def make_client(cfg: ExchangeSettings, on_parsed: OnParsed | None) -> Any:
     if base is None:
         raise UnknownExchangeError(f"exchange {cfg.name!r} is not in ccxt")
     taps = TAPS.get(cfg.name, ())
-    cls = _tapped_class(base, taps) if taps else base
+    overrides = OVERRIDES.get(cfg.name, {})
+    cls = _tapped_class(base, taps, overrides) if taps or overrides else base
     client = cls(ccxt_config(cfg))
     if cfg.url:
         client.urls = {**client.urls, "api": rebase_urls(client.urls["api"], cfg.url)}

@@ -1,0 +1,232 @@
+"""OKX end to end: fake OKX v5 -> real ccxt.pro.okx -> publisher -> Redis -> consumer, and
+two exchanges in one publisher that never stall each other."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+
+from consumers import Consumer
+from fake_exchange import FakeExchange, FakeOkx, OkxSyntheticSource, SyntheticSource
+from marketbus import codec
+from marketbus.keys import stream_key
+from marketbus.models import BookTop, Channel, Ticker, Trade
+from marketbus.settings import ExchangeSettings, load_settings
+from publisher.app import Publisher
+from tests.redis_server import RedisServer
+
+pytestmark = pytest.mark.e2e
+
+SYMBOLS = ["AAA/USDT", "BBB/USDT"]
+FAST = {"status_interval_s": 0.2, "heartbeat_s": 2, "backoff_min_s": 0.2, "backoff_max_s": 1}
+
+
+@asynccontextmanager
+async def publisher(
+    redis_server: RedisServer, exchanges: list[dict[str, Any]]
+) -> AsyncIterator[Publisher]:
+    settings = load_settings(redis={"url": redis_server.url}, exchanges=exchanges,
+                             supervisor=FAST)  # fmt: skip
+    async with Publisher(settings) as pub:
+        yield pub
+
+
+async def fresh_redis(redis_server: RedisServer) -> aioredis.Redis:
+    r = aioredis.Redis.from_url(redis_server.url)
+    await r.flushdb()
+    return r
+
+
+async def stored(r: aioredis.Redis, exchange: str, symbol: str, channel: Channel) -> list[Any]:
+    return [
+        codec.decode_fields(f) for _, f in await r.xrange(stream_key(exchange, symbol, channel))
+    ]
+
+
+async def until(cond: Any, timeout: float = 15.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not await cond():
+            await asyncio.sleep(0.05)
+
+
+def okx_sent(fx: FakeOkx, channel: str) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for f in fx.sent:
+        if f.channel == channel:
+            out[f.inst_id.replace("-", "/")].extend(f.payload["data"])
+    return out
+
+
+async def test_okx_trades_tickers_and_books_arrive_whole_through_ccxt(
+    redis_server: RedisServer,
+) -> None:
+    r = await fresh_redis(redis_server)
+    source = OkxSyntheticSource(SYMBOLS, rate=600, total=2400, seed=4,
+                                channels=("trades", "tickers", "books"))  # fmt: skip
+    async with FakeOkx(source, autoplay=False) as fx:
+        cfg = {"name": "okx", "symbols": ["aaa-usdt", "BBBUSDT"], "url": fx.base_url,
+               "channels": ["trades", "ticker", "book"]}  # fmt: skip
+        async with publisher(redis_server, [cfg]) as pub:
+            keys = [(c, s.replace("/", "-")) for s in SYMBOLS for c in ("trades", "tickers")]
+            await fx.wait_subscribed(keys, timeout=20)
+            fx.play()
+            await fx.wait_done(timeout=30)
+            sent_trades = okx_sent(fx, "trades")
+            sent_tickers = okx_sent(fx, "tickers")
+            want = sum(map(len, sent_trades.values())) + sum(map(len, sent_tickers.values()))
+
+            async def all_in() -> bool:
+                n = 0
+                for s in SYMBOLS:
+                    n += await r.xlen(stream_key("okx", s, Channel.TRADES))
+                    n += await r.xlen(stream_key("okx", s, Channel.TICKER))
+                return n >= want
+
+            await until(all_in)
+            for symbol in SYMBOLS:  # OKX's BTC-USDT spelling, unified as on Binance
+                trades = await stored(r, "okx", symbol, Channel.TRADES)
+                assert all(isinstance(t, Trade) for t in trades)
+                rows = sent_trades[symbol]
+                assert [t.id for t in trades] == [x["tradeId"] for x in rows], symbol
+                for t, x in zip(trades, rows, strict=True):
+                    assert (t.price, t.amount, t.side, t.ts_ms) == (
+                        float(x["px"]), float(x["sz"]), x["side"], int(x["ts"]),
+                    )  # fmt: skip
+                tickers = await stored(r, "okx", symbol, Channel.TICKER)
+                assert all(isinstance(t, Ticker) for t in tickers)
+                assert [t.last for t in tickers] == [float(x["last"]) for x in sent_tickers[symbol]]
+                assert [t.bid for t in tickers] == [float(x["bidPx"]) for x in sent_tickers[symbol]]
+                books = await stored(r, "okx", symbol, Channel.BOOK)
+                assert books and all(isinstance(b, BookTop) for b in books)
+                assert [b.seq for b in books] == sorted(b.seq for b in books)
+                await assert_book_equals_exchange(fx, books[-1])
+            st = pub.workers["okx"].status()
+            assert st["trade_gaps"] == 0 and st["invalid"] == 0 and st["book_resyncs"] == 0
+    await r.aclose()
+
+
+async def assert_book_equals_exchange(fx: FakeOkx, book: BookTop) -> None:
+    inst = book.symbol.replace("/", "-")
+    async with aiohttp.ClientSession() as http:
+        url = f"{fx.base_url}/api/v5/market/books?instId={inst}&sz={len(book.bids)}"
+        async with http.get(url) as resp:
+            snap = (await resp.json())["data"][0]
+    assert list(book.bids) == [(float(p), float(q)) for p, q, *_ in snap["bids"]]
+    assert list(book.asks) == [(float(p), float(q)) for p, q, *_ in snap["asks"][: len(book.asks)]]
+
+
+@pytest.mark.parametrize("fault", ["bad_checksum", "book_gap"])
+async def test_okx_bad_checksum_or_gap_resyncs_the_book_and_never_publishes_it(
+    redis_server: RedisServer, fault: str
+) -> None:
+    """ccxt 4.5.90 checks OKX's seqId chain but not its checksum: the publisher checks
+    the checksum itself; either fault drops the book and starts over from a snapshot."""
+    r = await fresh_redis(redis_server)
+    source = OkxSyntheticSource(["AAA/USDT"], rate=200, seed=8, channels=("books",))
+    async with FakeOkx(source, autoplay=False) as fx:
+        cfg = {"name": "okx", "symbols": ["AAA/USDT"], "url": fx.base_url, "channels": ["book"]}
+        async with publisher(redis_server, [cfg]) as pub:
+            await fx.wait_subscribed([("books", "AAA-USDT")], timeout=20)
+            fx.play()
+            w = pub.workers["okx"]
+            await until(lambda: _has(r, "okx", "AAA/USDT", Channel.BOOK))
+            getattr(fx, fault)(1, "AAA-USDT")
+            await until(lambda: _true(w.stats.book_resyncs >= 1))
+            before = await r.xlen(stream_key("okx", "AAA/USDT", Channel.BOOK))
+
+            async def grows() -> bool:
+                return await r.xlen(stream_key("okx", "AAA/USDT", Channel.BOOK)) > before + 5
+
+            await until(grows)  # resubscribed, fresh snapshot, publishing again
+            assert w.stats.book_resyncs == 1
+            assert w.state.value == "CONNECTED" and w.stats.reconnects == 0
+            # whatever was published, before and after, was a whole, true book
+            seqs = [b.seq for b in await stored(r, "okx", "AAA/USDT", Channel.BOOK)]
+            assert None not in seqs
+        assert fx.bad_checksums_sent + fx.book_gaps_sent == 1
+    await r.aclose()
+
+
+async def _has(r: aioredis.Redis, exchange: str, symbol: str, channel: Channel) -> bool:
+    return bool(await r.xlen(stream_key(exchange, symbol, channel)))
+
+
+async def _true(v: bool) -> bool:
+    return v
+
+
+async def test_two_exchanges_in_one_publisher_a_fault_on_one_never_stalls_the_other(
+    redis_server: RedisServer,
+) -> None:
+    r = await fresh_redis(redis_server)
+    async with (
+        FakeExchange(SyntheticSource(SYMBOLS, rate=300, seed=1)) as bx,
+        FakeOkx(OkxSyntheticSource(SYMBOLS, rate=300, seed=2)) as ox,
+    ):
+        exchanges = [
+            {"name": "binance", "symbols": SYMBOLS, "url": bx.base_url},
+            {"name": "okx", "symbols": SYMBOLS, "url": ox.base_url},
+        ]
+        async with publisher(redis_server, exchanges) as pub:
+            b, o = pub.workers["binance"], pub.workers["okx"]
+            await b.wait_connected(timeout=20)
+            await o.wait_connected(timeout=20)
+            await until(lambda: _has(r, "binance", "AAA/USDT", Channel.TRADES))
+            # binance goes away for 3 s: refused, sockets dropped
+            bx.faults.refuse(3)
+            bx.faults.close_all()
+            await until(lambda: _true(b.state.value == "RECONNECTING"), timeout=10)
+            okx_key = stream_key("okx", "AAA/USDT", Channel.TRADES)
+            n0, t0 = await r.xlen(okx_key), time.monotonic()
+            await asyncio.sleep(1.5)
+            assert b.state.value != "CONNECTED"  # still down...
+            n1 = await r.xlen(okx_key)
+            assert n1 - n0 > 50, "okx stalled while binance was down"  # ~150 expected
+            assert o.state.value == "CONNECTED" and o.stats.reconnects == 0
+            await b.wait_connected(timeout=15)
+            assert time.monotonic() - t0 < 15
+            assert b.trade_ids.gaps == 0  # binance's gap was fetched over REST
+        # the consumer follows the same market on both, side by side
+        markets = [f"{ex}:AAA/USDT" for ex in ("binance", "okx")]
+        async with Consumer(redis_server.url, markets, ["ticker", "trades"], backfill=100) as c:
+            for ex in ("binance", "okx"):
+                assert len(c.buffer(ex, "AAA/USDT", "trades")) > 0
+                best = c.best(ex, "aaa-usdt")
+                assert best is not None and best.bid is not None and best.ask is not None
+    await r.aclose()
+
+
+async def test_exchanges_are_added_and_removed_at_run_time(redis_server: RedisServer) -> None:
+    r = await fresh_redis(redis_server)
+    async with (
+        FakeExchange(SyntheticSource(SYMBOLS, rate=200, seed=1)) as bx,
+        FakeOkx(OkxSyntheticSource(SYMBOLS, rate=200, seed=2)) as ox,
+    ):
+        exchanges = [{"name": "binance", "symbols": SYMBOLS, "url": bx.base_url}]
+        async with publisher(redis_server, exchanges) as pub:
+            await pub.workers["binance"].wait_connected(timeout=20)
+            okx = await pub.add_exchange(
+                ExchangeSettings(name="okx", symbols=("AAA/USDT",), url=ox.base_url)
+            )
+            await okx.wait_connected(timeout=20)
+            await until(lambda: _has(r, "okx", "AAA/USDT", Channel.TRADES))
+            await pub.remove_exchange("binance")
+            assert "binance" not in pub.workers
+            status = await r.hget("mb:status:binance", "state")
+            assert status == b"STOPPED"
+            key = stream_key("binance", "AAA/USDT", Channel.TRADES)
+            n = await r.xlen(key)
+            okx_n = await r.xlen(stream_key("okx", "AAA/USDT", Channel.TRADES))
+            await asyncio.sleep(1.0)
+            assert await r.xlen(key) == n  # binance stopped...
+            assert await r.xlen(stream_key("okx", "AAA/USDT", Channel.TRADES)) > okx_n  # okx not
+            assert okx.state.value == "CONNECTED"
+    await r.aclose()
