@@ -421,8 +421,9 @@ def subscriptions(
 
 @app.command("fake-exchange")
 def fake_exchange(
+    exchange: Annotated[str, typer.Option(help="protocol to speak: binance or okx")] = "binance",
     recording: Annotated[
-        Path | None, typer.Option(help="JSONL recording to replay (default: bundled Binance)")
+        Path | None, typer.Option(help="JSONL recording to replay (default: the bundled one)")
     ] = None,
     speed: Annotated[
         float, typer.Option(min=0.0, help="replay speed-up; 0 = as fast as possible")
@@ -435,15 +436,17 @@ def fake_exchange(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535)] = 0,
 ) -> None:
-    """A local exchange speaking the Binance spot protocol (first stdout line: its URL)."""
+    """A local exchange speaking Binance spot or OKX v5 (first stdout line: its URL)."""
     from fake_exchange.cli import run
 
+    if exchange not in ("binance", "okx"):
+        raise _fail(ConfigError(f"--exchange: binance or okx, not {exchange!r}"))
     if rate <= 0:
         raise _fail(ConfigError(f"--rate: must be > 0 (got {rate:g})"))
     if recording is not None and not recording.is_file():
         raise _fail(ConfigError(f"--recording: no such file: {recording}"))
     try:
-        run(recording, speed, loop, synthetic, rate, host, port)
+        run(recording, speed, loop, synthetic, rate, host, port, exchange)  # type: ignore[arg-type]
     except (ValueError, OSError) as e:  # a recording we cannot replay, a port in use
         raise _fail(e, 2 if isinstance(e, ValueError) else 1) from None
     except KeyboardInterrupt:

@@ -486,3 +486,65 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return ""
+
+
+# -- OKX, live subscription changes ---------------------------------------------------------
+
+
+def test_okx_fake_publisher_and_live_subscribe_from_the_command_line() -> None:
+    """`fake-exchange --exchange okx`, `publish --exchange okx`, then `subscribe` and
+    `unsubscribe` on the running publisher: each says what it applied."""
+    fx = start("fake-exchange", "--exchange", "okx", "--synthetic", "3", "--rate", "300",
+               stderr=subprocess.DEVNULL)  # fmt: skip
+    pub = None
+    try:
+        assert fx.stdout is not None
+        url = read_line(fx.stdout, 30)
+        with urllib.request.urlopen(f"{url}/api/v5/public/instruments?instType=SPOT") as r:
+            insts = [i["instId"] for i in json.loads(r.read())["data"]]
+        assert "BTC-USDT" in insts
+        with running_redis() as server:
+            redis_url = server.url
+            env = clean_env(REDIS_URL=redis_url)
+            pub = start("publish", "--exchange", "okx", "--exchange-url", url, "--symbols",
+                        "BTC-USDT", "--channels", "trades", env=env)  # fmt: skip
+            client = redis.Redis.from_url(redis_url)
+
+            def connected() -> bool:
+                return client.hget(status_key("okx"), "state") == b"CONNECTED"
+
+            wait_for(connected, 30, "the okx worker to connect")
+            code, out, err = run("subscribe", "okx", "eth-usdt", "--channels", "book,trades",
+                                 env=env)  # fmt: skip
+            assert code == 0, err
+            assert "eth-usdt: active" in out
+            wait_for(lambda: client.xlen("md:{okx:ETH/USDT}:book") > 0, 15, "ETH/USDT books")
+            code, out, _ = run("subscribe", "okx", "NOPE-USDT", env=env)
+            assert code == 1 and "NOPE-USDT: unknown" in out
+            code, out, _ = run("unsubscribe", "okx", "BTC/USDT", env=env)
+            assert code == 0 and "BTC/USDT: removed" in out
+            code, out, _ = run("subscriptions", "okx", "--json", env=env)
+            data = json.loads(out)
+            assert data["active"] == {"book": ["ETH/USDT"], "trades": ["ETH/USDT"]}
+            code, out, _ = run("subscriptions", "okx", "--reset", env=env)
+            assert code == 0 and "the configuration applies" in out
+            wait_for(
+                lambda: json.loads(run("subscriptions", "okx", "--json", env=env)[1])["active"]
+                == {"trades": ["BTC/USDT"]},
+                15, "the reset to apply",
+            )  # fmt: skip
+            client.close()
+            assert stop(pub) < 10
+            assert pub.stderr is not None
+            no_traceback(pub.stderr.read().decode())
+    finally:
+        if pub is not None and pub.poll() is None:
+            pub.kill()
+        stop(fx, signal.SIGINT)
+
+
+def test_subscribe_names_a_bad_exchange_or_channel_in_one_line() -> None:
+    r = invoke("subscribe", "nosuchexchange", "BTC/USDT")
+    assert r.exit_code == 2 and "nosuchexchange" in r.stderr
+    r = invoke("subscribe", "binance", "BTC/USDT", "--channels", "bogus")
+    assert r.exit_code == 2 and "bogus" in r.stderr
