@@ -30,6 +30,8 @@ TRADES = stream_key("binance", "BTC/USDT", "trades")
 PUBLISHER_ACL = (
     "on >pub-secret resetkeys ~md:* ~mb:status:* -@all +xadd +xrevrange +hset +expire +ping +hello"
 )
+# run-time subscription changes (marketbus subscribe) also need these, on the control keys
+CONTROL_ACL = "~mb:ctl:* ~mb:subs:* +xread +hgetall"
 CONSUMER_ACL = (
     "on >con-secret resetkeys ~md:* -@all +xread +xreadgroup +xack +xautoclaim +xgroup|create "
     "+xrange +xrevrange +xpending +scan +ping +hello"
@@ -43,6 +45,12 @@ def acl_server() -> Iterator[RedisServer]:
     for user, rules in (
         ("publisher", PUBLISHER_ACL),
         ("consumer", CONSUMER_ACL),
+        ("controlled", PUBLISHER_ACL.replace("pub-secret", "ctl-secret") + " " + CONTROL_ACL),
+        (
+            "operator",
+            "on >op-secret resetkeys ~mb:ctl:* ~mb:subs:* ~mb:status:* -@all "
+            "+hset +xadd +hget +hgetall +del +ping +hello",
+        ),
         ("default", "off"),
     ):
         out = subprocess.run(
@@ -158,3 +166,46 @@ async def test_tls_refuses_an_untrusted_server(tls_server: tuple[RedisServer, Pa
     with pytest.raises(Exception, match=r"(?i)certificate|ssl"):
         async with Consumer(server.url, ["binance:BTC/USDT"]):
             pass
+
+
+class _Worker:
+    name = "binance"
+
+    def __init__(self) -> None:
+        self.applied: list[Any] = []
+
+    def apply_changes(self, changes: list[Any]) -> dict[Any, Any]:
+        self.applied.append(changes)
+        return {}
+
+
+async def test_control_needs_its_own_permissions_and_says_so_without_them(
+    acl_server: RedisServer,
+) -> None:
+    """Without rights on the control keys the publisher keeps its configured subscriptions
+    (and says why once); with CONTROL_ACL added it follows run-time changes."""
+    from marketbus.cli.subs import write_change
+    from marketbus.models import Channel
+    from publisher.control import ControlLoop
+
+    pub = aioredis.Redis.from_url(url(acl_server, "publisher", "pub-secret"))
+    loop = ControlLoop(pub, _Worker())
+    await asyncio.wait_for(loop.run(), 5)  # returns: disabled, not a crash or a retry loop
+    assert loop.enabled is False
+
+    # the same publisher rights plus CONTROL_ACL: changes are followed
+    ctl = aioredis.Redis.from_url(url(acl_server, "controlled", "ctl-secret"))
+    worker = _Worker()
+    loop = ControlLoop(ctl, worker)
+    task = asyncio.create_task(loop.run())
+    operator = aioredis.Redis.from_url(url(acl_server, "operator", "op-secret"))
+    await write_change(operator, "binance", ["ETH/USDT"], [Channel.TRADES], "+")
+    async with asyncio.timeout(5):
+        while not worker.applied:
+            await asyncio.sleep(0.02)
+    assert [c.symbol for c in worker.applied[-1]] == ["ETH/USDT"]
+    assert loop.enabled
+    loop.stop()
+    await asyncio.wait_for(task, 3)
+    for c in (pub, ctl, operator):
+        await c.aclose()
