@@ -177,3 +177,37 @@ async def _gone(fx: FakeExchange, stream: str) -> bool:
 
 async def _active(w: Any, symbols: list[str]) -> bool:
     return sorted(w.active.get(Channel.TRADES, [])) == sorted(symbols)
+
+
+async def test_a_binance_depth_gap_resyncs_the_book_without_reconnecting(
+    redis_server: RedisServer,
+) -> None:
+    """A dropped diff: ccxt raises ChecksumError; the worker counts one resync, the next watch
+    refetches the snapshot, and the books published after it equal the exchange's own."""
+    r = aioredis.Redis.from_url(redis_server.url)
+    await r.flushdb()
+    source = SyntheticSource(["AAA/USDT"], rate=100, seed=2, channels=("aggTrade",))
+    async with FakeExchange(source, autoplay=False) as fx:
+        async with publisher(redis_server, fx, ["AAA/USDT"], [Channel.BOOK]) as pub:
+            await fx.wait_subscribed(["aaausdt@depth@100ms"], timeout=20)
+            fx.play()
+            w = pub.workers["binance"]
+            await wait_for(lambda: _xlen(r, "AAA/USDT", Channel.BOOK))
+            fx.faults.depth_gap(1, "AAA/USDT")
+
+            async def resynced() -> bool:
+                return w.stats.book_resyncs >= 1
+
+            await wait_for(resynced)
+            n = await r.xlen(stream_key("binance", "AAA/USDT", Channel.BOOK))
+
+            async def publishing_again() -> bool:
+                return await r.xlen(stream_key("binance", "AAA/USDT", Channel.BOOK)) > n + 5
+
+            await wait_for(publishing_again)
+            assert w.stats.book_resyncs == 1 and w.stats.reconnects == 0
+            assert fx.faults.depth_dropped == {"aaausdt@depth@100ms": 1}
+            books = await records(r, "AAA/USDT", Channel.BOOK)
+            seqs = [b.seq for b in books]
+            assert seqs == sorted(seqs)  # never a book from before the gap after one from after
+    await r.aclose()
