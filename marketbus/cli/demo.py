@@ -1,7 +1,8 @@
 """``marketbus demo`` (what ``make run`` starts): Redis + publisher + the live view, one process.
 
-Live Binance when it answers within a few seconds; otherwise one plain line says so and
-the bundled fake exchange replays a recorded Binance session. Ctrl-C (or SIGTERM) stops
+Binance and OKX, each live when it answers within a few seconds; otherwise one plain line
+says so and the bundled fake exchange replays its recorded session (Binance: the recorded
+markets; OKX: BTC/USDT with its order book). Ctrl-C (or SIGTERM) stops
 everything (view, publisher, fake exchange, a redis-server we started), at any moment,
 also during start-up, and leaves no process behind.
 """
@@ -26,13 +27,16 @@ from marketbus.redis_client import connect, from_redis
 from marketbus.settings import DEFAULT_SYMBOLS, RedisSettings, load_settings, redact_url
 
 BINANCE_PING = "https://api.binance.com/api/v3/ping"
+OKX_PING = "https://www.okx.com/api/v5/public/time"
+OKX_SYMBOLS = ("BTC/USDT", "ETH/USDT")
+OKX_RECORDED = ("BTC/USDT",)
 
 
-async def binance_reachable(timeout: float) -> tuple[bool, str]:
-    """Whether live Binance answers its ping within ``timeout`` seconds (and why not)."""
+async def binance_reachable(timeout: float, url: str = BINANCE_PING) -> tuple[bool, str]:
+    """Whether the exchange answers its ping within ``timeout`` seconds (and why not)."""
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as s:
-            async with s.get(BINANCE_PING) as r:
+            async with s.get(url) as r:
                 return r.status == 200, f"HTTP {r.status}"
     except TimeoutError:
         return False, f"no answer within {timeout:g} s"
@@ -136,7 +140,13 @@ async def _run(
     probe_timeout: float,
     log_file: Path,
 ) -> None:
-    from fake_exchange import FakeExchange, ReplaySource, bundled_recording
+    from fake_exchange import (
+        FakeExchange,
+        FakeOkx,
+        OkxReplaySource,
+        ReplaySource,
+        bundled_recording,
+    )
     from marketbus.cli.local_redis import LocalRedis
     from marketbus.cli.tail import tail
     from publisher.app import Publisher
@@ -153,9 +163,17 @@ async def _run(
             return
         if offline:
             live, why = False, "--offline"
+            okx_live, okx_why = False, "--offline"
         else:
-            live, why = await binance_reachable(probe_timeout)
+            (live, why), (okx_live, okx_why) = await asyncio.gather(
+                binance_reachable(probe_timeout), binance_reachable(probe_timeout, OKX_PING)
+            )
         exchange: dict[str, Any] = {"name": "binance", "channels": [Channel.TICKER, Channel.TRADES]}
+        okx: dict[str, Any] = {
+            "name": "okx",
+            "channels": [Channel.TICKER, Channel.TRADES, Channel.BOOK],
+            "book_depth": 10,
+        }
         if stop.is_set():
             return
         async with contextlib.AsyncExitStack() as astack:
@@ -177,17 +195,35 @@ async def _run(
                     f"{reason}: streaming the bundled replay of a recorded Binance session "
                     f"({', '.join(symbols)}) from a local fake exchange at {fx.base_url}."
                 )
-            settings = load_settings(redis=redis.model_dump(), exchanges=[exchange])
+            if okx_live:
+                okx["symbols"] = list(OKX_SYMBOLS)
+                _say(f"OKX is reachable: streaming live {', '.join(OKX_SYMBOLS)} with order books")
+                title += " + LIVE OKX"
+            else:
+                ox = await astack.enter_async_context(
+                    FakeOkx(OkxReplaySource(speed=speed, loop=True))
+                )
+                okx["symbols"] = list(OKX_RECORDED)
+                okx["url"] = ox.base_url
+                title += " + REPLAY of a recorded OKX session"
+                reason = "offline mode" if offline else f"OKX is not reachable ({okx_why})"
+                _say(
+                    f"{reason}: streaming the bundled replay of a recorded OKX session "
+                    f"({', '.join(OKX_RECORDED)}, with its order book) from a local fake OKX "
+                    f"at {ox.base_url}."
+                )
+            settings = load_settings(redis=redis.model_dump(), exchanges=[exchange, okx])
             _say(f"publisher logs: {log_file}   Ctrl-C to stop")
             publisher = await astack.enter_async_context(Publisher(settings))
             if stop.is_set():
                 return
             markets = [f"binance:{s}" for s in exchange["symbols"]]
+            markets += [f"okx:{s}" for s in okx["symbols"]]
             viewer = asyncio.create_task(
                 tail(
                     settings.redis,
                     markets,
-                    [Channel.TICKER, Channel.TRADES],
+                    [Channel.TICKER, Channel.TRADES, Channel.BOOK],
                     title=title,
                     stop=stop,
                 ),
