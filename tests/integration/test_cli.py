@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import selectors
+import select
 import signal
 import socket
 import subprocess
@@ -80,24 +80,36 @@ def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
     return CliRunner().invoke(app, list(args), env={**unset, **(env or {})})
 
 
+_unread: dict[int, tuple[IO[bytes], bytes]] = {}
+
+
 def read_line(stream: IO[bytes], timeout: float, want: Callable[[str], bool] = bool) -> str:
-    """The first line on ``stream`` for which ``want`` holds (or fail after ``timeout``)."""
-    sel = selectors.DefaultSelector()
-    sel.register(stream, selectors.EVENT_READ)
+    """The first line on ``stream`` for which ``want`` holds (or fail after ``timeout``).
+
+    Reads the pipe unbuffered and keeps what follows the line for the next call: lines a
+    buffered reader had already pulled in would be invisible to ``select``.
+    """
+    fd = stream.fileno()
+    _, buf = _unread.get(id(stream), (stream, b""))
     deadline = time.monotonic() + timeout
-    seen = []
+    seen: list[str] = []
     try:
-        while (left := deadline - time.monotonic()) > 0:
-            if not sel.select(left):
+        while True:
+            while b"\n" in buf:
+                raw, buf = buf.split(b"\n", 1)
+                line = raw.decode(errors="replace")
+                seen.append(line)
+                if want(line):
+                    return line
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
                 break
-            line = stream.readline().decode()
-            if not line:
+            chunk = os.read(fd, 65536)
+            if not chunk:
                 break  # EOF: the process ended
-            seen.append(line)
-            if want(line):
-                return line.rstrip("\n")
+            buf += chunk
     finally:
-        sel.close()
+        _unread[id(stream)] = (stream, buf)
     raise AssertionError(f"no expected line within {timeout} s; got {seen[-10:]}")
 
 
