@@ -809,7 +809,11 @@ class ExchangeWorker:
                 if cursor is None:
                     cursor = mark.ts_ms
                     mode = BackfillMode.SINCE
+                last = self.trade_ids.last.get(symbol)
                 for t in await self._backfill_symbol(client, mode, symbol, cursor):
+                    n = _int_or_none(t.id)
+                    if last is not None and n is not None and n <= last:
+                        continue  # the page overlaps the last poll by design: not a duplicate
                     self._emit_trade(t)
         elif channel is Channel.TICKER:
             if client.has.get("fetchTickers"):

@@ -230,3 +230,72 @@ async def test_exchanges_are_added_and_removed_at_run_time(redis_server: RedisSe
             assert await r.xlen(stream_key("okx", "AAA/USDT", Channel.TRADES)) > okx_n  # okx not
             assert okx.state.value == "CONNECTED"
     await r.aclose()
+
+
+async def test_recorded_okx_books_pass_the_checksum_and_candles_follow_the_trades(
+    redis_server: RedisServer,
+) -> None:
+    """The recorded BTC-USDT session (real levels, real checksums): every book passes our
+    checksum (no resync), the last equals the exchange's; the 1m candle equals OKX's own."""
+    from fake_exchange import OkxReplaySource
+
+    r = await fresh_redis(redis_server)
+    async with FakeOkx(OkxReplaySource(speed=20.0, loop=False), autoplay=False) as fx:
+        cfg = {"name": "okx", "symbols": ["BTC-USDT"], "url": fx.base_url,
+               "channels": ["trades", "book", "candles"], "candle_intervals": ["1m"]}  # fmt: skip
+        async with publisher(redis_server, [cfg]) as pub:
+            keys = [("books", "BTC-USDT"), ("trades", "BTC-USDT"), ("candle1m", "BTC-USDT")]
+            await fx.wait_subscribed(keys, timeout=20)
+            fx.play()
+            await fx.wait_done(timeout=60)
+            await asyncio.sleep(1.0)
+            await asyncio.wait_for(pub.sink.drain(), 5)
+            w = pub.workers["okx"]
+            assert w.stats.book_resyncs == 0 and w.stats.invalid == 0
+            books = await stored(r, "okx", "BTC/USDT", Channel.BOOK)
+            assert len(books) > 50
+            await assert_book_equals_exchange(fx, books[-1])
+            candles = await stored(r, "okx", "BTC/USDT", Channel.CANDLES)
+            assert candles
+            async with aiohttp.ClientSession() as http:
+                url = f"{fx.base_url}/api/v5/market/candles?instId=BTC-USDT&bar=1m&limit=5"
+                async with http.get(url) as resp:
+                    rows = (await resp.json())["data"]  # newest first
+            theirs = {int(x[0]): x for x in rows}
+            last = candles[-1]
+            row = theirs[last.open_ms]
+            assert (last.open, last.high, last.low, last.close) == tuple(map(float, row[1:5]))
+            assert last.volume == pytest.approx(float(row[5]))
+
+
+async def test_okx_poll_mode_with_the_websocket_off(redis_server: RedisServer) -> None:
+    r = await fresh_redis(redis_server)
+    source = OkxSyntheticSource(SYMBOLS, rate=300, seed=6, channels=("trades", "tickers"))
+    async with FakeOkx(source, websocket=False) as fx:
+        cfg = {"name": "okx", "symbols": SYMBOLS, "url": fx.base_url, "mode": "poll",
+               "poll_interval_s": 0.25, "channels": ["trades", "ticker"]}  # fmt: skip
+        async with publisher(redis_server, [cfg]) as pub:
+            w = pub.workers["okx"]
+            await w.wait_connected(timeout=20)
+            await asyncio.sleep(3)
+            assert w.status()["polled"] == ["ticker", "trades"]
+        sent = {s: [] for s in SYMBOLS}  # what the exchange made: its REST history
+        async with aiohttp.ClientSession() as http:
+            for s in SYMBOLS:
+                url = f"{fx.base_url}/api/v5/market/trades?instId={s.replace('/', '-')}&limit=500"
+                async with http.get(url) as resp:
+                    sent[s] = list(reversed((await resp.json())["data"]))
+        for symbol in SYMBOLS:
+            trades = await stored(r, "okx", symbol, Channel.TRADES)
+            assert len(trades) > 50, symbol
+            ids = [int(t.id) for t in trades]
+            assert ids == sorted(set(ids)), "duplicate or out of order"
+            by_id = {int(x["tradeId"]): x for x in sent[symbol]}
+            first, last = ids[0], ids[-1]
+            expected = [i for i in sorted(by_id) if first <= i <= last]
+            assert ids == expected, "a trade between two polls was skipped"
+            for t in trades:
+                x = by_id[int(t.id)]
+                assert (t.price, t.amount, t.side) == (float(x["px"]), float(x["sz"]), x["side"])
+        assert w.trade_ids.gaps == 0 and w.trade_ids.duplicates == 0
+    await r.aclose()
