@@ -45,6 +45,12 @@ def interval_ms(interval: str | int) -> int:
     return int(m.group(1)) * _UNITS[m.group(2)]
 
 
+GRACE_MS = 2_000
+"""A candle with no newer trade closes this long after its interval ended (wall clock), so
+trades that reach the consumer a little late (a busy publisher, a Redis hiccup) still count.
+A trade of a newer interval closes it at once."""
+
+
 @dataclass
 class Candle:
     start_ms: int
@@ -68,39 +74,49 @@ class Candle:
 
 
 class _Series:
-    def __init__(self, width_ms: int, keep: int) -> None:
+    def __init__(self, width_ms: int, keep: int, grace_ms: int) -> None:
         self.width = width_ms
+        self.grace = grace_ms
         self.current: Candle | None = None
         self.closed: deque[Candle] = deque(maxlen=keep)
+        self.closed_upto = -1  # start of the newest closed candle: older trades are late
 
     def add(self, ts_ms: int, price: float, amount: float) -> bool:
         """False for a late trade (its candle was already closed and stays final)."""
         start = ts_ms - ts_ms % self.width
         cur = self.current
-        if cur is not None and start < cur.start_ms:
+        if start <= self.closed_upto or (cur is not None and start < cur.start_ms):
             return False
         if cur is None or start > cur.start_ms:
             if cur is not None:
-                self.closed.append(cur)
+                self._close(cur)
             self.current = Candle(start, price, price, price, price, 0.0, 0.0, 0)
         assert self.current is not None
         self.current.add(price, amount)
         return True
 
+    def _close(self, candle: Candle) -> None:
+        self.closed.append(candle)
+        self.closed_upto = candle.start_ms
+
     def advance(self, now_ms: int) -> None:
         cur = self.current
-        if cur is not None and now_ms >= cur.start_ms + self.width:
-            self.closed.append(cur)
+        if cur is not None and now_ms >= cur.start_ms + self.width + self.grace:
+            self._close(cur)
             self.current = None
 
 
 class CandleBuilder:
     """Candles of one market for several intervals at once."""
 
-    def __init__(self, intervals: Sequence[str | int], keep: int = 10_000) -> None:
+    def __init__(
+        self, intervals: Sequence[str | int], keep: int = 10_000, grace_ms: int = GRACE_MS
+    ) -> None:
         if not intervals:
             raise ConfigError("candles need at least one interval")
-        self._series = {iv: _Series(interval_ms(iv), keep) for iv in intervals}
+        if grace_ms < 0:
+            raise ConfigError(f"candle grace must be >= 0 ms, got {grace_ms}")
+        self._series = {iv: _Series(interval_ms(iv), keep, grace_ms) for iv in intervals}
         self.late_trades = 0
 
     @property

@@ -37,7 +37,7 @@ def test_ohlcv_within_and_across_intervals() -> None:
 
 
 def test_a_quiet_market_closes_its_candle_when_time_passes() -> None:
-    b = CandleBuilder(["1s"])
+    b = CandleBuilder(["1s"], grace_ms=0)
     b.add_trade(5_500, 1.0, 1.0)
     b.advance(5_999)
     assert b.table("1s").num_rows == 0
@@ -45,6 +45,27 @@ def test_a_quiet_market_closes_its_candle_when_time_passes() -> None:
     assert b.table("1s").column("start_ms").to_pylist() == [5_000]
     b.advance(60_000)  # no trades: no invented flat candles
     assert b.table("1s").num_rows == 1
+
+
+def test_a_trade_that_arrives_within_the_grace_still_counts() -> None:
+    b = CandleBuilder(["1s"], grace_ms=2_000)
+    b.add_trade(5_100, 1.0, 1.0)
+    b.advance(6_500)  # the interval ended 0.5 s ago: still open for late arrivals
+    b.add_trade(5_900, 3.0, 2.0)
+    b.advance(8_000)
+    (c,) = b.table("1s").to_pylist()
+    assert (c["open"], c["high"], c["close"], c["volume"], c["trades"]) == (1.0, 3.0, 3.0, 3.0, 2)
+
+
+def test_a_trade_after_a_time_close_never_makes_a_second_candle_of_the_interval() -> None:
+    b = CandleBuilder(["1s"], grace_ms=0)
+    b.add_trade(5_100, 1.0, 1.0)
+    b.advance(6_000)  # closed on time
+    b.add_trade(5_900, 3.0, 2.0)  # too late: dropped, counted
+    b.add_trade(6_100, 4.0, 1.0)
+    b.advance(7_000)
+    starts = b.table("1s").column("start_ms").to_pylist()
+    assert starts == [5_000, 6_000] and b.late_trades == 1
 
 
 def test_late_trades_do_not_reopen_a_closed_candle() -> None:
