@@ -82,7 +82,7 @@ def test_publisher_command_parses_with_the_real_cli(service: str) -> None:
     svc = SERVICES[service]
     assert entrypoint() == ["marketbus"]
     params = parse_cli(svc["command"])
-    assert params["exchange"] == "binance"
+    assert service == f"publisher-{params['exchange']}"  # one service per exchange
     # the same validation the publisher runs at start: symbols, channels, exchange
     load_settings(
         exchanges=[{"name": params["exchange"], "symbols": params["symbols"].split(","),
@@ -148,3 +148,22 @@ def test_dockerfile_slim_non_root_installs_the_package() -> None:
     for pkg in ("marketbus", "publisher", "consumers", "fake_exchange"):
         assert f"COPY {pkg} " in DOCKERFILE, f"the image lacks the {pkg} package"
     assert entrypoint() == ["marketbus"]
+
+
+def test_the_spread_bot_service_runs_the_example_with_arguments_it_accepts() -> None:
+    import importlib.util
+    from pathlib import Path
+
+    svc = SERVICES["spread"]
+    cmd = svc["entrypoint"]
+    assert cmd[:2] == ["python", "examples/spread.py"]
+    path = Path(__file__).resolve().parents[2] / "examples" / "spread.py"
+    spec = importlib.util.spec_from_file_location("spread_example", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    args = mod.parse_args(cmd[2:])
+    assert args.markets == ["binance:BTC/USDT", "okx:BTC/USDT"]
+    assert args.redis_url == "redis://redis:6379/0"
+    for market in args.markets:  # one publisher service per exchange it reads
+        assert f"publisher-{market.split(':')[0]}" in SERVICES
