@@ -1,0 +1,143 @@
+"""What the parts of an exchange worker share: its state, declared once, and its stats.
+
+:class:`~publisher.worker.ExchangeWorker` is assembled from small parts, one job each:
+subscriptions (``publisher.subscribing``), watch loops (``publisher.watching``), REST polling
+(``publisher.polling``) and the supervised session itself (``publisher.worker``). The parts
+are mixins over :class:`WorkerParts`, which declares the attributes they read and the
+methods they call on each other, so each module type-checks on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from marketbus.models import Channel, Record, Ticker, Trade
+from marketbus.settings import ExchangeSettings
+from marketbus.subscriptions import Change
+from marketbus.symbols import SymbolResolver
+from publisher.backfill import BackfillMode, TradeMark
+from publisher.books import BookGate
+from publisher.klines import CandleTracker
+from publisher.native import BinanceFastPath
+from publisher.trade_ids import TradeIdTracker
+
+MAX_SYMBOLS_PER_SUBSCRIBE = 200
+MAX_BOOK_RESYNCS = 30
+"""Book resyncs (gap or bad checksum) per minute per watch before the session is restarted."""
+
+Wanted = Mapping[Channel, Iterable[str]]
+
+
+class RecordSink(Protocol):
+    def put(self, record: Record) -> None: ...
+
+
+@dataclass
+class WorkerStats:
+    frames: int = 0
+    records: int = 0
+    invalid: int = 0
+    reconnects: int = 0
+    errors: int = 0
+    last_error: str | None = None
+    last_frame_ns: int = 0
+    last_backoff_s: float = 0.0
+    backfills: int = 0
+    backfilled: int = 0
+    held_overflow: int = 0
+    malformed: int = 0
+    book_resyncs: int = 0
+    subscription_changes: int = 0
+    transitions: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class Batch:
+    """One watch loop holding the subscription of ``symbols`` on ``channel``."""
+
+    channel: Channel
+    symbols: tuple[str, ...]
+    task: asyncio.Task[None] | None = None
+
+
+class WorkerParts:
+    """Attributes and cross-part methods of a worker (set and defined by its parts)."""
+
+    name: str
+    cfg: ExchangeSettings
+    log: Any
+    stats: WorkerStats
+    markets: list[str]
+    config_wanted: dict[Channel, tuple[str, ...]]
+    wanted: dict[Channel, tuple[str, ...]]
+    active: dict[Channel, list[str]]
+    dropped: dict[str, str]
+    polled: set[Channel]
+    books: BookGate
+    klines: CandleTracker
+    trade_ids: TradeIdTracker
+    _changes: list[Change]
+    _allowed: frozenset[tuple[Channel, str]]
+    _batches: list[Batch]
+    _tg: asyncio.TaskGroup | None
+    _client: Any
+    _resolver: SymbolResolver | None
+    _sink: RecordSink
+    _fast_path: BinanceFastPath | None
+    _poll_s: float
+    _polled_tickers: dict[str, Ticker]
+    _last_trade_ms: dict[str, int]
+
+    def _on_frame(self) -> None:
+        raise NotImplementedError
+
+    def _on_parsed(self, channel: Channel, data: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _publish(self, record: Record) -> None:
+        raise NotImplementedError
+
+    def _emit_trade(self, trade: Trade) -> bool:
+        raise NotImplementedError
+
+    def _invalid(self, e: Exception) -> None:
+        raise NotImplementedError
+
+    def _backfill_mode(self, client: Any) -> BackfillMode | None:
+        raise NotImplementedError
+
+    def _last_mark(self, symbol: str) -> TradeMark | None:
+        raise NotImplementedError
+
+    async def _backfill_symbol(
+        self, client: Any, mode: BackfillMode, symbol: str, cursor: int
+    ) -> list[Trade]:
+        raise NotImplementedError
+
+    async def _watch(self, client: Any, channel: Channel, symbols: list[str]) -> None:
+        raise NotImplementedError
+
+    async def _poll(self, client: Any, channel: Channel, symbols: list[str]) -> None:
+        raise NotImplementedError
+
+    def _on_book(self, book: Any) -> None:
+        raise NotImplementedError
+
+    def _on_candle_rows(
+        self, symbol: str, interval: str, rows: Any, recv_ns: int | None = None
+    ) -> None:
+        raise NotImplementedError
+
+
+def int_or_none(s: str) -> int | None:
+    try:
+        return int(s)
+    except ValueError:
+        return None
+
+
+def chunks(items: list[str], n: int) -> list[list[str]]:
+    return [items[i : i + n] for i in range(0, len(items), n)]
