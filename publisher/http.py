@@ -46,7 +46,14 @@ class PublisherCollector(Collector):
         age = GaugeMetricFamily(
             "marketbus_last_frame_age_seconds", "since the last frame", labels=["exchange"]
         )
-        for name, w in self._p.workers.items():
+        resyncs = CounterMetricFamily(
+            "marketbus_book_resyncs", "order books resynchronized (gap or bad checksum)",
+            labels=["exchange"],
+        )  # fmt: skip
+        subscribed = GaugeMetricFamily(
+            "marketbus_subscribed_markets", "markets subscribed", labels=["exchange", "channel"]
+        )
+        for name, w in list(self._p.workers.items()):
             st = w.status()
             frames.add_metric([name], st["frames"])
             records.add_metric([name], st["records"])
@@ -58,7 +65,11 @@ class PublisherCollector(Collector):
                 state.add_metric([name, s], 1.0 if st["state"] == s else 0.0)
             if st["last_frame_age_s"] is not None:
                 age.add_metric([name], st["last_frame_age_s"])
-        yield from (frames, records, invalid, reconnects, errors, gaps, state, age)
+            resyncs.add_metric([name], st["book_resyncs"])
+            for channel, symbols in st["subscriptions"].items():
+                subscribed.add_metric([name, channel], len(symbols))
+        yield from (frames, records, invalid, reconnects, errors, gaps, state, age, resyncs)
+        yield subscribed
         sink = self._p.sink.stats
         yield CounterMetricFamily(
             "marketbus_written", "records written to Redis", value=sink.written

@@ -50,3 +50,11 @@ async def test_ops_endpoints_report_readiness_and_metrics(redis_server: RedisSer
             )
             assert written >= 20
             assert "marketbus_publish_lag_ms" in text
+            assert 'marketbus_book_resyncs_total{exchange="binance"} 0.0' in text
+            subscribed = sorted(
+                ln for ln in text.splitlines() if ln.startswith("marketbus_subscribed_markets{")
+            )
+            assert subscribed == [
+                'marketbus_subscribed_markets{channel="ticker",exchange="binance"} 1.0',
+                'marketbus_subscribed_markets{channel="trades",exchange="binance"} 1.0',
+            ]
