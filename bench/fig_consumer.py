@@ -5,7 +5,8 @@ The streams (trades and tickers of 50 markets) are pre-filled once. Each run is 
 ``COUNT 1000``), timed from ``start()`` until ``stats.received`` holds every record. Group
 mode: a fresh group created at id 0 on every stream, ``XREADGROUP`` + ``XACK``. A third
 variant registers a no-op ``on_record`` callback (the per-record path with a model built).
-The reference is the raw read: ``XREAD`` of the same entries with redis-py, no decoding.
+The reference is the raw read: ``XREAD`` of the same entries with redis-py, no decoding; the
+notes add the consumer's own read without redis-py's reply parsing (``consumers.streams.raw_command``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import redis.asyncio as aioredis
 from bench.common import SYMBOLS, Context, Figure, Profiler, wait_until
 from bench.fig_write import make_records, raw_rate
 from consumers import Consumer
+from consumers.streams import raw_command
 from marketbus.keys import stream_key
 from marketbus.models import Channel
 from tests.redis_server import running_redis
@@ -26,7 +28,8 @@ MARKETS = [f"binance:SYM{i}/USDT" for i in range(SYMBOLS)]
 
 
 def _keys() -> list[str]:
-    return [stream_key("binance", f"SYM{i}/USDT", c) for i in range(SYMBOLS) for c in Channel]
+    channels = (Channel.TRADES, Channel.TICKER)  # the streams make_records fills
+    return [stream_key("binance", f"SYM{i}/USDT", c) for i in range(SYMBOLS) for c in channels]
 
 
 async def consume(
@@ -75,16 +78,36 @@ async def raw_read(url: str, n: int) -> float:
     return n / dt
 
 
+async def raw_read_unparsed(url: str, n: int) -> float:
+    """The consumer's own read (``consumers.streams.raw_command``: XREAD replies as hiredis parses them, no
+    redis-py dict per entry), no decoding: the ceiling of the consumer's plain path."""
+    r: Any = aioredis.Redis.from_url(url)
+    keys = _keys()
+    ids = dict.fromkeys(keys, "0-0")
+    got = 0
+    t = time.perf_counter()
+    while got < n:
+        resp = await raw_command(r, "XREAD", "COUNT", 1000, "STREAMS", *keys, *ids.values())
+        for k, entries in resp.items() if isinstance(resp, dict) else resp:  # RESP3 / RESP2
+            got += len(entries)
+            ids[k.decode()] = entries[-1][0].decode()
+    dt = time.perf_counter() - t
+    await r.aclose()
+    return n / dt
+
+
 async def run(ctx: Context) -> list[Figure]:
     n = ctx.pick(200_000, 50_000)
     plain: list[dict[str, Any]] = []
     grouped: list[dict[str, Any]] = []
     called: list[dict[str, Any]] = []
     refs: list[float] = []
+    unparsed: list[float] = []
     with running_redis() as rs:
         await raw_rate(rs.port, make_records(n))
         for i in range(ctx.repeats):
             refs.append(await raw_read(rs.url, n))
+            unparsed.append(await raw_read_unparsed(rs.url, n))
             with Profiler(ctx, "consumer-plain") if i == 0 else _nullctx():
                 plain.append(await consume(rs.url, n))
             with Profiler(ctx, "consumer-group") if i == 0 else _nullctx():
@@ -104,7 +127,7 @@ async def run(ctx: Context) -> list[Figure]:
             target=">= 200k/s",
             met=med >= 200_000 and not failed,
             failed=failed,
-            notes=common,
+            notes=common | {"raw_xread_no_redis_py_parsing_per_s": unparsed},
         ),
         Figure(
             name="3b consumer group XREADGROUP+XACK",

@@ -1,8 +1,8 @@
 """Figure 4: the ring buffer with the consumer's own schemas (``consumers.columns``).
 
-- bytes per record at 1M records (RSS growth of the process while filling a 1M-capacity
-  buffer, str ids included) vs the raw width of its columns (8 per int64/float64, 1 per
-  category code, the id's UTF-8 length for a string). Target <= 1.1x.
+- bytes per record at 1M records (the column arrays plus the ``str`` objects they keep alive;
+  the RSS growth while filling is in the notes) vs the raw width of its columns (8 per
+  int64/float64, 1 per category code, the id's UTF-8 length). Target <= 1.1x.
 - append rate (``append`` one row at a time, the consumer's callback path) and ``extend``
   (the consumer's batch path), rows/s.
 - ``latest(100)`` and ``between()`` (a 100-row window) over 1M held rows, wrapped. Targets
@@ -55,9 +55,10 @@ WIDTH = {"int64": 8, "float64": 8, "category": 1}
 
 
 def raw_width(channel: Channel) -> float:
+    """The id is counted as its 10 UTF-8 bytes, whether stored as a string or an int64."""
     w = 0.0
     for c in COLUMNS[channel]:
-        w += len(str(3_000_000_000)) if c.type == "string" else WIDTH[c.type]
+        w += len(str(3_000_000_000)) if c.type in ("string", "int_string") else WIDTH[c.type]
     return w
 
 
@@ -74,14 +75,15 @@ def fill(channel: Channel, total: int) -> tuple[RingBuffer, float]:
 
 
 def held_bytes(rb: RingBuffer) -> int:
-    """The column arrays plus the Python objects object columns point to (str ids).
+    """The column arrays (``nbytes``: side arrays of int_string columns included) plus the
+    Python objects object arrays point to (str ids).
 
     Exact accounting of what the buffer keeps alive (tracemalloc agrees within 1 %, but is
-    10x slower to run); reads the private ``_arrays`` on purpose.
+    10x slower to run); reads the private ``_arrays`` and ``_side`` on purpose.
     """
     total = rb.nbytes
-    for arr in rb._arrays:
-        if arr.dtype == object:
+    for arr in [*rb._arrays, *rb._side]:
+        if arr is not None and arr.dtype == object:
             total += sum(sys.getsizeof(v) for v in arr if v is not None)
     return total
 

@@ -15,6 +15,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from consumers.ringbuffer import Column
 from marketbus.codec import TICKER_FIELDS
 from marketbus.models import INTERVALS_MS, Channel
@@ -32,7 +35,8 @@ COLUMNS: dict[Channel, tuple[Column, ...]] = {
         Column("price", "float64"),
         Column("amount", "float64"),
         Column("side", "category", categories=("buy", "sell")),
-        Column("id", "string"),
+        # exported as strings; Binance's and OKX's decimal ids are stored as int64
+        Column("id", "int_string"),
     ),
     Channel.TICKER: (*TIME_COLUMNS, *(Column(f, "float64") for f in TICKER_FIELDS)),
     Channel.BOOK: (
@@ -86,3 +90,37 @@ def row_at(channel: Channel, values: list[Any], entry_ms: int) -> tuple[Any, ...
         *head, interval, open_ms, float(o), float(h), float(low), float(c), float(v),
         _NAN if qv is None else float(qv), closed,
     )  # fmt: skip
+
+
+BATCH_CHANNELS = frozenset({Channel.TRADES, Channel.TICKER})
+"""Channels :func:`batch_columns` builds (others go row by row: :func:`row_at`)."""
+
+
+def batch_columns(
+    channel: Channel, cols: list[tuple[Any, ...]], entry_ms: npt.NDArray[np.int64]
+) -> dict[str, Any]:
+    """Buffer columns of a batch from :func:`marketbus.codec.unpack_columns` values (for
+    ``RingBuffer.extend_columns``): the rows :func:`row_at` would build, column-wise."""
+    head: dict[str, Any] = {
+        "ts_ms": np.array(cols[4], dtype=np.int64),
+        "recv_ns": np.array(cols[5], dtype=np.int64),
+        "entry_ms": entry_ms,
+    }
+    if channel is Channel.TRADES:
+        tid, price, amount, side = cols[6:]
+        return {
+            **head,
+            "price": np.array(price, dtype=np.float64),
+            "amount": np.array(amount, dtype=np.float64),
+            "side": side,
+            "id": tid,
+        }
+    if channel is Channel.TICKER:  # None becomes NaN
+        return {
+            **head,
+            **{
+                f: np.array(c, dtype=np.float64)
+                for f, c in zip(TICKER_FIELDS, cols[6:], strict=True)
+            },
+        }
+    raise ValueError(f"no batch columns for {channel.value}: use row_at")

@@ -30,17 +30,20 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import redis.asyncio as aioredis
 import structlog
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
 from consumers.books import Best, LatestBook
 from consumers.candles import CandleBuilder
-from consumers.columns import COLUMNS, row, row_at
+from consumers.columns import BATCH_CHANNELS, COLUMNS, batch_columns, row, row_at
 from consumers.exchange_candles import DEFAULT_KEEP, ExchangeCandles
 from consumers.markets import MarketIndex, plan
 from consumers.ringbuffer import RingBuffer
+from consumers.streams import gc_paused, id_numbers, payload, payloads, raw_command
 from marketbus import codec
 from marketbus.aio import cancel_and_wait
 from marketbus.errors import ConfigError, DecodeError, RedisAuthError
@@ -90,6 +93,7 @@ class Consumer:
         start_ids: dict[str, str] | None = None,
         candles: Sequence[str | int] = (),
         candle_keep: int = DEFAULT_KEEP,
+        pause_gc: bool = True,
     ) -> None:
         if (group is None) != (name is None):
             raise ConfigError(
@@ -103,6 +107,11 @@ class Consumer:
         if isinstance(redis, str):
             redis = RedisSettings(url=redis)
         self.redis: Any = connect(redis) if isinstance(redis, RedisSettings) else redis
+        # plain XREAD without redis-py's reply parsing (a dict per entry), on a standalone
+        # client with a pool; a cluster (or a single-connection client) goes through redis-py
+        self._raw_reads = (
+            isinstance(self.redis, aioredis.Redis) and getattr(self.redis, "connection", 1) is None
+        )
         self._markets = list(markets)
         self._channels = [Channel(c) for c in channels]
         self.backfill = backfill
@@ -112,6 +121,9 @@ class Consumer:
         self.block_ms = block_ms
         self.count = count
         self.reclaim_idle_ms = reclaim_idle_ms
+        # plain mode, no callbacks, while behind: Python's cyclic GC off during each read
+        # and its ingest (consumers/streams.py says why); False keeps the GC alone
+        self.pause_gc = pause_gc
         self._start_ids = dict(start_ids or {})
         self.keys: dict[str, StreamKey] = {}
         self.last_ids: dict[str, str] = {}
@@ -304,7 +316,7 @@ class Consumer:
         """Decode one entry into its buffer and callbacks. False if it was invalid."""
         sk = self.keys[key]
         try:
-            channel, values = codec.unpack(codec.data_of(fields))
+            channel, values = codec.unpack(payload(fields))
             if channel is not sk.channel:
                 raise DecodeError(f"a {channel.value} record in a {sk.channel.value} stream")
         except DecodeError as e:
@@ -329,18 +341,61 @@ class Consumer:
                     await res
         return True
 
-    def _ingest_batch(self, key: str, entries: list[tuple[bytes, dict[Any, Any]]]) -> None:
-        """No callbacks: decode a whole XREAD batch and append it to the buffer at once."""
+    def _ingest_batch(self, key: str, entries: Sequence[Sequence[Any]]) -> None:
+        """No callbacks: decode a whole XREAD batch of one stream and append it to the buffer
+        at once: column-wise when every entry is valid and new (the common case), else entry
+        by entry (which finds and logs the invalid ones)."""
+        if not self._ingest_columns(key, entries):
+            self._ingest_rows(key, entries)
+
+    def _ingest_columns(self, key: str, entries: Sequence[Sequence[Any]]) -> bool:
+        """The batch decoded and appended column-wise; False (nothing done) when an entry is
+        not plainly valid and new, or the channel is not batched."""
+        sk = self.keys[key]
+        channel = sk.channel
+        if channel not in BATCH_CHANNELS:
+            return False
+        try:
+            ids, fields = zip(*entries, strict=True)
+        except (TypeError, ValueError):
+            return False
+        stamps = id_numbers(ids)
+        datas = payloads(fields)
+        if stamps is None or datas is None:
+            return False
+        ms, seq = stamps
+        last = self._buffer_last.get(key)
+        if last is not None and (int(ms[0]), int(seq[0])) <= last:
+            return False  # overlaps what the buffer holds: row by row drops the repeats
+        if len(ms) > 1 and not np.all(
+            (ms[1:] > ms[:-1]) | ((ms[1:] == ms[:-1]) & (seq[1:] > seq[:-1]))
+        ):
+            return False  # not increasing (Redis never does this)
+        cols = codec.unpack_columns(channel, datas)
+        if cols is None:
+            return False
+        batch = batch_columns(channel, cols, ms)
+        self._buffers[sk].extend_columns(batch)
+        self.stats.received += len(datas)
+        self._buffer_last[key] = (int(ms[-1]), int(seq[-1]))
+        builder = self._candles.get(key)
+        if builder is not None:
+            prices, amounts = batch["price"].tolist(), batch["amount"].tolist()
+            for ts, price, amount in zip(cols[4], prices, amounts, strict=True):
+                builder.add_trade(ts, price, amount)
+        return True
+
+    def _ingest_rows(self, key: str, entries: Sequence[Sequence[Any]]) -> None:
+        """:meth:`_ingest_batch` entry by entry."""
         sk = self.keys[key]
         last = self._buffer_last.get(key)
         rows = []
         valid = 0
         latest: list[Any] = []
-        unpack, data_of, want = codec.unpack, codec.data_of, sk.channel
+        unpack, want = codec.unpack, sk.channel
         for entry_id, fields in entries:
             try:
-                data = fields.get(b"d")
-                channel, values = unpack(data if type(data) is bytes else data_of(fields))
+                channel, values = unpack(payload(fields))
                 if channel is not want:
                     raise DecodeError(f"a {channel.value} record in a {want.value} stream")
             except DecodeError as e:
@@ -420,33 +475,64 @@ class Consumer:
 
     # -- plain mode -----------------------------------------------------------------------
     async def _plain_loop(self, keys: list[str]) -> None:
+        """XREAD from the last ids, forever. While behind (the last reply filled ``count``
+        for some stream, or at start and after an error) the read does not block: it returns
+        at once, so the cyclic GC can be paused for it and its ingest (no callbacks only:
+        they run bot code). Caught up, it blocks up to ``block_ms``."""
         delay = 0.05
+        behind = True
         while not self._stopping:
-            try:
-                resp = await self.redis.xread(
-                    streams={k: self.last_ids[k] for k in keys},
-                    count=self.count,
-                    block=self.block_ms,
-                )
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                delay = await self._on_error(e, delay)
+            with gc_paused(behind and self.pause_gc and not self._callbacks):
+                behind, error = await self._read_plain(keys, block=not behind)
+            if error is not None:
+                delay = await self._on_error(error, delay)
+                behind = True
                 continue
             delay = 0.05
-            self._advance_candles()
-            for raw_key, entries in _items(resp):
-                key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
-                if not self._callbacks and entries:
-                    self._ingest_batch(key, entries)
-                    self.last_ids[key] = entries[-1][0].decode()
-                    continue
-                for entry_id, fields in entries:
-                    try:
-                        await self._ingest(key, entry_id, fields)
-                    except Exception as e:  # a bot's callback bug must not stop the feed
-                        self._callback_error(key, entry_id, e)
-                    self.last_ids[key] = entry_id.decode()
+
+    async def _read_plain(self, keys: list[str], *, block: bool) -> tuple[bool, Exception | None]:
+        """One read and its ingest: (whether more entries wait, the read's error). The reply
+        is freed when this returns, inside a GC pause (never seen by a collection)."""
+        try:
+            resp = await self._xread(keys, block=block)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            return False, e
+        return await self._process_plain(resp), None
+
+    async def _process_plain(self, resp: Any) -> bool:
+        """Ingest one XREAD reply; whether a stream returned ``count`` entries (more wait)."""
+        self._advance_candles()
+        full = False
+        for raw_key, entries in _items(resp):
+            key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
+            full = full or len(entries) >= self.count
+            if not self._callbacks and entries:
+                self._ingest_batch(key, entries)
+                self.last_ids[key] = entries[-1][0].decode()
+                continue
+            for entry_id, fields in entries:
+                try:
+                    await self._ingest(key, entry_id, fields)
+                except Exception as e:  # a bot's callback bug must not stop the feed
+                    self._callback_error(key, entry_id, e)
+                self.last_ids[key] = entry_id.decode()
+        return full
+
+    async def _xread(self, keys: list[str], *, block: bool) -> Any:
+        """One XREAD of ``keys`` from their last ids, blocking up to ``block_ms`` or not at
+        all: raw (entries as ``[id, [field, value, ...]]``) on a standalone client, else
+        redis-py's reply."""
+        streams = {k: self.last_ids[k] for k in keys}
+        block_ms = self.block_ms if block else None
+        if not self._raw_reads:
+            return await self.redis.xread(streams=streams, count=self.count, block=block_ms)
+        blocking = ("BLOCK", block_ms) if block_ms is not None else ()
+        return await raw_command(
+            self.redis, "XREAD", "COUNT", self.count, *blocking, "STREAMS",
+            *streams, *streams.values(),
+        )  # fmt: skip
 
     def _advance_candles(self) -> None:
         """Close candles whose interval ended, also when no trade came (exchange time ~ now)."""
@@ -543,8 +629,9 @@ def _s(k: bytes | str) -> str:
     return k.decode() if isinstance(k, bytes) else k
 
 
-def _items(resp: Any) -> list[tuple[Any, list[tuple[bytes, dict[Any, Any]]]]]:
-    """XREAD replies are a list on RESP2 and a dict on RESP3: one shape for the loop."""
+def _items(resp: Any) -> list[tuple[Any, list[Any]]]:
+    """XREAD replies are a list on RESP2 and a dict on RESP3: one shape for the loop. Each
+    entry is ``(id, fields)``, fields a dict (redis-py) or a flat list (raw reads)."""
     if not resp:
         return []
     if isinstance(resp, dict):

@@ -2,8 +2,9 @@
 
 Pure (no I/O, no clock). One preallocated numpy array per column and a write index that
 wraps, so an append is O(1) and allocates nothing per row (string columns excepted: the
-``str`` objects themselves). Reads export to PyArrow from numpy slices: the two contiguous
-segments of a wrapped range become two chunks, never a copy of the whole buffer.
+``str`` objects themselves). Reads slice one Arrow record batch wrapping the whole ring (built
+once, zero-copy) and copy just the rows asked for in one call: the two contiguous segments of a
+wrapped range become two chunks, never a copy of the whole buffer.
 
 The arrays hold ``capacity + 1`` slots. The spare slot is always the next one written, so a
 row that fails validation half-way through is never visible and never damages the oldest row;
@@ -14,121 +15,46 @@ taken now is unaffected by later appends. ``copy=False`` hands out zero-copy vie
 numeric and category columns; later appends overwrite those slots in place, so such a table is
 valid only until ``capacity - len(result)`` further rows have been appended. See
 ``docs/ringbuffer.md``.
+
+``int_string`` columns hold strings that are usually decimal integers (trade ids): those are
+stored as int64 (8 bytes a row instead of a pointer and a ~59-byte ``str``); any other value
+goes to a side array of ``str``. Reads give back exactly the strings appended
+(:mod:`consumers.ringcolumns`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Final, Literal, cast, get_args
+from itertools import repeat
+from typing import Any, Final, cast
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
 
-from marketbus.errors import MarketbusError
+from consumers.ringcolumns import (
+    BOOL,
+    CAT,
+    IN_SIDE,
+    ISTR,
+    NUM,
+    STR,
+    Column,
+    ColumnType,
+    RingBufferError,
+    canonical_int,
+    check_strs,
+    kind_of,
+    split_ints,
+)
 
 __all__ = ["Column", "ColumnType", "RingBuffer", "RingBufferError"]
 
-ColumnType = Literal[
-    "bool",
-    "int8",
-    "int16",
-    "int32",
-    "int64",
-    "uint8",
-    "uint16",
-    "uint32",
-    "uint64",
-    "float32",
-    "float64",
-    "category",
-    "string",
-]
-_COLUMN_TYPES: Final[frozenset[str]] = frozenset(get_args(ColumnType))
-_MAX_CATEGORIES: Final = 127  # int8 codes; -1 is null
-
-# Column kinds, dispatched on in the append loop (small ints compare fastest).
-_NUM: Final = 0
-_BOOL: Final = 1
-_CAT: Final = 2
-_STR: Final = 3
-
 _UNKNOWN: Final = -2  # transient code for a value outside the categories
-
 _CAST_ERRORS: Final = (TypeError, ValueError, OverflowError, pa.ArrowException)
-
-
-class RingBufferError(MarketbusError, ValueError):
-    """A bad schema, a malformed row or a value a column cannot store."""
-
-
-@dataclass(frozen=True, slots=True)
-class Column:
-    """One column of a ring buffer schema.
-
-    ``category`` columns store int8 codes into the fixed ``categories`` (at most 127); a value
-    outside them is stored as null and counted in ``RingBuffer.unknown_categories``.
-    ``string`` columns hold Python ``str`` (or ``None``) in an object array.
-    """
-
-    name: str
-    type: ColumnType
-    categories: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name:
-            raise RingBufferError(f"column name must be a non-empty str, got {self.name!r}")
-        if self.type not in _COLUMN_TYPES:
-            allowed = ", ".join(sorted(_COLUMN_TYPES))
-            raise RingBufferError(
-                f"column {self.name!r}: unknown type {self.type!r} (allowed: {allowed})"
-            )
-        if self.type == "category":
-            cats = self.categories
-            if not isinstance(cats, tuple) or not cats:
-                raise RingBufferError(
-                    f"column {self.name!r}: a category column needs a non-empty tuple of categories"
-                )
-            if not all(isinstance(c, str) for c in cats):
-                raise RingBufferError(f"column {self.name!r}: categories must be str")
-            if len(set(cats)) != len(cats):
-                raise RingBufferError(f"column {self.name!r}: duplicate categories {cats!r}")
-            if len(cats) > _MAX_CATEGORIES:
-                raise RingBufferError(
-                    f"column {self.name!r}: {len(cats)} categories, at most {_MAX_CATEGORIES}"
-                )
-        elif self.categories:
-            raise RingBufferError(f"column {self.name!r}: categories given for type {self.type!r}")
-
-    @property
-    def numpy_dtype(self) -> np.dtype[Any]:
-        """The dtype of the backing array."""
-        if self.type == "category":
-            return np.dtype(np.int8)
-        if self.type == "string":
-            return np.dtype(object)
-        return np.dtype(self.type)
-
-    @property
-    def arrow_type(self) -> pa.DataType:
-        """The Arrow type the column is exported as."""
-        if self.type == "category":
-            return pa.dictionary(pa.int8(), pa.string())
-        if self.type == "string":
-            return pa.string()
-        return pa.from_numpy_dtype(np.dtype(self.type))
-
-
-def _kind(col: Column) -> int:
-    if col.type == "category":
-        return _CAT
-    if col.type == "string":
-        return _STR
-    if col.type == "bool":
-        return _BOOL
-    return _NUM
+# One call that copies a range of every ring column (pyarrow >= 19); older: column by column.
+_concat_batches: Final[Any] = getattr(pa, "concat_batches", None)
 
 
 class RingBuffer:
@@ -136,9 +62,9 @@ class RingBuffer:
 
     ``time_column`` (numeric) enables :meth:`between`, which binary-searches while times are
     non-decreasing in append order and falls back to a scan while an out-of-order row is held.
-    ``id_column`` (string or integer) makes appends idempotent: a row whose id is already held
-    is dropped and counted in :attr:`duplicates`, so a backfill overlapping the live feed never
-    stores an entry twice. ``None`` ids are never treated as duplicates.
+    ``id_column`` (string, int_string or integer) makes appends idempotent: a row whose id is
+    already held is dropped and counted in :attr:`duplicates`, so a backfill overlapping the
+    live feed never stores an entry twice. ``None`` ids are never treated as duplicates.
     """
 
     def __init__(
@@ -165,13 +91,15 @@ class RingBuffer:
         self._ncols: Final = len(cols)
         self._capacity: Final = capacity
         self._phys: Final = capacity + 1  # one spare slot, see the module docstring
-        self._kinds: Final = tuple(_kind(c) for c in cols)
+        self._kinds: Final = tuple(kind_of(c) for c in cols)
         self._arrays: Final[list[npt.NDArray[Any]]] = [
             np.zeros(self._phys, dtype=c.numpy_dtype)
             if c.type != "string"
             else np.full(self._phys, None, dtype=object)
             for c in cols
         ]
+        # int_string columns: the values that are not int64, allocated at the first one
+        self._side: Final[list[npt.NDArray[Any] | None]] = [None] * len(cols)
         # value -> code; None -> -1 (null); anything else -> _UNKNOWN, stored as -1 and counted.
         self._code_maps: Final[tuple[dict[object, int] | None, ...]] = tuple(
             {None: -1, **{v: i for i, v in enumerate(c.categories)}}
@@ -185,8 +113,12 @@ class RingBuffer:
         self._arrow_schema: Final = pa.schema(
             [pa.field(c.name, c.arrow_type, nullable=True) for c in cols]
         )
+        self._fields: Final = tuple(self._arrow_schema.field(j) for j in range(len(cols)))
         self._arrow_types: Final = tuple(c.arrow_type for c in cols)
         self._empty: Final = self._arrow_schema.empty_table()
+        self._ring: Final = self._ring_batch()
+        # the ring batch has every column, each as exported: reads need no per-column work
+        self._plain: Final = all(k in (NUM, CAT) for k in self._kinds)
         self._time_idx = self._column_index(time_column, "time_column", numeric_only=True)
         self._id_idx = self._column_index(id_column, "id_column", numeric_only=False)
         self._ids: set[object] = set()
@@ -198,6 +130,10 @@ class RingBuffer:
         # Absolute index (in _total numbering) of the latest row whose time is lower than its
         # predecessor's; the buffer is sorted by time once that row's predecessor is evicted.
         self._disorder_abs = 0
+        # Absolute index of the latest row with a null category code / an int_string value in
+        # a side array: reads of rows all after them skip the per-column work those need.
+        self._null_abs = -1
+        self._side_abs = -1
         self._unknown_categories = 0
         self._duplicates = 0
 
@@ -209,12 +145,39 @@ class RingBuffer:
         idx = self._names.index(name)
         kind = self._columns[idx].type
         if numeric_only:
-            ok = self._kinds[idx] == _NUM
+            ok = self._kinds[idx] == NUM
         else:
-            ok = kind == "string" or kind.startswith(("int", "uint"))
+            ok = kind in ("string", "int_string") or kind.startswith(("int", "uint"))
         if not ok:
             raise RingBufferError(f"{what} {name!r} has unsupported type {kind!r}")
         return idx
+
+    def _ring_batch(self) -> pa.RecordBatch | None:
+        """Zero-copy Arrow view of every numeric, category and int_string column's whole
+        ring (int_string as its int64 slots), built once: a read slices it (one call for all
+        columns) instead of wrapping each column. None when there is no such column."""
+        fields: list[pa.Field] = []
+        arrays: list[pa.Array] = []
+        phys = self._phys
+        for j, kind in enumerate(self._kinds):
+            buf = pa.py_buffer(self._arrays[j])
+            if kind == NUM:
+                arrays.append(pa.Array.from_buffers(self._arrow_types[j], phys, [None, buf]))
+                fields.append(self._fields[j])
+            elif kind == CAT:
+                # codes of nulls are -1: a read covering one rebuilds the column (_null_abs)
+                arrays.append(
+                    pa.DictionaryArray.from_buffers(
+                        self._arrow_types[j], phys, [None, buf], self._dictionaries[j]
+                    )
+                )
+                fields.append(self._fields[j])
+            elif kind == ISTR:
+                arrays.append(pa.Array.from_buffers(pa.int64(), phys, [None, buf]))
+                fields.append(pa.field(self._names[j], pa.int64()))
+        if not arrays:
+            return None
+        return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
 
     # ----------------------------------------------------------------- properties
     @property
@@ -250,9 +213,12 @@ class RingBuffer:
         """Bytes held by the column arrays (``(capacity + 1) * row width``).
 
         String columns count 8 bytes a slot for the pointer; the ``str`` objects they point to
-        are extra (about 49 + len bytes each for ASCII) and not counted here.
+        are extra (about 49 + len bytes each for ASCII) and not counted here. An int_string
+        column is 8 bytes a slot, plus 8 more (and the ``str`` objects) once it holds a value
+        that is not an int64.
         """
-        return sum(int(a.nbytes) for a in self._arrays)
+        side = sum(int(s.nbytes) for s in self._side if s is not None)
+        return sum(int(a.nbytes) for a in self._arrays) + side
 
     @property
     def arrow_schema(self) -> pa.Schema:
@@ -268,6 +234,20 @@ class RingBuffer:
         )
 
     # ----------------------------------------------------------------- writing
+    def _side_array(self, j: int) -> npt.NDArray[Any]:
+        side = self._side[j]
+        if side is None:
+            side = self._side[j] = np.full(self._phys, None, dtype=object)
+        return side
+
+    def _id_key(self, slot: int) -> object:
+        """The id of a held row as the duplicate set keeps it (an int_string as its int)."""
+        j = cast(int, self._id_idx)
+        v = self._arrays[j][slot]
+        if self._kinds[j] == ISTR:
+            return cast(npt.NDArray[Any], self._side[j])[slot] if v == IN_SIDE else int(v)
+        return v
+
     def append(self, row: Sequence[object]) -> bool:
         """Append one row (values in schema order). O(1), no Arrow allocation.
 
@@ -281,9 +261,15 @@ class RingBuffer:
         rid: object = None
         if self._id_idx is not None:
             rid = row[self._id_idx]
+            kind = self._kinds[self._id_idx]
             try:
-                if rid is not None and self._kinds[self._id_idx] == _NUM:
+                if rid is not None and kind == NUM:
                     rid = int(rid)  # type: ignore[call-overload]  # as the int column stores it
+                elif rid is not None and kind == ISTR:
+                    if not isinstance(rid, str):
+                        raise TypeError(f"expected str or None, got {type(rid).__name__}")
+                    iv = canonical_int(rid)
+                    rid = rid if iv is None else iv
                 dup = rid is not None and rid in self._ids
             except _CAST_ERRORS as e:
                 raise RingBufferError(f"id {rid!r} is not a valid id") from e
@@ -292,23 +278,38 @@ class RingBuffer:
                 return False
         head = self._head
         unknown = 0
+        null = in_side = False
         j = 0
         value: object = None
         try:
             for j, value in enumerate(row):
                 kind = self._kinds[j]
-                if kind == _NUM:
+                if kind == NUM:
                     self._arrays[j][head] = value
-                elif kind == _CAT:
+                elif kind == CAT:
                     code = self._code_maps[j].get(value, _UNKNOWN)  # type: ignore[union-attr]
                     if code == _UNKNOWN:
                         unknown += 1
                         code = -1
+                    null = null or code == -1
                     self._arrays[j][head] = code
-                elif kind == _STR:
+                elif kind == STR:
                     if value is not None and not isinstance(value, str):
                         raise TypeError(f"expected str or None, got {type(value).__name__}")
                     self._arrays[j][head] = value
+                elif kind == ISTR:
+                    if value is not None and not isinstance(value, str):
+                        raise TypeError(f"expected str or None, got {type(value).__name__}")
+                    iv = None if value is None else canonical_int(value)
+                    if iv is None:
+                        self._side_array(j)[head] = value
+                        self._arrays[j][head] = IN_SIDE
+                        in_side = True
+                    else:
+                        self._arrays[j][head] = iv
+                        side = self._side[j]
+                        if side is not None:
+                            side[head] = None
                 else:
                     if not isinstance(value, bool | np.bool_):
                         raise TypeError(f"expected bool, got {type(value).__name__}")
@@ -322,9 +323,13 @@ class RingBuffer:
             times = self._arrays[self._time_idx]
             if not times[head] >= times[head - 1]:  # head - 1 == -1 wraps to the last slot
                 self._disorder_abs = self._total
+        if null:
+            self._null_abs = self._total
+        if in_side:
+            self._side_abs = self._total
         if self._size == self._capacity:
             if self._id_idx is not None:
-                self._ids.discard(self._arrays[self._id_idx][self._start])
+                self._ids.discard(self._id_key(self._start))
             self._start = (self._start + 1) % phys
         else:
             self._size += 1
@@ -369,52 +374,66 @@ class RingBuffer:
 
     def _convert(
         self, j: int, values: Sequence[object] | npt.NDArray[Any], m: int
-    ) -> npt.NDArray[Any]:
-        """One batch column as an array of the column's dtype (category: _UNKNOWN kept)."""
+    ) -> tuple[npt.NDArray[Any], npt.NDArray[Any] | None]:
+        """One batch column as an array of the column's dtype (category: _UNKNOWN kept), and
+        for an int_string column the side values (None when every value is an int64)."""
         kind = self._kinds[j]
         col = self._columns[j]
+        side = None
         try:
-            if kind == _NUM:
+            if kind == NUM:
                 arr = np.asarray(values, dtype=col.numpy_dtype)
-            elif kind == _BOOL:
+            elif kind == BOOL:
                 arr = np.asarray(values)
                 if arr.dtype != np.bool_:
                     raise TypeError(f"expected bool values, got dtype {arr.dtype}")
-            elif kind == _CAT:
+            elif kind == CAT:
                 vals = values.tolist() if isinstance(values, np.ndarray) else list(values)
                 cmap = cast(dict[object, int], self._code_maps[j])
-                arr = np.fromiter((cmap.get(v, _UNKNOWN) for v in vals), dtype=np.int8, count=m)
+                codes = map(cmap.get, vals, repeat(_UNKNOWN, m))
+                arr = np.fromiter(codes, dtype=np.int8, count=m)
             else:
                 vals = values.tolist() if isinstance(values, np.ndarray) else list(values)
-                for v in vals:
-                    if v is not None and not isinstance(v, str):
-                        raise TypeError(f"expected str or None, got {type(v).__name__}: {v!r}")
-                arr = np.empty(m, dtype=object)
-                arr[:] = vals
+                if kind == ISTR:
+                    arr, side = split_ints(vals, m)
+                else:
+                    check_strs(vals)
+                    arr = np.empty(m, dtype=object)
+                    arr[:] = vals
         except _CAST_ERRORS as e:
             raise RingBufferError(f"column {col.name!r} ({col.type}): {e}") from e
         if arr.shape != (m,):
             raise RingBufferError(f"column {col.name!r}: expected {m} values, got {arr.shape}")
-        return arr
+        return arr, side
 
     def _extend(self, values: Sequence[Sequence[object] | npt.NDArray[Any]], m: int) -> int:
-        converted = [self._convert(j, values[j], m) for j in range(self._ncols)]
+        pairs = [self._convert(j, values[j], m) for j in range(self._ncols)]
+        converted = [a for a, _ in pairs]
+        sides = {j: s for j, (_, s) in enumerate(pairs) if s is not None}
         # Nothing below can fail: the buffer changes only from here on.
         if self._id_idx is not None:
-            keep = self._dedupe(converted[self._id_idx].tolist())
+            keep = self._dedupe(self._batch_ids(converted, sides))
             if len(keep) != m:
                 self._duplicates += m - len(keep)
                 idx = np.asarray(keep, dtype=np.intp)
                 converted = [a[idx] for a in converted]
+                sides = {j: s[idx] for j, s in sides.items()}
                 m = len(keep)
                 if m == 0:
                     return 0
         for j, kind in enumerate(self._kinds):
-            if kind == _CAT:
-                unknown = converted[j] == _UNKNOWN
+            if kind == CAT and converted[j].min() < 0:
+                codes = converted[j]
+                unknown = codes == _UNKNOWN
                 if unknown.any():
                     self._unknown_categories += int(np.count_nonzero(unknown))
-                    converted[j][unknown] = -1
+                    codes[unknown] = -1
+                last_null = int(np.flatnonzero(codes < 0)[-1])
+                self._null_abs = max(self._null_abs, self._total + last_null)
+            elif kind == ISTR and j in sides:
+                rows = np.flatnonzero(converted[j] == IN_SIDE)
+                if rows.size:
+                    self._side_abs = max(self._side_abs, self._total + int(rows[-1]))
 
         if self._time_idx is not None:
             t = converted[self._time_idx]
@@ -431,7 +450,18 @@ class RingBuffer:
         k = min(m, cap)
         head = self._head
         first = min(k, phys - head)
-        for arr, new in zip(self._arrays, converted, strict=True):
+        targets: list[tuple[npt.NDArray[Any], npt.NDArray[Any] | None]] = list(
+            zip(self._arrays, converted, strict=True)
+        )
+        for j, kind in enumerate(self._kinds):
+            if kind == ISTR and (j in sides or self._side[j] is not None):
+                targets.append((self._side_array(j), sides.get(j)))  # None clears stale strs
+        for arr, new in targets:
+            if new is None:
+                arr[head : head + first] = None
+                if k > first:
+                    arr[: k - first] = None
+                continue
             tail = new[m - k :]
             arr[head : head + first] = tail[:first]
             if k > first:
@@ -442,10 +472,21 @@ class RingBuffer:
         self._total += m
         return m
 
+    def _batch_ids(
+        self, converted: list[npt.NDArray[Any]], sides: dict[int, npt.NDArray[Any]]
+    ) -> list[object]:
+        """The id column of a converted batch as the duplicate set keeps ids."""
+        j = cast(int, self._id_idx)
+        ids: list[object] = converted[j].tolist()
+        side = sides.get(j)
+        if side is not None:
+            for r in np.flatnonzero(converted[j] == IN_SIDE).tolist():
+                ids[r] = side[r]
+        return ids
+
     def _dedupe(self, ids: list[object]) -> list[int]:
         """Batch positions kept, with exactly the outcome of appending one by one."""
         held = self._ids
-        old_ids = self._arrays[self._id_idx]  # type: ignore[index]
         size, start, cap, phys = self._size, self._start, self._capacity, self._phys
         accepted: list[object] = []
         keep: list[int] = []
@@ -454,7 +495,7 @@ class RingBuffer:
                 continue
             j = size + len(accepted) - cap  # logical index of the row this one evicts
             if j >= 0:
-                held.discard(old_ids[(start + j) % phys] if j < size else accepted[j - size])
+                held.discard(self._id_key((start + j) % phys) if j < size else accepted[j - size])
             if v is not None:
                 held.add(v)
             accepted.append(v)
@@ -463,9 +504,10 @@ class RingBuffer:
 
     def clear(self) -> None:
         """Drop every row (O(capacity) for string columns: their references are released)."""
-        for arr, kind in zip(self._arrays, self._kinds, strict=True):
-            if kind == _STR:
+        for j, (arr, kind) in enumerate(zip(self._arrays, self._kinds, strict=True)):
+            if kind == STR:
                 arr.fill(None)
+            self._side[j] = None
         self._ids.clear()
         self._start = self._head = self._size = 0
         self._disorder_abs = self._total
@@ -481,43 +523,89 @@ class RingBuffer:
             out.append((0, n - first))
         return out
 
-    def _export(self, j: int, data: npt.NDArray[Any]) -> pa.Array:
+    def _export(
+        self, j: int, data: npt.NDArray[Any], side: npt.NDArray[Any] | None = None
+    ) -> pa.Array:
         """One column's rows as an Arrow array over ``data``'s memory (no copy but strings).
 
         ``from_buffers`` skips pyarrow's type inference: about 2 µs a column instead of 3-9.
+        ``side`` is an int_string column's side values for the same rows.
         """
         kind = self._kinds[j]
         n = len(data)
-        if kind == _NUM:
+        if kind == NUM:
             return pa.Array.from_buffers(self._arrow_types[j], n, [None, pa.py_buffer(data)])
-        if kind == _CAT:
+        if kind == CAT:
             validity = None
             if n and data.min() < 0:
                 validity = pa.py_buffer(np.packbits(data >= 0, bitorder="little"))
             return pa.DictionaryArray.from_buffers(
                 self._arrow_types[j], n, [validity, pa.py_buffer(data)], self._dictionaries[j]
             )
-        if kind == _STR:
+        if kind == ISTR:
+            if side is not None:
+                in_side = data == IN_SIDE
+                if in_side.any():
+                    return pa.array(
+                        [
+                            s if f else str(i)
+                            for i, s, f in zip(
+                                data.tolist(), side.tolist(), in_side.tolist(), strict=True
+                            )
+                        ],
+                        type=pa.string(),
+                    )
+            ints = pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(data)])
+            return ints.cast(pa.string())  # decimal, as str(int) spells it
+        if kind == STR:
             return pa.array(data, type=pa.string())
         return pa.array(data, type=pa.bool_())  # bit-packed by Arrow: always a copy
+
+    def _column(self, j: int, slices: list[tuple[int, int]], copy: bool) -> Any:
+        """One column of a range, exported on its own (a copy, or views of each segment)."""
+        arr, side = self._arrays[j], self._side[j]
+        if not copy:
+            chunks = [
+                self._export(j, arr[a:b], None if side is None else side[a:b]) for a, b in slices
+            ]
+            return pa.chunked_array(chunks, type=self._arrow_types[j])
+        if len(slices) == 1:
+            a, b = slices[0]
+            return self._export(j, arr[a:b].copy(), None if side is None else side[a:b])
+        data = np.concatenate([arr[a:b] for a, b in slices])
+        sides = None if side is None else np.concatenate([side[a:b] for a, b in slices])
+        return self._export(j, data, sides)
 
     def _range(self, lo: int, hi: int, copy: bool) -> pa.Table:
         if hi <= lo:
             return self._empty
         slices = self._slices(lo, hi)
-        cols: list[Any] = []
-        for j, arr in enumerate(self._arrays):
-            if copy:
-                if len(slices) == 1:
-                    a, b = slices[0]
-                    data = arr[a:b].copy()
+        ring = self._ring
+        if ring is None or _concat_batches is None:
+            cols = [self._column(j, slices, copy) for j in range(self._ncols)]
+            return pa.Table.from_arrays(cols, schema=self._arrow_schema)
+        parts = [ring.slice(a, b - a) for a, b in slices]
+        # copy: one Arrow call copies the rows of every ring column; else zero-copy slices
+        table = pa.Table.from_batches([_concat_batches(parts)] if copy else parts)
+        first_abs = self._total - self._size + lo
+        nulls = self._null_abs >= first_abs
+        if self._plain and not nulls:
+            return table
+        for j, kind in enumerate(self._kinds):
+            if kind == NUM:
+                continue
+            if kind == CAT:
+                if nulls:  # codes -1 need a validity bitmap
+                    table = table.set_column(j, self._fields[j], self._column(j, slices, copy))
+            elif kind == ISTR:
+                if self._side_abs >= first_abs:
+                    strings = self._column(j, slices, copy)
                 else:
-                    data = np.concatenate([arr[a:b] for a, b in slices])
-                cols.append(self._export(j, data))
-            else:
-                chunks = [self._export(j, arr[a:b]) for a, b in slices]
-                cols.append(pa.chunked_array(chunks, type=self._arrow_types[j]))
-        return pa.Table.from_arrays(cols, schema=self._arrow_schema)
+                    strings = table.column(j).cast(pa.string())
+                table = table.set_column(j, self._fields[j], strings)
+            else:  # string and bool columns are not in the ring batch
+                table = table.add_column(j, self._fields[j], self._column(j, slices, copy))
+        return table
 
     def latest(self, n: int, *, copy: bool = True) -> pa.Table:
         """The last ``n`` rows in append order (fewer if fewer are held). O(n).
@@ -554,7 +642,10 @@ class RingBuffer:
         if rows.size == 0:
             return self._empty
         phys_idx = (rows + self._start) % self._phys
-        cols = [self._export(j, arr[phys_idx]) for j, arr in enumerate(self._arrays)]
+        cols = [
+            self._export(j, arr[phys_idx], None if side is None else side[phys_idx])
+            for j, (arr, side) in enumerate(zip(self._arrays, self._side, strict=True))
+        ]
         return pa.Table.from_arrays(cols, schema=self._arrow_schema)
 
     def to_pandas(self, n: int | None = None) -> pd.DataFrame:
@@ -568,12 +659,16 @@ class RingBuffer:
             return None
         p = self._head - 1
         out: dict[str, object] = {}
-        for col, kind, arr in zip(self._columns, self._kinds, self._arrays, strict=True):
+        for col, kind, arr, side in zip(
+            self._columns, self._kinds, self._arrays, self._side, strict=True
+        ):
             v = arr[p]
-            if kind == _CAT:
+            if kind == CAT:
                 out[col.name] = col.categories[v] if v >= 0 else None
-            elif kind == _STR:
+            elif kind == STR:
                 out[col.name] = v
+            elif kind == ISTR:
+                out[col.name] = cast(npt.NDArray[Any], side)[p] if v == IN_SIDE else str(v)
             else:
                 out[col.name] = v.item()
         return out

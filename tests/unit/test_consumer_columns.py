@@ -1,17 +1,26 @@
-"""Decoded book and candle values as ring-buffer rows, and markets spelled several ways."""
+"""Decoded values as ring-buffer rows and columns (one record or a whole batch), markets spelled
+several ways, and the consumer's batch path."""
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import math
+from typing import Any
 
+import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
-from consumers.columns import COLUMNS, NO_SEQ, row, row_at
+from consumers import Consumer, streams
+from consumers.columns import COLUMNS, NO_SEQ, batch_columns, row, row_at
 from consumers.markets import MarketIndex, normalize_symbol, plan
 from consumers.ringbuffer import RingBuffer
+from consumers.streams import gc_paused, id_numbers, payload, payloads
 from marketbus import codec
+from marketbus.errors import DecodeError
 from marketbus.keys import StreamKey, stream_key
 from marketbus.models import INTERVALS_MS, BookTop, Candle, Channel, Record
 from tests.factories import ticker, trade
@@ -29,10 +38,20 @@ def book(
 
 def candle(**kw: object) -> Candle:
     base: dict[str, object] = dict(
-        exchange="binance", symbol="BTC/USDT", ts_ms=1_700_000_030_000,
-        recv_ns=1_700_000_030_001_000_000, interval="1m", open_ms=1_700_000_000_000,
-        open=10.0, high=12.0, low=9.0, close=11.0, volume=5.0, quote_volume=55.0, closed=False,
-    )  # fmt: skip
+        exchange="binance",
+        symbol="BTC/USDT",
+        ts_ms=1_700_000_030_000,
+        recv_ns=1_700_000_030_001_000_000,
+        interval="1m",
+        open_ms=1_700_000_000_000,
+        open=10.0,
+        high=12.0,
+        low=9.0,
+        close=11.0,
+        volume=5.0,
+        quote_volume=55.0,
+        closed=False,
+    )
     base.update(kw)
     return Candle(**base)
 
@@ -173,3 +192,337 @@ def test_market_index_prefers_the_exact_symbol() -> None:
 def test_normalize_symbol() -> None:
     assert normalize_symbol(" eth_btc ") == "ETH/BTC"
     assert normalize_symbol("BTCUSDT") == "BTCUSDT"
+
+
+# -- whole batches: codec.unpack_columns + batch_columns, and the consumer's batch path -----
+
+WEIRD: list[Any] = [
+    None, True, False, 0, 1, -1, 2, 0.0, -0.0, 1.5, -2.5, math.nan, math.inf, -math.inf,
+    2**63 - 1, 2**63, 2**64 - 1, -(2**63), 1e308, "", "x", "T", "K", "buy", "sell", "hold",
+    b"bytes", [1, 2], {"a": 1},
+]  # fmt: skip
+
+
+def _array(channel: Channel, i: int) -> list[Any]:
+    record = trade(i) if channel is Channel.TRADES else ticker(i)
+    return codec.unpack(codec.pack(record))[1]
+
+
+@st.composite
+def batches(draw: st.DrawFn) -> tuple[Channel, list[bytes]]:
+    """Payloads of one stream: valid records, some with one value replaced by an odd one,
+    a record of the other channel, or not msgpack at all."""
+    channel = draw(st.sampled_from([Channel.TRADES, Channel.TICKER]))
+    other = Channel.TICKER if channel is Channel.TRADES else Channel.TRADES
+    out = []
+    for i in range(draw(st.integers(1, 6))):
+        arr = _array(channel, i)
+        what = draw(st.sampled_from(["ok", "ok", "ok", "replace", "cut", "other", "garbage"]))
+        if what == "replace":
+            arr[draw(st.integers(0, len(arr) - 1))] = draw(st.sampled_from(WEIRD))
+        elif what == "cut":
+            arr = arr[: draw(st.integers(0, len(arr) - 1))]
+        elif what == "other":
+            arr = _array(other, i)
+        data = codec._packer.pack(arr)
+        if what == "garbage":
+            data = draw(st.sampled_from([b"", b"\xc1", data[:-1], data + b"\x00", b"\x93\x01"]))
+        out.append(data)
+    return channel, out
+
+
+def _one_by_one(channel: Channel, payloads: list[bytes]) -> list[list[Any]] | None:
+    arrays = []
+    for p in payloads:
+        try:
+            ch, values = codec.unpack(p)
+        except DecodeError:
+            return None
+        if ch is not channel:
+            return None
+        arrays.append(values)
+    return arrays
+
+
+@settings(max_examples=400, deadline=None)
+@given(batches())
+def test_unpack_columns_accepts_exactly_what_unpack_accepts(
+    batch: tuple[Channel, list[bytes]],
+) -> None:
+    channel, payloads = batch
+    cols = codec.unpack_columns(channel, payloads)
+    arrays = _one_by_one(channel, payloads)
+    if arrays is None:
+        assert cols is None  # sound: never a batch with a record unpack rejects
+    elif cols is not None:  # (a batch it cannot prove valid goes one by one: also fine)
+        assert [list(r) for r in zip(*cols, strict=True)] == arrays
+
+
+@pytest.mark.parametrize("channel", [Channel.TRADES, Channel.TICKER])
+def test_unpack_columns_takes_valid_batches(channel: Channel) -> None:
+    records = [trade(i) if channel is Channel.TRADES else ticker(i) for i in range(50)]
+    payloads = [codec.pack(r) for r in records]
+    cols = codec.unpack_columns(channel, payloads)
+    assert cols is not None
+    assert [list(r) for r in zip(*cols, strict=True)] == [codec.unpack(p)[1] for p in payloads]
+    assert codec.unpack_columns(Channel.BOOK, [codec.pack(book())]) is None  # not batched
+    assert codec.unpack_columns(channel, []) is None
+
+
+prices_st = st.floats(min_value=0, exclude_min=True, allow_nan=False, allow_infinity=False)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            prices_st,
+            st.floats(0, 1e12),
+            st.sampled_from(["buy", "sell", None]),
+            st.one_of(st.integers(0, 2**70).map(str), st.text(min_size=1, max_size=8)),
+            st.integers(0, 2**62),
+            st.none() | prices_st,
+        ),
+        min_size=1,
+        max_size=20,
+    )
+)
+@settings(max_examples=100, deadline=None)
+def test_batch_columns_store_what_rows_store(values: list[tuple[Any, ...]]) -> None:
+    trades = [
+        codec._packer.pack([1, "T", "okx", "BTC/USDT", ts, ts + 1, tid, p, a, side])
+        for p, a, side, tid, ts, _ in values
+    ]
+    tickers = [
+        codec._packer.pack([1, "K", "okx", "BTC/USDT", ts, ts, last, *[p] * 10])
+        for p, _, _, _, ts, last in values
+    ]
+    entry_ms = np.arange(len(values), dtype=np.int64)
+    for channel, datas in ((Channel.TRADES, trades), (Channel.TICKER, tickers)):
+        cols = codec.unpack_columns(channel, datas)
+        assert cols is not None
+        by_rows = RingBuffer(COLUMNS[channel], capacity=8)
+        by_rows.extend(
+            [
+                row_at(channel, codec.unpack(p)[1], int(ms))
+                for p, ms in zip(datas, entry_ms, strict=True)
+            ]
+        )
+        by_columns = RingBuffer(COLUMNS[channel], capacity=8)
+        by_columns.extend_columns(batch_columns(channel, cols, entry_ms))
+        assert by_columns.to_pandas().equals(by_rows.to_pandas())  # NaN equal to NaN
+
+
+# -- the consumer's read loop, fed by a fake client at the redis seam --------------------------
+
+
+class ScriptedRedis:
+    """Answers each XREAD with the next scripted reply, then blocks like an idle stream."""
+
+    def __init__(self, replies: list[Any]) -> None:
+        self.replies = replies
+        self.calls: list[dict[str, Any]] = []
+
+    async def xread(self, streams: dict[str, str], count: int, block: int | None) -> Any:
+        self.calls.append({"streams": dict(streams), "block": block, "gc": gc.isenabled()})
+        if self.replies:
+            return self.replies.pop(0)
+        await asyncio.sleep((block or 0) / 1000)
+        return []
+
+
+KEY = stream_key("binance", "BTC/USDT", "trades")
+
+
+def _entry(i: int, *, raw: bool, data: bytes | None = None) -> tuple[bytes, Any]:
+    eid = f"{1_700_000_000_000 + i}-{i % 3}".encode()
+    d = codec.pack(trade(i)) if data is None else data
+    return (eid, [b"d", d, b"h", b"line"]) if raw else (eid, {b"d": d, b"h": b"line"})
+
+
+async def _consume(
+    replies: list[Any], callback: Any = None, redis: ScriptedRedis | None = None, **kw: Any
+) -> Consumer:
+    redis = redis or ScriptedRedis(replies)
+    expect = kw.pop("expect", 0)
+    c = Consumer(redis, ["binance:BTC/USDT"], ["trades"], start_ids={KEY: "0-0"}, block_ms=5, **kw)
+    if callback is not None:
+        c.on_record(callback)
+    await c.start()
+    try:
+        async with asyncio.timeout(5):
+            while redis.replies or c.stats.received + c.stats.invalid < expect:
+                await asyncio.sleep(0.005)
+            await asyncio.sleep(0.02)
+    finally:
+        await c.stop()
+    return c
+
+
+@pytest.mark.parametrize(
+    ("raw", "resp3"),
+    [(True, False), (True, True), (False, False)],
+    ids=["raw", "raw-resp3", "redis-py"],
+)
+async def test_batches_with_bad_and_repeated_entries_store_each_good_entry_once(
+    raw: bool, resp3: bool
+) -> None:
+    good = [_entry(i, raw=raw) for i in range(10)]
+    bad = _entry(100, raw=raw, data=b"\xc1")
+    foreign = _entry(101, raw=raw, data=codec.pack(ticker(1)))
+    batches = [
+        good[:4],  # clean: column-wise
+        [*good[4:6], bad, good[6]],  # one bad entry: row by row
+        [good[5], good[6], foreign, *good[7:]],  # overlap + a foreign record
+    ]
+    replies = [{KEY.encode(): b} if resp3 else [[KEY.encode(), b]] for b in batches]
+    with capture_logs() as logs:
+        c = await _consume(replies)
+    buf = c.buffer("binance", "BTC/USDT", "trades")
+    assert buf.table().column("id").to_pylist() == [str(i) for i in range(10)]
+    assert buf.table().column("entry_ms").to_pylist() == [1_700_000_000_000 + i for i in range(10)]
+    assert c.stats.invalid == 2
+    assert c.stats.received == 4 + 3 + 5  # valid entries read, repeats included
+    assert c.last_ids[KEY] == good[-1][0].decode()
+    skipped = [e for e in logs if e["event"] == "invalid_entry_skipped"]
+    assert skipped and skipped[0]["stream"] == KEY and skipped[0]["id"] == bad[0].decode()
+
+
+async def test_batch_path_feeds_candles_like_the_row_path() -> None:
+    entries = [_entry(i, raw=True) for i in range(30)]
+    fast = await _consume([[[KEY.encode(), entries]]], candles=["1m"])
+    slow = await _consume(
+        [[[KEY.encode(), [*entries[:1], _entry(99, raw=True, data=b""), *entries[1:]]]]],
+        candles=["1m"],
+    )
+    a = fast.candles("binance", "BTC/USDT").table("1m")
+    b = slow.candles("binance", "BTC/USDT").table("1m")
+    assert a.num_rows == 1 and a.equals(b)
+    assert (
+        fast.buffer("binance", "BTC/USDT", "trades")
+        .table()
+        .equals(slow.buffer("binance", "BTC/USDT", "trades").table())
+    )
+
+
+async def test_reads_while_behind_do_not_block_and_pause_the_gc() -> None:
+    """Catching up (at start, and while a stream fills COUNT) the read returns at once and
+    the GC is paused for it and its ingest; caught up, it blocks with the GC on."""
+    replies: list[Any] = [
+        [[KEY.encode(), [_entry(i, raw=True) for i in range(3)]]],  # full: more to come
+        [[KEY.encode(), [_entry(3, raw=True)]]],  # the rest
+    ]
+    redis = ScriptedRedis(replies)
+    c = await _consume([], redis=redis, count=3, expect=4)
+    assert [(call["block"], call["gc"]) for call in redis.calls[:3]] == [
+        (None, False),
+        (None, False),
+        (5, True),
+    ]
+    assert gc.isenabled()
+    assert len(c.buffer("binance", "BTC/USDT", "trades")) == 4
+
+
+@pytest.mark.parametrize("how", ["callbacks", "pause_gc=False"])
+async def test_gc_stays_on_with_callbacks_or_when_asked(how: str) -> None:
+    redis = ScriptedRedis([[[KEY.encode(), [_entry(i, raw=True) for i in range(3)]]]])
+    if how == "callbacks":
+        await _consume([], redis=redis, callback=lambda _r: None, count=3, expect=3)
+    else:
+        await _consume([], redis=redis, pause_gc=False, count=3, expect=3)
+    assert [call["block"] for call in redis.calls[:3]] == [None, None, 5]
+    assert all(call["gc"] for call in redis.calls)
+
+
+def test_gc_paused_nests_and_keeps_a_gc_the_bot_turned_off() -> None:
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the outer pause still holds
+    assert gc.isenabled()
+    with gc_paused(False):
+        assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # not turned on behind the bot's back
+    finally:
+        gc.enable()
+
+
+def test_payloads_and_ids_of_odd_entries_go_row_by_row() -> None:
+    d = codec.pack(trade(1))
+    assert payloads(([b"d", d, b"h", b"x"], [b"d", d])) == [d, d]
+    assert payloads(({b"d": d}, {b"d": d, b"h": b"x"})) == [d, d]
+    assert payloads(([b"h", b"x", b"d", d],)) is None  # another field order
+    assert payloads(([b"d"],)) is None
+    assert payloads(({b"h": b"x"},)) is None
+    assert payloads(([b"d", "str"],)) is None  # decode_responses=True
+    assert payloads(([b"d", d], {b"d": d})) is None
+    assert payload([b"h", b"x", b"d", d]) == d
+    with pytest.raises(DecodeError, match="no 'd' field"):
+        payload([b"h", b"x"])
+    ms, seq = id_numbers((b"1-0", b"1700000000000-12")) or ((), ())
+    assert list(ms) == [1, 1_700_000_000_000] and list(seq) == [0, 12]
+    odd_ids = [
+        b"5",
+        b"1-2-3",
+        "1-2",
+        b"x-1",
+        b"-5",
+        b"5-",
+        b"\xd9\xa1-1",
+        b"99999999999999999999-1",
+    ]
+    for odd in odd_ids:
+        assert id_numbers((b"1-1", odd)) is None
+
+
+class Cycle:
+    freed = 0
+
+    def __init__(self) -> None:
+        self.me = self
+
+    def __del__(self) -> None:
+        Cycle.freed += 1
+
+
+class LitteringRedis(ScriptedRedis):
+    """Leaves reference cycles behind at every read (inside the GC pause)."""
+
+    made = 0
+
+    async def xread(self, streams: dict[str, str], count: int, block: int | None) -> Any:
+        for _ in range(1000):
+            Cycle()
+        self.made += 1000
+        return await super().xread(streams, count, block)
+
+
+async def test_a_consumer_always_behind_still_lets_the_gc_run() -> None:
+    """Every reply fills COUNT, so every read pauses the GC: the collections that came due
+    run between reads (at the first allocation after each pause), never inside one."""
+    per_reply, replies = 50, 8
+    entries = [_entry(i, raw=True) for i in range(per_reply * replies)]
+    redis = LitteringRedis(
+        [[[KEY.encode(), entries[k : k + per_reply]]] for k in range(0, len(entries), per_reply)]
+    )
+    seen: list[int] = []
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            seen.append(streams._pauses)
+
+    Cycle.freed = 0
+    gc.callbacks.append(on_gc)
+    try:
+        c = await _consume([], redis=redis, count=per_reply, expect=len(entries))
+    finally:
+        gc.callbacks.remove(on_gc)
+    assert len(c.buffer("binance", "BTC/USDT", "trades")) == len(entries)
+    assert all(call["block"] is None and not call["gc"] for call in redis.calls[:replies])
+    assert len(seen) >= replies and set(seen) == {0}
+    assert Cycle.freed >= (replies - 1) * 1000  # the cycles of all but the last read at least

@@ -48,8 +48,12 @@ def rows_of(table: pa.Table) -> list[dict[str, Any]]:
 SCHEMA_ARROW = RingBuffer(SCHEMA, 1).arrow_schema
 
 
-def make(capacity: int, **kw: Any) -> RingBuffer:
-    return RingBuffer(SCHEMA, capacity, time_column="ts_ms", **kw)
+SCHEMA_INT_IDS = (*SCHEMA[:-1], Column("id", "int_string"))
+"""The same columns with the id stored as int64 where it is a plain decimal integer."""
+
+
+def make(capacity: int, schema: tuple[Column, ...] = SCHEMA, **kw: Any) -> RingBuffer:
+    return RingBuffer(schema, capacity, time_column="ts_ms", **kw)
 
 
 # ------------------------------------------------------------------ construction
@@ -401,6 +405,87 @@ def test_int_id_column() -> None:
     assert rb.table().column("seq").to_pylist() == [7, 5]
 
 
+# ------------------------------------------------------------------ int_string ids
+
+
+def test_int_string_round_trips_every_value_exactly() -> None:
+    ids = [*TRICKY_IDS, None, "18446744073709551616" * 3]
+    rb = make(len(ids) + 2, SCHEMA_INT_IDS)
+    rb.append(row(0))  # "t0": opaque
+    rb.extend([(i, i, 1.0, 1.0, "buy", v) for i, v in enumerate(ids, 1)])
+    rb.append((99, 99, 1.0, 1.0, "buy", "42"))
+    want = ["t0", *ids, "42"]
+    for copy in (True, False):
+        got = rb.table(copy=copy).column("id")
+        assert got.type == pa.string()
+        assert got.to_pylist() == want
+    assert [None if pd.isna(v) else v for v in rb.to_pandas()["id"]] == want
+    assert rb.last() == {**as_dict((99, 99, 1.0, 1.0, "buy", "42"))}
+    assert type(rb.last()["id"]) is str  # type: ignore[index]
+    assert rb.latest(1).column("id").to_pylist() == ["42"]
+
+
+def test_int_string_stores_plain_integers_as_int64() -> None:
+    rb = make(4, SCHEMA_INT_IDS)
+    rb.extend([(*row(i)[:5], str(3_000_000_000 + i)) for i in range(6)])
+    assert rb._side[5] is None  # no side array while every id is an int64
+    assert rb.nbytes == 5 * (8 + 8 + 8 + 8 + 1 + 8)
+    assert rb._arrays[5].dtype == np.int64
+    assert rb.latest(2).column("id").to_pylist() == ["3000000004", "3000000005"]
+    rb.append((*row(9)[:5], "abc"))
+    assert rb.nbytes == 5 * (8 + 8 + 8 + 8 + 1 + 8 + 8)  # side array allocated on first use
+    assert rb.table().column("id").to_pylist() == ["3000000003", "3000000004", "3000000005", "abc"]
+    rb.clear()
+    assert rb._side[5] is None
+
+
+def test_int_string_rejects_what_a_string_column_rejects() -> None:
+    rb = make(3, SCHEMA_INT_IDS)
+    with pytest.raises(RingBufferError, match="'id'"):
+        rb.append((3, 3, 3.0, 3.0, "buy", 123))
+    with pytest.raises(RingBufferError, match="'id'"):
+        rb.extend([(3, 3, 3.0, 3.0, "buy", b"12")])
+    with pytest.raises(RingBufferError, match="id 5"):
+        make(3, SCHEMA_INT_IDS, id_column="id").append((3, 3, 3.0, 3.0, "buy", 5))
+    assert len(rb) == 0
+
+
+def test_int_string_id_column_dedupes_by_exact_string() -> None:
+    rb = make(3, SCHEMA_INT_IDS, id_column="id")
+    assert rb.extend([(i, i, 1.0, 1.0, "buy", v) for i, v in enumerate(["5", "05", "x", "5"])]) == 3
+    assert not rb.append((9, 9, 1.0, 1.0, "buy", "05"))
+    assert rb.append((9, 9, 1.0, 1.0, "buy", "6"))  # evicts "5" ...
+    assert rb.append((10, 10, 1.0, 1.0, "buy", "5"))  # ... so "5" is new again
+    assert rb.table().column("id").to_pylist() == ["x", "6", "5"]
+    assert rb.duplicates == 2
+
+
+@pytest.mark.parametrize("schema", [SCHEMA, SCHEMA_INT_IDS])
+@pytest.mark.parametrize("copy", [True, False])
+def test_reads_equal_the_column_by_column_path(
+    schema: tuple[Column, ...], copy: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ring-batch read (one Arrow call for all columns) gives what exporting each column
+    on its own gives: wrapped, with and without null categories and side-array ids."""
+    rb = make(7, schema)
+    sides = ["buy", "sell", None, "buy", "x", "sell", "buy", "buy", "sell", "buy", "sell"]
+    rids = [str(i) if i % 4 else f"o{i}" for i in range(len(sides))]
+    rb.extend(
+        [(i, i, 1.0 + i, 2.0, s, r) for i, (s, r) in enumerate(zip(sides, rids, strict=True))]
+    )
+    reads = [(n, lambda n=n: rb.latest(n, copy=copy)) for n in range(8)]
+    reads += [(-1, lambda: rb.table(copy=copy)), (-2, lambda: rb.between(5, 10, copy=copy))]
+    fast = {k: f() for k, f in reads}
+    monkeypatch.setattr("consumers.ringbuffer._concat_batches", None)
+    for k, f in reads:
+        slow = f()
+        assert fast[k].schema == slow.schema == rb.arrow_schema
+        assert fast[k].to_pylist() == slow.to_pylist(), k
+        fast[k].validate(full=True)
+    assert rb.latest(2).column("id").to_pylist() == ["9", "10"]  # no side id in range
+    assert rb.latest(2).column("side").null_count == 0  # no null category in range
+
+
 # ------------------------------------------------------------------ memory and copies
 
 
@@ -429,9 +514,14 @@ def test_view_is_zero_copy() -> None:
     rb = make(8)
     rb.extend([row(i) for i in range(5)])
     view = rb.latest(3, copy=False)
-    buf = view.column("price").chunk(0).buffers()[1]
+    chunk = view.column("price").chunk(0)
     ring = rb._arrays[2]
-    assert buf.address == ring.ctypes.data + 2 * ring.itemsize
+    # a slice of the ring's own memory: its buffer is the ring, the rows start at the offset
+    assert chunk.buffers()[1].address + chunk.offset * ring.itemsize == (
+        ring.ctypes.data + 2 * ring.itemsize
+    )
+    ring[3] = -1.0  # the view sees writes to its slots
+    assert view.column("price").to_pylist()[1] == -1.0
 
 
 def test_clear() -> None:
@@ -456,13 +546,20 @@ def test_to_pandas() -> None:
 # ------------------------------------------------------------------ property / stateful
 
 side_st = st.sampled_from(["buy", "sell", "other", None])
-id_st = st.one_of(st.none(), st.sampled_from([f"id{i}" for i in range(6)]))
+TRICKY_IDS = [
+    "0", "7", "-3", "123", "9223372036854775807",  # int64 spellings: stored as ints
+    "007", "-0", "+5", " 5", "5_0", "1e3", "",  # int() reads them, but not canonical
+    "9223372036854775808", "-9223372036854775808",  # beyond int64 / the side-array marker
+    "\u0661\u0662", "id0", "id1", "t",  # Arabic-Indic digits, opaque ids
+]  # fmt: skip
+id_st = st.one_of(st.none(), st.sampled_from([f"id{i}" for i in range(6)] + TRICKY_IDS))
 
 
 class RingModel(RuleBasedStateMachine):
     """Every operation mirrored on a list; reads must agree after each step."""
 
     dedupe = False
+    schema = SCHEMA
 
     def __init__(self) -> None:
         super().__init__()
@@ -475,7 +572,7 @@ class RingModel(RuleBasedStateMachine):
     @rule(cap=st.integers(1, 9))
     def create(self, cap: int) -> None:
         self.cap = cap
-        self.rb = make(cap, id_column="id" if self.dedupe else None)
+        self.rb = make(cap, self.schema, id_column="id" if self.dedupe else None)
 
     def _rows(self, data: list[tuple[int, str | None, str | None]]) -> list[Row]:
         out: list[Row] = []
@@ -553,6 +650,15 @@ class RingModelDedupe(RingModel):
     dedupe = True
 
 
+class RingModelIntIds(RingModel):
+    schema = SCHEMA_INT_IDS
+
+
+class RingModelIntIdsDedupe(RingModel):
+    schema = SCHEMA_INT_IDS
+    dedupe = True
+
+
 _stateful = settings(
     max_examples=150, stateful_step_count=40, deadline=None, suppress_health_check=[*HealthCheck]
 )
@@ -560,6 +666,10 @@ TestRingModel = RingModel.TestCase
 TestRingModel.settings = _stateful
 TestRingModelDedupe = RingModelDedupe.TestCase
 TestRingModelDedupe.settings = _stateful
+TestRingModelIntIds = RingModelIntIds.TestCase
+TestRingModelIntIds.settings = _stateful
+TestRingModelIntIdsDedupe = RingModelIntIdsDedupe.TestCase
+TestRingModelIntIdsDedupe.settings = _stateful
 
 
 @given(
