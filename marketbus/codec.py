@@ -134,10 +134,21 @@ def _fmt(v: float | None) -> str:
 
 def human(record: Record) -> str:
     """The ``h`` field: symbol, price or bid/ask, and exchange time, as one line."""
-    if isinstance(record, Trade):
-        side = record.side or "?"
+    if type(record) is Trade:  # the hot path: no helper calls (price, amount never None)
         return (
-            f"{record.symbol} {side} {_fmt(record.amount)} @ {_fmt(record.price)} "
+            f"{record.symbol} {record.side or '?'} {record.amount!r} @ {record.price!r} "
+            f"id={record.id} {iso_ms(record.ts_ms)}"
+        )
+    if type(record) is Ticker:
+        lp, bp, ap = record.last, record.bid, record.ask
+        return (
+            f"{record.symbol} last {'-' if lp is None else repr(lp)} "
+            f"bid {'-' if bp is None else repr(bp)} ask {'-' if ap is None else repr(ap)} "
+            f"{iso_ms(record.ts_ms)}"
+        )
+    if isinstance(record, Trade):  # a subclass: the same line
+        return (
+            f"{record.symbol} {record.side or '?'} {_fmt(record.amount)} @ {_fmt(record.price)} "
             f"id={record.id} {iso_ms(record.ts_ms)}"
         )
     if isinstance(record, BookTop):

@@ -19,6 +19,10 @@ class XaddPacker:
         self._tail = b"$6\r\nMAXLEN\r\n$1\r\n~\r\n$%d\r\n%s\r\n$1\r\n*\r\n" % (len(n), n)
         self._prefix: dict[str, bytes] = {}
 
+    def head(self, key: str) -> bytes:
+        """The command up to its fields: ``*10 XADD <key> MAXLEN ~ <n> *`` (cached)."""
+        return self._head(key)
+
     def _head(self, key: str) -> bytes:
         head = self._prefix.get(key)
         if head is None:

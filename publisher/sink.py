@@ -87,6 +87,7 @@ class StreamSink:
         self._spool: deque[Record] = deque()
         self._wake = asyncio.Event()
         self._keys: dict[tuple[str, str, str], str] = {}
+        self._heads: dict[tuple[str, str, str], tuple[str, bytes]] = {}
         self._task: asyncio.Task[None] | None = None
         self._fatal: BaseException | None = None
         self._last_overflow_log = 0.0
@@ -212,7 +213,7 @@ class StreamSink:
                 if self._spool and self._spool[0] is r:
                     self._spool.popleft()
 
-    async def _send_packed(self, items: list[tuple[str, bytes, bytes]]) -> list[Any]:
+    async def _send_packed(self, packed: bytes, n: int) -> list[Any]:
         """The batch as one buffer of hand-packed XADDs on one connection; replies in order.
 
         An error reply is returned in place (like ``raise_on_error=False``); a broken
@@ -222,8 +223,7 @@ class StreamSink:
         pool = self._redis.connection_pool
         conn = await pool.get_connection()
         try:
-            await conn.send_packed_command(self._packer.pack(items), check_health=False)
-            n = len(items)
+            await conn.send_packed_command(packed, check_health=False)
             results: list[Any] = []
             parser = getattr(conn, "_parser", None)
             reader = getattr(parser, "_reader", None)
@@ -284,7 +284,57 @@ class StreamSink:
             )
         return [r for i, r in enumerate(batch) if i not in skip]
 
+    def _pack_batch(self, batch: list[Record]) -> tuple[bytes, list[str]]:
+        """The batch as one RESP buffer of XADDs, and the key of each command (hot path:
+        encoding and packing in one pass, no per-record tuples)."""
+        assert self._packer is not None
+        heads, pack, human = self._heads, codec.pack, codec.human
+        parts: list[bytes] = []
+        keys: list[str] = []
+        add, add_key = parts.extend, keys.append
+        for r in batch:
+            try:
+                kh = heads.get((r.exchange, r.symbol, r.channel))
+                if kh is None:
+                    kh = self._key_head(r)
+                key, head = kh
+                d = pack(r)
+                h = human(r).encode()
+            except Exception as e:  # a record we cannot encode is skipped, never fatal
+                self._unencodable(e)
+                continue
+            add_key(key)
+            add((head, b"$1\r\nd\r\n$%d\r\n" % len(d), d,
+                 b"\r\n$1\r\nh\r\n$%d\r\n" % len(h), h, b"\r\n"))  # fmt: skip
+        return b"".join(parts), keys
+
+    def _key_head(self, r: Record) -> tuple[str, bytes]:
+        assert self._packer is not None
+        key = self._key(r)
+        kh = (key, self._packer.head(key))
+        if len(self._heads) < 65_536:
+            self._heads[(r.exchange, r.symbol, r.channel)] = kh
+        return kh
+
+    def _unencodable(self, e: Exception) -> None:
+        self.stats.rejected += 1
+        self.stats.last_error = f"unencodable record: {e}"
+        log.error("record_unencodable", error=str(e)[:300])
+
     async def _write(self, batch: list[Record]) -> None:
+        if self._packer is not None:
+            packed, keys = self._pack_batch(batch)
+            if not keys:
+                return
+            results = await self._send_packed(packed, len(keys))
+        else:
+            keys, results = await self._write_pipeline(batch)
+            if not keys:
+                return
+        self._count_results(batch, keys, results)
+
+    async def _write_pipeline(self, batch: list[Record]) -> tuple[list[str], list[Any]]:
+        """redis-py's pipeline: Redis Cluster (slot routing) and test doubles."""
         keys: list[str] = []
         items: list[tuple[str, bytes, bytes]] = []
         for r in batch:
@@ -292,22 +342,19 @@ class StreamSink:
                 key = self._key(r)
                 item = (key, codec.pack(r), codec.human(r).encode())
             except Exception as e:  # a record we cannot encode is skipped, never fatal
-                self.stats.rejected += 1
-                self.stats.last_error = f"unencodable record: {e}"
-                log.error("record_unencodable", error=str(e)[:300])
+                self._unencodable(e)
                 continue
             keys.append(key)
             items.append(item)
         if not keys:
-            return
-        if self._packer is not None:
-            results = await self._send_packed(items)
-        else:
-            pipe = self._redis.pipeline(transaction=False)
-            for key, d, h in items:
-                fields = {codec.DATA_FIELD: d, codec.HUMAN_FIELD: h}
-                pipe.xadd(key, fields, maxlen=self._maxlen, approximate=True)
-            results = await pipe.execute(raise_on_error=False)
+            return keys, []
+        pipe = self._redis.pipeline(transaction=False)
+        for key, d, h in items:
+            fields = {codec.DATA_FIELD: d, codec.HUMAN_FIELD: h}
+            pipe.xadd(key, fields, maxlen=self._maxlen, approximate=True)
+        return keys, await pipe.execute(raise_on_error=False)
+
+    def _count_results(self, batch: list[Record], keys: list[str], results: list[Any]) -> None:
         failed = 0
         for i, res in enumerate(results):
             if isinstance(res, Exception):  # rare: checked per reply, counted in bulk
