@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from fake_exchange import ReplaySource, SyntheticSource, bundled_recording
-from marketbus.models import Channel, Record
+from marketbus.models import Channel, Record, Trade
 from publisher.native import BinanceFastPath, binance_record
 from publisher.normalize import NormalizeError, ticker_from_ccxt, trade_from_ccxt
 
@@ -95,3 +95,18 @@ def test_fast_path_takes_only_what_it_publishes() -> None:
     assert fast('{"e":"aggTrade", broken', RECV_NS) is False  # ccxt path + frame guard
     assert fast(orjson.dumps({**trade, "p": "-1"}).decode(), RECV_NS) is True  # counted, skipped
     assert len(got) == 1 and isinstance(bad[0], NormalizeError)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("p", "0"), ("p", "nan"), ("p", "-1"), ("p", "inf"), ("q", "-0.5"), ("q", "nan"),
+     ("T", 2**63), ("T", -1), ("T", None), ("a", ""), ("p", "x")],
+)  # fmt: skip
+def test_a_bad_trade_frame_is_refused_like_the_model_refuses_it(field: str, value: Any) -> None:
+    frame = {"e": "aggTrade", "E": 1, "s": "BTCUSDT", "a": 7, "p": "100.5", "q": "0.25",
+             "T": 1_700_000_000_000, "m": True}  # fmt: skip
+    good = binance_record("binance", frame, "BTC/USDT", 5)
+    assert good == Trade(exchange="binance", symbol="BTC/USDT", ts_ms=1_700_000_000_000,
+                         recv_ns=5, id="7", price=100.5, amount=0.25, side="sell")  # fmt: skip
+    with pytest.raises(NormalizeError):
+        binance_record("binance", {**frame, field: value}, "BTC/USDT", 5)
