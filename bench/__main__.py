@@ -31,7 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import fig_consumer, fig_latency, fig_publisher, fig_ringbuffer, fig_write
-from bench.common import Context, Figure, quiet_logs
+from bench.common import Context, Figure, quiet_logs, use_loop
 
 GROUPS: dict[str, Callable[[Context], Awaitable[list[Figure]]]] = {
     "publisher": fig_publisher.run,
@@ -126,7 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=None, help="runs per figure (default 3)")
     ap.add_argument("--profile", metavar="DIR", default=None, help="pyinstrument profiles")
     ap.add_argument("--out", default="bench-results", help="where the JSON goes")
+    ap.add_argument(
+        "--loop", choices=("asyncio", "uvloop"), default="asyncio", help="event loop to run on"
+    )
     args = ap.parse_args(argv)
+    loop_name = use_loop(args.loop)
     repeats = args.repeats or (1 if args.quick else 3)
     ctx = Context(quick=args.quick, repeats=repeats, profile_dir=args.profile)
     quiet_logs()
@@ -140,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     title = (
         f"marketbus bench {stamp} ({'quick, ' if args.quick else ''}{repeats} runs/figure, "
-        f"{elapsed:.0f} s, load {load_before[0]:.1f} -> {load_after[0]:.1f}, "
+        f"{elapsed:.0f} s, {loop_name}, load {load_before[0]:.1f} -> {load_after[0]:.1f}, "
         f"{os.cpu_count()} cpus)"
     )
     console.print(table(figs, title))
@@ -156,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": os.cpu_count(),
         "versions": _versions(),
         "argv": sys.argv,
+        "loop": loop_name,
         "figures": [f.to_json() for f in figs],
     }
     with open(path, "w") as f:

@@ -160,3 +160,18 @@ class Profiler:
         path = os.path.join(self.ctx.profile_dir, f"{self.name}.txt")
         with open(path, "w") as f:
             f.write(self._p.output_text(unicode=True, color=False, show_all=False))
+
+
+LOOP_ENV = "MARKETBUS_BENCH_LOOP"
+
+
+def use_loop(name: str | None = None) -> str:
+    """Install the event loop the benchmarks run on (``asyncio`` or ``uvloop``), here and, via
+    the environment, in the child processes (fake exchange, publisher, consumer)."""
+    name = name or os.environ.get(LOOP_ENV, "asyncio")
+    os.environ[LOOP_ENV] = name
+    if name == "uvloop":
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return name

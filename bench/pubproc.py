@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from bench.common import quiet_logs
+from bench.common import quiet_logs, use_loop
 from marketbus.models import Channel
 from marketbus.settings import Settings, load_settings
 
@@ -181,6 +181,7 @@ class Proc:
 def main() -> None:
     role, spec = sys.argv[1], orjson.loads(sys.argv[2])
     quiet_logs()
+    use_loop()
     run = {"publisher": _publisher, "consumer": _consumer}[role]
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run(spec))
