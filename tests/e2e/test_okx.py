@@ -189,7 +189,7 @@ async def test_two_exchanges_in_one_publisher_a_fault_on_one_never_stalls_the_ot
             await asyncio.sleep(1.5)
             assert b.state.value != "CONNECTED"  # still down...
             n1 = await r.xlen(okx_key)
-            assert n1 - n0 > 50, "okx stalled while binance was down"  # ~150 expected
+            assert n1 - n0 > 20, "okx stalled while binance was down"  # ~75 expected
             assert o.state.value == "CONNECTED" and o.stats.reconnects == 0
             await b.wait_connected(timeout=15)
             assert time.monotonic() - t0 < 15
