@@ -449,6 +449,8 @@ def test_demo_offline_with_redis_url_stops_on_sigint_leaving_nothing(
         assert p.stdout is not None
         line = read_line(p.stdout, 30, lambda s: "replay" in s)
         assert "offline" in line and "fake exchange at http://127.0.0.1:" in line
+        okx = read_line(p.stdout, 30, lambda s: "OKX" in s)
+        assert "BTC/USDT" in okx and "fake OKX at http://127.0.0.1:" in okx
         read_line(p.stdout, 30, lambda s: "Ctrl-C" in s)
         time.sleep(1.0)
         kids = descendants(p.pid)
