@@ -1,10 +1,10 @@
 """The fake OKX v5 public server: websocket fan-out of a frame source, REST, faults.
 
-Same shape as `fake_exchange.FakeExchange`. Each connection owns an outbox (data frames bounded,
-so a slow reader slows the player instead of losing frames) and one writer task. A `books`
-subscription gets a snapshot of the mirrored book right after its ack, in the same outbox, so
-the snapshot and the updates that follow always chain by seqId. Book faults (a seqId gap, a
-wrong checksum) are applied on the way out, never to the mirror.
+Same shape as `fake_exchange.FakeExchange`; this module holds the server's lifecycle, the player
+and the fan-out. A `books` subscription gets a snapshot of the mirrored book right after its ack,
+in the same outbox as the updates (`connection`), so the snapshot and the updates that follow
+always chain by seqId. Book faults (`book_faults`) change only the frames written, never the
+mirror; requests are parsed in `ws_protocol`, the mirror REST answers from is `market`.
 """
 
 from __future__ import annotations
@@ -16,9 +16,7 @@ import ipaddress
 import itertools
 import logging
 import time
-from collections import deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
 
@@ -27,118 +25,19 @@ from aiohttp import web
 
 from fake_exchange.faults import Faults
 from fake_exchange.okx import frames as of
+from fake_exchange.okx.book_faults import SEQ_CHANNELS, BookFaults
+from fake_exchange.okx.connection import Connection, Key, OkxSentFrame, Out, Outbox, write_loop
+from fake_exchange.okx.frame_source import OkxEvent, OkxFrameSource
 from fake_exchange.okx.frames import Payload
-from fake_exchange.okx.rest import OkxMarket, OkxRestApi, okx_fault_middleware
-from fake_exchange.okx.sources import OkxEvent, OkxFrameSource, unified_symbols
+from fake_exchange.okx.instruments import unified_symbols
+from fake_exchange.okx.market import OkxMarket
+from fake_exchange.okx.rest import OkxRestApi, okx_fault_middleware
+from fake_exchange.okx.ws_protocol import initial_frame, parse_requests
 
 log = logging.getLogger("fake_exchange.okx")
 
 _YIELD_EVERY = 256
 """Events published back to back before the player yields to the loop (fast mode)."""
-
-Key = tuple[str, str]
-"""(channel, instId)."""
-
-
-@dataclass(frozen=True, slots=True)
-class OkxSentFrame:
-    """One data frame written to one socket (acks, pongs, errors and garbage are not logged)."""
-
-    conn_id: int
-    channel: str
-    inst_id: str
-    payload: Payload
-    sent_ns: int
-
-    @property
-    def stream(self) -> str:
-        """'channel:instId', the Binance fake's `SentFrame.stream` counterpart."""
-        return f"{self.channel}:{self.inst_id}"
-
-
-@dataclass(slots=True)
-class _Out:
-    """A queued write; `key`/`frame` set for data frames (logged), `marker` for flushes."""
-
-    text: str = ""
-    key: Key | None = None
-    frame: Payload | None = None
-    marker: asyncio.Future[None] | None = None
-    counted: bool = False
-
-
-class _Outbox:
-    """Write queue of one connection: data frames bounded, control frames never wait.
-
-    Control frames (acks, the snapshot sent on subscribe, pongs) must go out in order with the
-    data without blocking the reader task, so only frames from the player count against the
-    bound.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self._items: deque[_Out] = deque()
-        self._limit = limit
-        self._data = 0
-        self._readable = asyncio.Event()
-        self._space = asyncio.Event()
-        self._space.set()
-        self.closed = False
-
-    def push_control(self, out: _Out) -> None:
-        self._items.append(out)
-        self._readable.set()
-
-    def try_push_data(self, out: _Out) -> bool:
-        if self._data >= self._limit:
-            return False
-        self._append_data(out)
-        return True
-
-    async def push_data(self, out: _Out, still_wanted: Callable[[], bool]) -> None:
-        """Wait for room; drop the frame if its subscription ended meanwhile."""
-        while self._data >= self._limit and not self.closed:
-            self._space.clear()
-            await self._space.wait()
-        if not self.closed and still_wanted():
-            self._append_data(out)
-
-    def _append_data(self, out: _Out) -> None:
-        out.counted = True
-        self._data += 1
-        self._items.append(out)
-        self._readable.set()
-
-    async def pop(self) -> _Out:
-        while not self._items:
-            self._readable.clear()
-            await self._readable.wait()
-        out = self._items.popleft()
-        if out.counted:
-            self._data -= 1
-            self._space.set()
-        return out
-
-    def close(self) -> list[_Out]:
-        """Wake any waiting pusher; hand back what was never written."""
-        self.closed = True
-        self._space.set()
-        left = list(self._items)
-        self._items.clear()
-        return left
-
-
-@dataclass(eq=False)
-class _Connection:
-    conn_id: int
-    tag: str
-    kind: str
-    ws: web.WebSocketResponse
-    request: web.Request
-    outbox: _Outbox
-    subs: dict[Key, int] = field(default_factory=dict)
-    """Subscribed (channel, instId) -> subscription epoch (new on every subscribe)."""
-    writer: asyncio.Task[None] | None = None
-    closed: bool = False
 
 
 class State(enum.Enum):
@@ -181,14 +80,12 @@ class FakeOkx:
         self.faults = Faults(self)
         self.state = State.NEW
         self.pings = 0
-        self.book_gaps_sent = 0
-        self.bad_checksums_sent = 0
         self._websocket = websocket
         self._queue_size = queue_size
         self._sent_limit = sent_limit
         self._sent: list[OkxSentFrame] = []
-        self._conns: dict[int, _Connection] = {}
-        self._subs: dict[Key, set[_Connection]] = {}
+        self._conns: dict[int, Connection] = {}
+        self._subs: dict[Key, set[Connection]] = {}
         self._ids = itertools.count(1)
         self._epochs = itertools.count(1)
         self._sub_waiters: list[asyncio.Future[None]] = []
@@ -197,9 +94,7 @@ class FakeOkx:
         self._runner: web.AppRunner | None = None
         self._market: OkxMarket | None = None
         self._markets: list[str] = []
-        self._seq_shift: dict[str, int] = {}
-        self._gaps: list[str | None] = []
-        self._bad_checksums: list[str | None] = []
+        self._book_faults = BookFaults()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -348,7 +243,7 @@ class FakeOkx:
             if conn.closed:
                 continue
             marker: asyncio.Future[None] = loop.create_future()
-            conn.outbox.push_control(_Out(marker=marker))
+            conn.outbox.push_control(Out(marker=marker))
             markers.append(marker)
         if markers:
             await asyncio.gather(*markers)
@@ -356,11 +251,19 @@ class FakeOkx:
     def book_gap(self, n: int = 1, inst_id: str | None = None) -> None:
         """The next `n` books updates (of `inst_id`, or any) skip a seqId: prevSeqId is the
         skipped id, not the last one sent. Later frames chain on normally from there."""
-        self._gaps.extend([inst_id] * n)
+        self._book_faults.add_gap(n, inst_id)
 
     def bad_checksum(self, n: int = 1, inst_id: str | None = None) -> None:
         """The next `n` books updates (of `inst_id`, or any) carry a wrong checksum."""
-        self._bad_checksums.extend([inst_id] * n)
+        self._book_faults.add_bad_checksum(n, inst_id)
+
+    @property
+    def book_gaps_sent(self) -> int:
+        return self._book_faults.gaps_sent
+
+    @property
+    def bad_checksums_sent(self) -> int:
+        return self._book_faults.bad_checksums_sent
 
     # ------------------------------------------------------------------ FaultTarget
 
@@ -379,7 +282,7 @@ class FakeOkx:
         conns = [c for c in self._conns.values() if not c.closed]
         for conn in conns:
             for text in texts:
-                conn.outbox.push_control(_Out(text))
+                conn.outbox.push_control(Out(text))
         return len(conns)
 
     # ------------------------------------------------------------------ player
@@ -424,39 +327,13 @@ class FakeOkx:
         conns = self._subs.get(key)
         if not conns:
             return
-        frame = self._outgoing(ev)
+        frame = self._book_faults.outgoing(ev.channel, ev.inst_id, ev.frame)
         text = orjson.dumps(frame).decode()
         targets = [(c, c.subs[key]) for c in conns if not c.closed]
         for conn, epoch in targets:
-            out = _Out(text, key, frame)
+            out = Out(text, key, frame)
             if not conn.outbox.try_push_data(out):
-                await conn.outbox.push_data(out, _still_subscribed(conn, key, epoch))
-
-    def _outgoing(self, ev: OkxEvent) -> Payload:
-        """The frame as written: seqIds moved past injected gaps, faults applied."""
-        inst = ev.inst_id
-        gap = bad = False
-        if ev.channel == "books" and ev.frame.get("action") == "update":
-            gap = _take(self._gaps, inst)
-            bad = _take(self._bad_checksums, inst)
-        if gap:
-            self._seq_shift[inst] = self._seq_shift.get(inst, 0) + 1
-            self.book_gaps_sent += 1
-        shift = self._seq_shift.get(inst, 0)
-        if not bad and (shift == 0 or ev.channel not in ("books", "books5", "bbo-tbt")):
-            return ev.frame
-        rows = []
-        for row in ev.frame["data"]:
-            row = dict(row)
-            row["seqId"] += shift
-            if row.get("prevSeqId", -1) != -1:
-                row["prevSeqId"] += shift
-            if bad:
-                row["checksum"] ^= 1
-                self.bad_checksums_sent += 1
-                bad = False
-            rows.append(row)
-        return dict(ev.frame, data=rows)
+                await conn.outbox.push_data(out, conn.still_subscribed(key, epoch))
 
     # ------------------------------------------------------------------ connections
 
@@ -465,32 +342,16 @@ class FakeOkx:
         if len(self._sent) > self._sent_limit:
             del self._sent[: len(self._sent) - self._sent_limit // 2]
 
-    async def _writer(self, conn: _Connection) -> None:
-        while True:
-            out = await conn.outbox.pop()
-            if out.marker is not None:
-                if not out.marker.done():
-                    out.marker.set_result(None)
-                continue
-            stall = self.faults.stalled_for()
-            while stall > 0:
-                await asyncio.sleep(stall)
-                stall = self.faults.stalled_for()
-            try:
-                await conn.ws.send_str(out.text)
-            except ConnectionError:
-                return
-            if out.key is not None and out.frame is not None:
-                self._record(OkxSentFrame(conn.conn_id, *out.key, out.frame, time.time_ns()))
-
     async def _ws_handler(self, request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(compress=False, autoping=True, max_msg_size=1 << 20)
         await ws.prepare(request)
         conn_id = next(self._ids)
         kind = request.path.rsplit("/", 1)[-1]
-        conn = _Connection(conn_id, f"{conn_id:08x}", kind, ws, request, _Outbox(self._queue_size))
+        conn = Connection(conn_id, f"{conn_id:08x}", kind, ws, request, Outbox(self._queue_size))
         self._conns[conn_id] = conn
-        conn.writer = asyncio.create_task(self._writer(conn), name=f"okx-ws-writer-{conn_id}")
+        conn.writer = asyncio.create_task(
+            write_loop(conn, self.faults.stalled_for, self._record), name=f"okx-ws-writer-{conn_id}"
+        )
         log.debug("ws connection %d on %s", conn_id, request.path_qs)
         try:
             async for msg in ws:
@@ -500,46 +361,25 @@ class FakeOkx:
             await self._drop(conn)
         return ws
 
-    def _control(self, conn: _Connection, body: Payload | str) -> None:
+    def _control(self, conn: Connection, body: Payload | str) -> None:
         text = body if isinstance(body, str) else orjson.dumps(body).decode()
-        conn.outbox.push_control(_Out(text))
+        conn.outbox.push_control(Out(text))
 
-    def _on_text(self, conn: _Connection, text: str) -> None:
-        if text == "ping":
-            self.pings += 1
-            if self.answer_pings:
-                self._control(conn, "pong")
-            return
-        try:
-            msg = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            msg = None
-        op = msg.get("op") if isinstance(msg, dict) else None
-        args = msg.get("args") if isinstance(msg, dict) else None
-        if op not in ("subscribe", "unsubscribe") or not isinstance(args, list) or not args:
-            self._control(conn, of.ws_error("60012", f"Illegal request: {text}", conn.tag))
-            return
-        for arg in args:
-            if not isinstance(arg, dict) or not self._valid(conn, arg):
-                bad = arg if isinstance(arg, dict) else {}
-                self._control(conn, of.ws_error("60018", of.no_such_channel(bad), conn.tag))
-                continue
-            key = (arg["channel"], arg["instId"])
-            if op == "subscribe":
-                self._subscribe(conn, key, arg)
+    def _on_text(self, conn: Connection, text: str) -> None:
+        for req in parse_requests(text, conn.kind, conn.tag, self._state().inst_ids):
+            if req.op == "ping":
+                self.pings += 1
+                if self.answer_pings:
+                    self._control(conn, "pong")
+            elif req.error is not None:
+                self._control(conn, req.error)
+            elif req.op == "subscribe":
+                self._subscribe(conn, req.key, req.arg)
             else:
-                self._unsubscribe(conn, key)
-                self._control(conn, of.ws_event("unsubscribe", arg, conn.tag))
+                self._unsubscribe(conn, req.key)
+                self._control(conn, of.ws_event("unsubscribe", req.arg, conn.tag))
 
-    def _valid(self, conn: _Connection, arg: Payload) -> bool:
-        channel, inst = arg.get("channel"), arg.get("instId")
-        if not isinstance(channel, str) or inst not in self._state().inst_ids:
-            return False
-        if conn.kind == "business":
-            return of.candle_channel_bar(channel) is not None
-        return channel in of.PUBLIC_CHANNELS
-
-    def _subscribe(self, conn: _Connection, key: Key, arg: Payload) -> None:
+    def _subscribe(self, conn: Connection, key: Key, arg: Payload) -> None:
         """Register, ack, then the channel's initial state; all before any later update."""
         conn.subs[key] = next(self._epochs)
         self._subs.setdefault(key, set()).add(conn)
@@ -547,7 +387,7 @@ class FakeOkx:
         initial = self._initial(*key)
         if initial is not None:
             text = orjson.dumps(initial).decode()
-            conn.outbox.push_control(_Out(text, key, initial))
+            conn.outbox.push_control(Out(text, key, initial))
         waiters, self._sub_waiters = self._sub_waiters, []
         for fut in waiters:
             if not fut.done():
@@ -555,21 +395,13 @@ class FakeOkx:
 
     def _initial(self, channel: str, inst: str) -> Payload | None:
         """books: a snapshot of the mirror; books5/bbo-tbt: the current top; else nothing."""
-        if channel not in ("books", "books5", "bbo-tbt"):
+        if channel not in SEQ_CHANNELS:
             return None
         book = self._state().book(inst)
-        shift = self._seq_shift.get(inst, 0)
         ts = book.ts_ms or int(time.time() * 1000)
-        if channel == "books":
-            row = book.snapshot_row(seq_shift=shift)
-            row["ts"] = str(ts)
-            return of.push("books", inst, [row], "snapshot")
-        asks, bids, seq = book.asks(5), book.bids(5), book.seq_id + shift
-        if channel == "books5":
-            return of.push("books5", inst, [of.top_row(inst, asks, bids, ts, seq)])
-        return of.push("bbo-tbt", inst, [of.bbo_row(asks, bids, ts, seq)])
+        return initial_frame(channel, inst, book, self._book_faults.seq_shift(inst), ts)
 
-    def _unsubscribe(self, conn: _Connection, key: Key) -> None:
+    def _unsubscribe(self, conn: Connection, key: Key) -> None:
         conn.subs.pop(key, None)
         subs = self._subs.get(key)
         if subs is not None:
@@ -577,33 +409,13 @@ class FakeOkx:
             if not subs:
                 del self._subs[key]
 
-    async def _drop(self, conn: _Connection) -> None:
+    async def _drop(self, conn: Connection) -> None:
         conn.closed = True
         self._conns.pop(conn.conn_id, None)
         for key in list(conn.subs):
             self._unsubscribe(conn, key)
-        if conn.writer is not None:
-            conn.writer.cancel()
-            await asyncio.wait([conn.writer])
-        for out in conn.outbox.close():
-            if out.marker is not None and not out.marker.done():
-                out.marker.set_result(None)
+        await conn.release()
         log.debug("ws connection %d closed", conn.conn_id)
 
 
-def _still_subscribed(conn: _Connection, key: Key, epoch: int) -> Callable[[], bool]:
-    """Whether a frame waiting for room still belongs to the connection's subscription (a new
-    subscribe sent a fresh snapshot that already contains it)."""
-    return lambda: not conn.closed and conn.subs.get(key) == epoch
-
-
-def _take(pending: list[str | None], inst: str) -> bool:
-    """Consume the first pending fault that applies to `inst`."""
-    for i, target in enumerate(pending):
-        if target is None or target == inst:
-            del pending[i]
-            return True
-    return False
-
-
-__all__ = ["FakeOkx", "OkxSentFrame", "State"]
+__all__ = ["FakeOkx", "Key", "OkxSentFrame", "State"]
