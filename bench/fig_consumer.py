@@ -3,7 +3,8 @@
 The streams (trades and tickers of 50 markets) are pre-filled once. Each run is a fresh
 ``Consumer`` reading them from the start (``start_ids`` = ``0-0``; blocking ``XREAD`` with
 ``COUNT 1000``), timed from ``start()`` until ``stats.received`` holds every record. Group
-mode: a fresh group created at id 0 on every stream, ``XREADGROUP`` + ``XACK``. A third
+mode: a fresh group created at id 0 on every stream, ``XREADGROUP`` + ``XACK``, timed until
+every record is also acknowledged (``stats.acked``: counted from XACK's replies). A third
 variant registers a no-op ``on_record`` callback (the per-record path with a model built).
 The reference is the raw read: ``XREAD`` of the same entries with redis-py, no decoding; the
 notes add the consumer's own read without redis-py's reply parsing (``consumers.streams.raw_command``).
@@ -52,10 +53,14 @@ async def consume(
             seen[0] += 1
 
         c.on_record(cb)
+
+    def done() -> bool:
+        return c.stats.received >= n and (group is None or c.stats.acked >= n)
+
     t = time.perf_counter()
     await c.start()
     try:
-        await wait_until(lambda: c.stats.received >= n, 120, "consumer records", 0.002)
+        await wait_until(done, 120, "consumer records", 0.002)
         dt = time.perf_counter() - t
     finally:
         await c.stop()
@@ -114,7 +119,8 @@ async def run(ctx: Context) -> list[Figure]:
                 grouped.append(await consume(rs.url, n, group=f"g{i}"))
             called.append(await consume(rs.url, n, callback=True))
     bad = [p for p in plain + grouped + called if p["rows"] != n or p["invalid"]]
-    failed = f"rows/invalid mismatch: {bad[:2]}" if bad else None
+    bad += [p for p in grouped if p["acked"] != n]
+    failed = f"rows/invalid/acked mismatch: {bad[:2]}" if bad else None
     med = sorted(p["rate"] for p in plain)[len(plain) // 2]
     common = {"records": n, "streams": 2 * SYMBOLS, "count": 1000}
     return [

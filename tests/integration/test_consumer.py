@@ -13,8 +13,11 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+import redis.exceptions as redis_exceptions
+from structlog.testing import capture_logs
 
 from consumers import BookTop, Candle, Consumer, Record, Ticker, Trade
+from consumers.streams import ReplyPipe
 from marketbus import codec
 from marketbus.errors import RedisAuthError
 from marketbus.keys import stream_key
@@ -39,6 +42,16 @@ async def until(cond: Any, timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
         while not cond():
             await asyncio.sleep(0.01)
+
+
+async def until_async(cond: Any, timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not await cond():
+            await asyncio.sleep(0.01)
+
+
+async def nothing_pending(redis: Any, key: str) -> bool:
+    return int((await redis.xpending(key, "bots"))["pending"]) == 0
 
 
 async def test_backfill_then_follow_without_gaps_or_repeats(
@@ -179,6 +192,154 @@ async def test_group_member_rereads_its_own_pending_after_restart(
         c.on_record(lambda r: got.append(r.id))  # type: ignore[union-attr]
         await until(lambda: len(got) == 5)
     assert got == ["0", "1", "2", "3", "4"]
+
+
+# -- group mode without callbacks: batches, acks sent with the next read ----------------------
+
+
+class WatchedPipe(ReplyPipe):
+    """The consumer's connection for group reads, checking every XACK it sends: each acked
+    entry must already be in the buffer (or counted invalid)."""
+
+    consumer: Consumer
+    invalid_ids: set[bytes] = set()
+    trade_of: dict[bytes, str] = {}
+    acked: list[bytes] = []
+    early: list[bytes] = []
+
+    async def send(self, commands: Any) -> None:
+        held = set(self.consumer.buffer("binance", "BTC/USDT", "trades").table()["id"].to_pylist())
+        for cmd in commands:
+            if cmd[0] == "XACK":
+                for eid in cmd[3:]:
+                    self.acked.append(eid)
+                    if eid in self.invalid_ids:
+                        seen = sum(1 for e in self.acked if e in self.invalid_ids)
+                        ok = self.consumer.stats.invalid >= seen
+                    else:
+                        ok = self.trade_of[eid] in held
+                    if not ok:
+                        self.early.append(eid)
+        await super().send(commands)
+
+
+async def test_group_batches_ack_each_entry_after_its_ingest_and_ack_invalid_ones(
+    redis: aioredis.Redis, redis_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await redis.xgroup_create(TRADES, "bots", id="0", mkstream=True)
+    raw: Any = redis
+    ids: list[bytes] = []
+    invalid: set[bytes] = set()
+    for i in range(60):
+        ids.append(*await add(redis, [trade(i)]))
+        if i % 25 == 3:  # garbage and a ticker in the trades stream
+            invalid.add(await raw.xadd(TRADES, {"d": b"\xc1"}))
+            invalid.add(await raw.xadd(TRADES, codec.encode(ticker(i))))
+    WatchedPipe.invalid_ids, WatchedPipe.acked, WatchedPipe.early = invalid, [], []
+    WatchedPipe.trade_of = {eid: str(i) for i, eid in enumerate(ids)}
+    monkeypatch.setattr("consumers.consumer.ReplyPipe", WatchedPipe)
+    with capture_logs() as logs:
+        async with Consumer(redis_server.url, ["binance:BTC/USDT"], ["trades"], backfill=0,
+                            block_ms=50, count=7, group="bots", name="b1") as c:  # fmt: skip
+            WatchedPipe.consumer = c
+            await until(lambda: c.stats.acked == len(ids) + len(invalid))
+            buf = c.buffer("binance", "BTC/USDT", "trades")
+            assert buf.table()["id"].to_pylist() == [str(i) for i in range(60)]
+            assert c.stats.invalid == len(invalid) and c.stats.received == 60
+    assert WatchedPipe.early == []
+    assert sorted(WatchedPipe.acked) == sorted([*ids, *invalid])  # each once
+    assert (await redis.xpending(TRADES, "bots"))["pending"] == 0
+    skipped = [e for e in logs if e["event"] == "invalid_entry_skipped"]
+    assert skipped and skipped[0]["stream"] == TRADES
+    assert skipped[0]["id"].encode() in invalid
+
+
+async def test_group_callbacks_run_before_the_ack(redis: aioredis.Redis, redis_server: Any) -> None:
+    """With callbacks each entry is still pending while its callback runs."""
+    await redis.xgroup_create(TRADES, "bots", id="$", mkstream=True)
+    ids = await add(redis, [trade(i) for i in range(12)])
+    by_trade = {str(i): eid for i, eid in enumerate(ids)}
+    still_pending: list[bool] = []
+
+    async def check(r: Record) -> None:
+        assert isinstance(r, Trade)
+        eid = by_trade[r.id]
+        rows = await redis.xpending_range(TRADES, "bots", min=eid, max=eid, count=1)
+        still_pending.append(len(rows) == 1)
+
+    c = Consumer(redis_server.url, ["binance:BTC/USDT"], ["trades"], backfill=0, block_ms=50,
+                 count=5, group="bots", name="b1")  # fmt: skip
+    c.on_record(check)
+    async with c:
+        await until(lambda: c.stats.acked == 12)
+    assert still_pending == [True] * 12
+    assert (await redis.xpending(TRADES, "bots"))["pending"] == 0
+
+
+async def test_group_batches_reread_own_pending_after_restart(
+    redis: aioredis.Redis, redis_server: Any
+) -> None:
+    """A member that read entries and died re-reads them first when it comes back (no
+    callbacks: the batch path); a pending entry trimmed away since is not counted invalid
+    (Redis 7's XAUTOCLAIM, run first, drops it from the pending list)."""
+    await redis.xgroup_create(TRADES, "bots", id="$", mkstream=True)
+    ids = await add(redis, [trade(i) for i in range(8)])
+    await redis.xreadgroup("bots", "bot-1", {TRADES: ">"}, count=8)  # read, crashed, no ack
+    await redis.xdel(TRADES, ids[2])
+    await add(redis, [trade(8)])  # new since: read after the pending ones
+    async with Consumer(redis_server.url, ["binance:BTC/USDT"], ["trades"], backfill=0,
+                        block_ms=50, group="bots", name="bot-1", reclaim_idle_ms=60_000) as c:  # fmt: skip
+        await until(lambda: c.stats.received == 8)
+        await until_async(lambda: nothing_pending(redis, TRADES))
+        got = c.buffer("binance", "BTC/USDT", "trades").table()["id"].to_pylist()
+        assert c.stats.invalid == 0 and c.stats.reclaimed == 0
+    assert got == [str(i) for i in (0, 1, 3, 4, 5, 6, 7, 8)]
+    assert (await redis.xpending(TRADES, "bots"))["pending"] == 0
+
+
+class LosingPipe(ReplyPipe):
+    """Loses the reply of the 3rd XREADGROUP after Redis ran it (a connection that broke):
+    its entries are pending on this member, unseen."""
+
+    reads = 0
+
+    async def reply(self) -> Any:
+        last = self._due == 1
+        out = await super().reply()
+        if last:
+            LosingPipe.reads += 1
+            if LosingPipe.reads == 3:
+                await self.close()
+                raise redis_exceptions.ConnectionError("lost the reply")
+        return out
+
+
+async def test_group_batches_reread_a_lost_reply(
+    redis: aioredis.Redis, redis_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await redis.xgroup_create(TRADES, "bots", id="$", mkstream=True)
+    await add(redis, [trade(i) for i in range(40)])
+    LosingPipe.reads = 0
+    monkeypatch.setattr("consumers.consumer.ReplyPipe", LosingPipe)
+    async with Consumer(redis_server.url, ["binance:BTC/USDT"], ["trades"], backfill=0,
+                        block_ms=50, count=10, group="bots", name="b1",
+                        reclaim_idle_ms=60_000) as c:  # fmt: skip
+        await until(lambda: c.stats.acked == 40)
+        assert c.stats.reconnects == 1 and LosingPipe.reads > 3
+        ids = c.buffer("binance", "BTC/USDT", "trades").table()["id"].to_pylist()
+    assert ids == [str(i) for i in range(40)]
+    assert (await redis.xpending(TRADES, "bots"))["pending"] == 0
+
+
+async def test_stop_ends_a_blocking_group_read(redis: aioredis.Redis, redis_server: Any) -> None:
+    async with Consumer(redis_server.url, ["binance:BTC/USDT"], ["trades"], backfill=0,
+                        block_ms=30_000, group="bots", name="b1") as c:  # fmt: skip
+        await add(redis, [trade(i) for i in range(3)])
+        await until(lambda: c.stats.acked == 3)
+        await asyncio.sleep(0.1)  # blocked in XREADGROUP again
+        t = time.monotonic()
+    assert time.monotonic() - t < 3
+    assert (await redis.xpending(TRADES, "bots"))["pending"] == 0
 
 
 async def test_candles_from_backfilled_and_live_trades(

@@ -526,3 +526,92 @@ async def test_a_consumer_always_behind_still_lets_the_gc_run() -> None:
     assert all(call["block"] is None and not call["gc"] for call in redis.calls[:replies])
     assert len(seen) >= replies and set(seen) == {0}
     assert Cycle.freed >= (replies - 1) * 1000  # the cycles of all but the last read at least
+
+
+# -- group mode through redis-py replies (a cluster, or a client without a pool) --------------
+
+
+class ScriptedGroupRedis:
+    """XREADGROUP answered from a script (redis-py's reply shapes), XACK and XAUTOCLAIM
+    recorded; each XACK notes what the buffer held when it came."""
+
+    def __init__(self, replies: list[Any]) -> None:
+        self.replies = replies
+        self.reads: list[dict[str, Any]] = []
+        self.acks: list[tuple[str, list[bytes], int, int]] = []
+        self.consumer: Consumer | None = None
+
+    async def xgroup_create(self, *args: Any, **kw: Any) -> None:
+        return None
+
+    async def xautoclaim(self, *args: Any, **kw: Any) -> list[Any]:
+        return [b"0-0", [], []]
+
+    async def xreadgroup(
+        self, group: str, name: str, streams: dict[str, str], count: int, block: int | None
+    ) -> Any:
+        self.reads.append({"streams": dict(streams), "block": block, "gc": gc.isenabled()})
+        if self.replies:
+            return self.replies.pop(0)
+        await asyncio.sleep((block or 0) / 1000)
+        return []
+
+    async def xack(self, key: str, group: str, *ids: bytes) -> int:
+        assert self.consumer is not None
+        held = len(self.consumer.buffer("binance", "BTC/USDT", "trades"))
+        self.acks.append((key, list(ids), held, self.consumer.stats.invalid))
+        return len(ids)
+
+
+async def test_group_batches_through_redis_py_replies() -> None:
+    """Pending entries first (from id 0, then from the last one re-read), then new ones;
+    each batch decoded at once and acknowledged with one XACK per stream after its ingest,
+    invalid and deleted (trimmed) entries included; reads while behind do not block and
+    pause the GC."""
+    e = [_entry(i, raw=False) for i in range(12)]
+    bad = _entry(50, raw=False, data=b"\xc1")
+    gone: tuple[bytes, Any] = (f"{1_700_000_000_000 + 2}-9".encode(), {})  # trimmed since
+    redis = ScriptedGroupRedis(
+        [
+            [[KEY.encode(), [e[0], e[1], gone]]],  # own pending entries
+            [[KEY.encode(), []]],  # none left
+            [[KEY.encode(), e[2:5]]],  # new, full (count=3): more to come
+            [[KEY.encode(), [e[5], bad, e[6]]]],  # full, one bad entry: row by row
+            [[KEY.encode(), e[7:9]]],  # the rest
+        ]
+    )
+    c = Consumer(redis, ["binance:BTC/USDT"], ["trades"], start_ids={KEY: "0-0"}, block_ms=5,
+                 count=3, group="bots", name="b1")  # fmt: skip
+    redis.consumer = c
+    with capture_logs() as logs:
+        await c.start()
+        try:
+            async with asyncio.timeout(5):
+                while redis.replies or c.stats.acked < 11:
+                    await asyncio.sleep(0.005)
+        finally:
+            await c.stop()
+    assert [(r["streams"][KEY], r["block"], r["gc"]) for r in redis.reads[:6]] == [
+        ("0", None, False),
+        (gone[0].decode(), None, False),
+        (">", None, False),
+        (">", None, False),
+        (">", None, False),
+        (">", 5, True),
+    ]
+    ids = [x[0] for x in e]  # below, the deleted entry is acked first
+    assert [(k, a) for k, a, _, _ in redis.acks] == [
+        (KEY, [gone[0], ids[0], ids[1]]),
+        (KEY, ids[2:5]),
+        (KEY, [ids[5], bad[0], ids[6]]),
+        (KEY, ids[7:9]),
+    ]
+    assert [(held, invalid) for _, _, held, invalid in redis.acks] == [
+        (2, 0), (5, 0), (7, 1), (9, 1),
+    ]  # fmt: skip
+    assert c.buffer("binance", "BTC/USDT", "trades").table()["id"].to_pylist() == [
+        str(i) for i in range(9)
+    ]
+    assert (c.stats.received, c.stats.invalid, c.stats.acked) == (9, 1, 11)
+    skipped = [x for x in logs if x["event"] == "invalid_entry_skipped"]
+    assert [(x["stream"], x["id"]) for x in skipped] == [(KEY, bad[0].decode())]
