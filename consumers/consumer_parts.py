@@ -1,0 +1,96 @@
+"""What the parts of a consumer share: its state, declared once, its stats and reply shapes.
+
+:class:`~consumers.consumer.Consumer` is assembled from small parts, one job each: decoding
+entries into buffers, books, candles and callbacks (``consumers.ingest``), the plain
+``XREAD`` loop (``consumers.plain_mode``), the ``XREADGROUP`` loop with its acks, read-ahead
+and reclaim (``consumers.group_mode``), and the public API with the start/stop lifecycle
+(``consumers.consumer``). The parts are mixins over :class:`ConsumerParts`, which declares
+the attributes they read and the methods they call on each other, so each module
+type-checks on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from consumers.books import LatestBook
+from consumers.candles import CandleBuilder
+from consumers.exchange_candles import ExchangeCandles
+from consumers.ringbuffer import RingBuffer
+from consumers.streams import ReplyPipe
+from marketbus.keys import StreamKey
+from marketbus.models import Record
+
+Callback = Callable[[Record], Any]
+
+
+@dataclass
+class ConsumerStats:
+    received: int = 0
+    invalid: int = 0
+    callback_errors: int = 0
+    acked: int = 0  # group mode: entries Redis confirmed acknowledged (XACK's replies)
+    reclaimed: int = 0
+    reconnects: int = 0
+    last_error: str | None = None
+
+
+class ConsumerParts:
+    """Attributes and cross-part methods of a consumer (set and defined by its parts)."""
+
+    redis: Any
+    keys: dict[str, StreamKey]
+    last_ids: dict[str, str]
+    group: str | None
+    name: str | None
+    block_ms: int
+    count: int
+    reclaim_idle_ms: int
+    pause_gc: bool
+    stats: ConsumerStats
+    _raw_reads: bool
+    _stopping: bool
+    _callbacks: list[Callback]
+    _buffers: dict[StreamKey, RingBuffer]
+    _buffer_last: dict[str, tuple[int, int]]
+    _candles: dict[str, CandleBuilder]
+    _books: dict[str, LatestBook]
+    _xcandles: dict[str, ExchangeCandles]
+    _last_invalid_log: float
+    _unacked: dict[str, list[bytes]]  # group mode: ingested, ack not yet sent
+
+    async def _ingest(
+        self, key: str, entry_id: bytes, fields: dict[Any, Any], *, callbacks: bool = True
+    ) -> bool:
+        raise NotImplementedError
+
+    def _ingest_batch(self, key: str, entries: Sequence[Sequence[Any]]) -> None:
+        raise NotImplementedError
+
+    def _advance_candles(self) -> None:
+        raise NotImplementedError
+
+    def _callback_error(self, key: str, entry_id: bytes, e: Exception) -> None:
+        raise NotImplementedError
+
+    async def _on_error(self, e: Exception, delay: float) -> float:
+        raise NotImplementedError
+
+    def _reply_pipe(self) -> ReplyPipe | None:
+        raise NotImplementedError
+
+
+def as_str(k: bytes | str) -> str:
+    return k.decode() if isinstance(k, bytes) else k
+
+
+def reply_items(resp: Any) -> list[tuple[Any, list[Any]]]:
+    """XREAD replies are a list on RESP2 and a dict on RESP3: one shape for the loop. Each
+    entry is ``(id, fields)``, fields a dict (redis-py) or a flat list (raw reads)."""
+    if not resp:
+        return []
+    if isinstance(resp, dict):
+        return list(resp.items())
+    return [(k, v) for k, v in resp]
