@@ -59,9 +59,16 @@ def stream_pattern(prefix: str = DEFAULT_PREFIX) -> str:
     return f"{prefix}:{{*}}:*"
 
 
-def status_key(exchange: str) -> str:
-    """The hash a publisher worker writes its state into (with a TTL as heartbeat)."""
-    return f"{STATUS_PREFIX}:{exchange}"
+def worker_id(exchange: str, instance: str | None = None) -> str:
+    """How status and control keys name a worker: ``binance``, or ``binance@eu`` when several
+    publisher processes split one exchange's markets (each with its own ``instance``)."""
+    return exchange if not instance else f"{exchange}@{instance}"
+
+
+def status_key(worker: str) -> str:
+    """The hash a publisher worker writes its state into (with a TTL as heartbeat);
+    ``worker`` is an exchange id or a :func:`worker_id`."""
+    return f"{STATUS_PREFIX}:{worker}"
 
 
 CONTROL_PREFIX = "mb:ctl"

@@ -174,6 +174,12 @@ class Settings(BaseSettings):
     control: bool = Field(
         True, description="apply run-time subscription changes (marketbus subscribe) from Redis"
     )
+    instance: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9_.-]{1,64}$",
+        description="name of this publisher process when several split one exchange's markets: "
+        "status and control keys become <exchange>@<instance>",
+    )
 
     @field_validator("exchanges")
     @classmethod

@@ -18,7 +18,7 @@ from redis.retry import Retry
 
 from marketbus.aio import cancel_and_wait
 from marketbus.errors import ConfigError, RedisAuthError, RedisUnavailableError
-from marketbus.keys import status_key
+from marketbus.keys import status_key, worker_id
 from marketbus.redis_client import connect, from_redis
 from marketbus.settings import ExchangeSettings, Settings, redact_url
 from publisher.control import ControlLoop
@@ -94,7 +94,8 @@ class Publisher:
     def _start_worker(self, w: ExchangeWorker) -> None:
         tasks = [asyncio.create_task(w.run(), name=f"worker-{w.name}")]
         if self.settings.control:
-            control = self.controls[w.name] = ControlLoop(self.redis, w)
+            wid = worker_id(w.name, self.settings.instance)
+            control = self.controls[w.name] = ControlLoop(self.redis, w, wid)
             tasks.append(asyncio.create_task(control.run(), name=f"control-{w.name}"))
         self._worker_tasks[w.name] = tasks
 
@@ -123,7 +124,8 @@ class Publisher:
             st = w.status()
             st["state"] = ConnState.STOPPED.value
             await self.redis.hset(
-                status_key(name), mapping={"state": st["state"], "json": orjson.dumps(st)}
+                status_key(worker_id(name, self.settings.instance)),
+                mapping={"state": st["state"], "json": orjson.dumps(st)},
             )
         log.info("exchange_removed", exchange=name)
 
@@ -198,7 +200,8 @@ class Publisher:
             st["uptime_s"] = round(time.time() - self._started_at, 1)
             if final:
                 st["state"] = ConnState.STOPPED.value
-            key = status_key(name)
+            st["instance"] = self.settings.instance
+            key = status_key(worker_id(name, self.settings.instance))
             pipe.hset(key, mapping={"state": st["state"], "json": orjson.dumps(st)})
             pipe.expire(key, ttl)
         await pipe.execute()

@@ -36,16 +36,17 @@ class Subscriber(Protocol):
 class ControlLoop:
     """Keeps one worker's subscriptions equal to its config plus the changes in Redis."""
 
-    def __init__(self, redis: Any, worker: Subscriber) -> None:
+    def __init__(self, redis: Any, worker: Subscriber, worker_id: str | None = None) -> None:
         self.redis = redis
         self.worker = worker
-        self.stream = control_stream(worker.name)
-        self.key = subscriptions_key(worker.name)
+        wid = worker_id or worker.name  # exchange, or exchange@instance
+        self.stream = control_stream(wid)
+        self.key = subscriptions_key(wid)
         self.applied = 0
         self.enabled = True
         self._stopping = False
         self._had_changes = False
-        self.log = log.bind(exchange=worker.name)
+        self.log = log.bind(exchange=wid)
 
     def stop(self) -> None:
         """The blocking read ends within ``BLOCK_MS`` even if a cancellation is swallowed."""

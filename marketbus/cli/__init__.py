@@ -144,6 +144,10 @@ def publish(
     metrics_port: Annotated[
         int | None, typer.Option(help="serve /healthz, /readyz and /metrics on this port")
     ] = None,
+    instance: Annotated[
+        str | None,
+        typer.Option(help="this process's name when several split one exchange's markets"),
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="TOML config file")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
     log_json: Annotated[
@@ -181,6 +185,8 @@ def publish(
             overrides["exchanges"] = [first]
         if metrics_port is not None:
             overrides["metrics_port"] = metrics_port
+        if instance is not None:
+            overrides["instance"] = instance
         redis_over = _redis_overrides(redis_url, redis_password_file)
         if redis_over:
             overrides["redis"] = {**base.redis.model_dump(exclude={"password"}), **redis_over}
@@ -260,7 +266,9 @@ def inspect(
 
 @app.command()
 def health(
-    exchange: Annotated[str, typer.Option(help="the worker to check")] = "binance",
+    exchange: Annotated[
+        str, typer.Option(help="the worker to check: binance, or binance@<instance>")
+    ] = "binance",
     redis_url: RedisUrl = None,
     redis_password_file: PasswordFile = None,
     max_age: Annotated[
@@ -283,12 +291,17 @@ def health(
 
 
 def _exchange_id(name: str) -> str:
+    """``binance``, or ``binance@eu`` for the publisher started with ``instance = "eu"``."""
+    import re
+
     import ccxt
 
-    ex = name.strip().lower()
+    ex, at, instance = name.strip().lower().partition("@")
     if ex not in ccxt.exchanges:
         raise _fail(ConfigError(f"unknown exchange {name!r}: ccxt has no such id"))
-    return ex
+    if at and not re.fullmatch(r"[a-z0-9_.-]{1,64}", instance):
+        raise _fail(ConfigError(f"bad instance name in {name!r}: use letters, digits, _ . -"))
+    return f"{ex}@{instance}" if at else ex
 
 
 def _change(
@@ -340,7 +353,7 @@ Wait = Annotated[float, typer.Option(min=0.0, help="seconds to wait for the publ
 
 @app.command()
 def subscribe(
-    exchange: Annotated[str, typer.Argument(help="exchange id, e.g. binance")],
+    exchange: Annotated[str, typer.Argument(help="exchange id, e.g. binance (or binance@eu)")],
     symbols: Symbols,
     channels: Annotated[
         str | None, typer.Option(help="comma-separated (default ticker,trades): book,candles...")
@@ -355,7 +368,7 @@ def subscribe(
 
 @app.command()
 def unsubscribe(
-    exchange: Annotated[str, typer.Argument(help="exchange id, e.g. binance")],
+    exchange: Annotated[str, typer.Argument(help="exchange id, e.g. binance (or binance@eu)")],
     symbols: Symbols,
     channels: Annotated[str | None, typer.Option(help="comma-separated (default: all)")] = None,
     redis_url: RedisUrl = None,
@@ -368,7 +381,7 @@ def unsubscribe(
 
 @app.command()
 def subscriptions(
-    exchange: Annotated[str, typer.Argument(help="exchange id, e.g. binance")],
+    exchange: Annotated[str, typer.Argument(help="exchange id, e.g. binance (or binance@eu)")],
     reset: Annotated[
         bool, typer.Option("--reset", help="drop every run-time change: back to the config")
     ] = False,

@@ -127,10 +127,11 @@ def print_inspection(data: dict[str, Any], console: Console | None = None) -> No
         w.add_column(c)
     for st in data["workers"]:
         age = st.get("last_frame_age_s")
-    if isinstance(age, int | float) and isinstance(st.get("updated_ms"), int):
-        age += max(time.time() - st["updated_ms"] / 1000, 0)  # the status may be seconds old
+        if isinstance(age, int | float) and isinstance(st.get("updated_ms"), int):
+            age += max(time.time() - st["updated_ms"] / 1000, 0)  # the status may be seconds old
+        name = str(st["exchange"]) + (f"@{st['instance']}" if st.get("instance") else "")
         w.add_row(
-            str(st["exchange"]), str(st["state"]), ", ".join(map(str, st.get("markets", []))),
+            name, str(st["state"]), ", ".join(map(str, st.get("markets", []))),
             "-" if age is None else f"{age:.1f}s", str(st.get("reconnects", 0)),
             str(st.get("errors", 0)), str(st.get("records", 0)), str(st.get("trade_gaps", 0)),
             str(st.get("sink", {}).get("pending", 0)), str(st.get("last_error") or "-")[:60],

@@ -211,3 +211,42 @@ async def test_a_binance_depth_gap_resyncs_the_book_without_reconnecting(
             seqs = [b.seq for b in books]
             assert seqs == sorted(seqs)  # never a book from before the gap after one from after
     await r.aclose()
+
+
+async def test_two_publisher_instances_split_one_exchange_without_clashing(
+    redis_server: RedisServer,
+) -> None:
+    """`instance` names keep two publishers of one exchange apart: each its own status key,
+    and a subscription change addressed to one (`binance@b`) never reaches the other."""
+    r = aioredis.Redis.from_url(redis_server.url)
+    await r.flushdb()
+    source = SyntheticSource(["AAA/USDT", "BBB/USDT", "CCC/USDT"], rate=300, seed=4)
+
+    def cfg(fx: FakeExchange, symbols: list[str], instance: str) -> Any:
+        return load_settings(
+            redis={"url": redis_server.url}, instance=instance,
+            exchanges=[{"name": "binance", "symbols": symbols, "url": fx.base_url,
+                        "channels": ["trades"]}],
+            supervisor={"status_interval_s": 0.1},
+        )  # fmt: skip
+
+    async with FakeExchange(source) as fx:
+        async with (
+            Publisher(cfg(fx, ["AAA/USDT"], "a")) as pa,
+            Publisher(cfg(fx, ["BBB/USDT"], "b")) as pb,
+        ):
+            wa, wb = pa.workers["binance"], pb.workers["binance"]
+            await wa.wait_connected(timeout=20)
+            await wb.wait_connected(timeout=20)
+
+            async def both_reported() -> bool:
+                return bool(await r.exists("mb:status:binance@a", "mb:status:binance@b") == 2)
+
+            await wait_for(both_reported)
+            assert not await r.exists("mb:status:binance")
+            out = await change_and_wait(r, "binance@b", ["CCC/USDT"], [Channel.TRADES], "+", 5)
+            assert out.applied == {"CCC/USDT": "active"}
+            assert sorted(wb.active[Channel.TRADES]) == ["BBB/USDT", "CCC/USDT"]
+            await asyncio.sleep(0.3)
+            assert wa.active[Channel.TRADES] == ["AAA/USDT"]  # a never saw b's change
+    await r.aclose()

@@ -562,3 +562,7 @@ def test_subscribe_names_a_bad_exchange_or_channel_in_one_line() -> None:
     assert r.exit_code == 2 and "nosuchexchange" in r.stderr
     r = invoke("subscribe", "binance", "BTC/USDT", "--channels", "bogus")
     assert r.exit_code == 2 and "bogus" in r.stderr
+    r = invoke("subscribe", "binance@no way", "BTC/USDT")
+    assert r.exit_code == 2 and "instance" in r.stderr
+    r = invoke("publish", "--instance", "Bad Name!")
+    assert r.exit_code == 2 and "instance" in r.stderr
