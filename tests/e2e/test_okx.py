@@ -299,3 +299,35 @@ async def test_okx_poll_mode_with_the_websocket_off(redis_server: RedisServer) -
                 assert (t.price, t.amount, t.side) == (float(x["px"]), float(x["sz"]), x["side"])
         assert w.trade_ids.gaps == 0 and w.trade_ids.duplicates == 0
     await r.aclose()
+
+
+async def test_okx_garbage_frames_are_counted_and_skipped_without_a_reconnect(
+    redis_server: RedisServer,
+) -> None:
+    """Malformed, truncated and foreign frames on OKX's sockets: the frame guard counts and
+    skips each; the session goes on and every real trade still arrives."""
+    r = await fresh_redis(redis_server)
+    source = OkxSyntheticSource(["AAA/USDT"], rate=200, total=600, seed=11,
+                                channels=("trades", "tickers"))  # fmt: skip
+    async with FakeOkx(source, autoplay=False) as fx:
+        cfg = {"name": "okx", "symbols": ["AAA/USDT"], "url": fx.base_url,
+               "channels": ["trades", "ticker"]}  # fmt: skip
+        async with publisher(redis_server, [cfg]) as pub:
+            await fx.wait_subscribed([("trades", "AAA-USDT"), ("tickers", "AAA-USDT")], 20)
+            fx.play()
+            for kind in ("malformed", "truncated", "unknown_event"):
+                assert fx.faults.send_garbage(2, kind) >= 1  # type: ignore[arg-type]
+                await asyncio.sleep(0.2)
+            await fx.wait_done(timeout=30)
+            sent = okx_sent(fx, "trades")["AAA/USDT"]
+
+            async def all_trades() -> bool:
+                return await r.xlen(stream_key("okx", "AAA/USDT", Channel.TRADES)) >= len(sent)
+
+            await until(all_trades)
+            w = pub.workers["okx"]
+            trades = await stored(r, "okx", "AAA/USDT", Channel.TRADES)
+            assert [t.id for t in trades] == [x["tradeId"] for x in sent]
+            assert w.stats.malformed >= 4  # malformed and truncated, per socket that got them
+            assert w.stats.reconnects == 0 and w.state.value == "CONNECTED"
+    await r.aclose()
