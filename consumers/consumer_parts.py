@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from consumers.books import LatestBook
 from consumers.candles import CandleBuilder
@@ -61,25 +61,21 @@ class ConsumerParts:
     _last_invalid_log: float
     _unacked: dict[str, list[bytes]]  # group mode: ingested, ack not yet sent
 
-    async def _ingest(
-        self, key: str, entry_id: bytes, fields: dict[Any, Any], *, callbacks: bool = True
-    ) -> bool:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # defined by the parts; declared here so each part type-checks
 
-    def _ingest_batch(self, key: str, entries: Sequence[Sequence[Any]]) -> None:
-        raise NotImplementedError
+        async def _ingest(
+            self, key: str, entry_id: bytes, fields: dict[Any, Any], *, callbacks: bool = True
+        ) -> bool: ...
 
-    def _advance_candles(self) -> None:
-        raise NotImplementedError
+        def _ingest_batch(self, key: str, entries: Sequence[Sequence[Any]]) -> None: ...
 
-    def _callback_error(self, key: str, entry_id: bytes, e: Exception) -> None:
-        raise NotImplementedError
+        def _advance_candles(self) -> None: ...
 
-    async def _on_error(self, e: Exception, delay: float) -> float:
-        raise NotImplementedError
+        def _callback_error(self, key: str, entry_id: bytes, e: Exception) -> None: ...
 
-    def _reply_pipe(self) -> ReplyPipe | None:
-        raise NotImplementedError
+        async def _on_error(self, e: Exception, delay: float) -> float: ...
+
+        def _reply_pipe(self) -> ReplyPipe | None: ...
 
 
 def as_str(k: bytes | str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from marketbus.models import Channel, Record, Ticker, Trade
 from marketbus.settings import ExchangeSettings
@@ -91,45 +91,35 @@ class WorkerParts:
     _polled_tickers: dict[str, Ticker]
     _last_trade_ms: dict[str, int]
 
-    def _on_frame(self) -> None:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # defined by the parts; declared here so each part type-checks
 
-    def _on_parsed(self, channel: Channel, data: dict[str, Any]) -> None:
-        raise NotImplementedError
+        def _on_frame(self) -> None: ...
 
-    def _publish(self, record: Record) -> None:
-        raise NotImplementedError
+        def _on_parsed(self, channel: Channel, data: dict[str, Any]) -> None: ...
 
-    def _emit_trade(self, trade: Trade) -> bool:
-        raise NotImplementedError
+        def _publish(self, record: Record) -> None: ...
 
-    def _invalid(self, e: Exception) -> None:
-        raise NotImplementedError
+        def _emit_trade(self, trade: Trade) -> bool: ...
 
-    def _backfill_mode(self, client: Any) -> BackfillMode | None:
-        raise NotImplementedError
+        def _invalid(self, e: Exception) -> None: ...
 
-    def _last_mark(self, symbol: str) -> TradeMark | None:
-        raise NotImplementedError
+        def _backfill_mode(self, client: Any) -> BackfillMode | None: ...
 
-    async def _backfill_symbol(
-        self, client: Any, mode: BackfillMode, symbol: str, cursor: int
-    ) -> list[Trade]:
-        raise NotImplementedError
+        def _last_mark(self, symbol: str) -> TradeMark | None: ...
 
-    async def _watch(self, client: Any, channel: Channel, symbols: list[str]) -> None:
-        raise NotImplementedError
+        async def _backfill_symbol(
+            self, client: Any, mode: BackfillMode, symbol: str, cursor: int
+        ) -> list[Trade]: ...
 
-    async def _poll(self, client: Any, channel: Channel, symbols: list[str]) -> None:
-        raise NotImplementedError
+        async def _watch(self, client: Any, channel: Channel, symbols: list[str]) -> None: ...
 
-    def _on_book(self, book: Any) -> None:
-        raise NotImplementedError
+        async def _poll(self, client: Any, channel: Channel, symbols: list[str]) -> None: ...
 
-    def _on_candle_rows(
-        self, symbol: str, interval: str, rows: Any, recv_ns: int | None = None
-    ) -> None:
-        raise NotImplementedError
+        def _on_book(self, book: Any) -> None: ...
+
+        def _on_candle_rows(
+            self, symbol: str, interval: str, rows: Any, recv_ns: int | None = None
+        ) -> None: ...
 
 
 def int_or_none(s: str) -> int | None:
