@@ -7,11 +7,7 @@ from collections.abc import Iterable
 from marketbus.errors import ConfigError
 from marketbus.keys import StreamKey, stream_key
 from marketbus.models import Channel
-
-
-def normalize_symbol(symbol: str) -> str:
-    """``btc-usdt``, ``BTC_USDT``, `` btc/usdt `` -> ``BTC/USDT`` (``BTCUSDT`` stays as is)."""
-    return symbol.strip().upper().replace("-", "/").replace("_", "/")
+from marketbus.symbols import normalize_symbol
 
 
 def loose_symbol(symbol: str) -> str:

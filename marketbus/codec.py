@@ -134,22 +134,17 @@ def _fmt(v: float | None) -> str:
 
 def human(record: Record) -> str:
     """The ``h`` field: symbol, price or bid/ask, and exchange time, as one line."""
-    if type(record) is Trade:  # the hot path: no helper calls (price, amount never None)
+    if isinstance(record, Trade):  # the hot path: no helper calls (price, amount never None)
         return (
             f"{record.symbol} {record.side or '?'} {record.amount!r} @ {record.price!r} "
             f"id={record.id} {iso_ms(record.ts_ms)}"
         )
-    if type(record) is Ticker:
+    if isinstance(record, Ticker):
         lp, bp, ap = record.last, record.bid, record.ask
         return (
             f"{record.symbol} last {'-' if lp is None else repr(lp)} "
             f"bid {'-' if bp is None else repr(bp)} ask {'-' if ap is None else repr(ap)} "
             f"{iso_ms(record.ts_ms)}"
-        )
-    if isinstance(record, Trade):  # a subclass: the same line
-        return (
-            f"{record.symbol} {record.side or '?'} {_fmt(record.amount)} @ {_fmt(record.price)} "
-            f"id={record.id} {iso_ms(record.ts_ms)}"
         )
     if isinstance(record, BookTop):
         bid = record.best_bid or (None, None)
@@ -165,10 +160,7 @@ def human(record: Record) -> str:
             f"h {_fmt(record.high)} l {_fmt(record.low)} c {_fmt(record.close)} "
             f"v {_fmt(record.volume)}{' closed' if record.closed else ''}"
         )
-    return (
-        f"{record.symbol} last {_fmt(record.last)} bid {_fmt(record.bid)} "
-        f"ask {_fmt(record.ask)} {iso_ms(record.ts_ms)}"
-    )
+    raise TypeError(f"not a marketbus record: {type(record).__name__}")
 
 
 def encode(record: Record) -> dict[str, bytes | str]:

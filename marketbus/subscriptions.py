@@ -17,6 +17,7 @@ from typing import Literal
 
 from marketbus.errors import DecodeError
 from marketbus.models import Channel
+from marketbus.symbols import normalize_symbol
 
 Op = Literal["+", "-"]
 
@@ -37,9 +38,8 @@ def field_value(op: Op, at_ms: int) -> str:
     return f"{at_ms}:{op}"
 
 
-def loose_symbol(symbol: str) -> str:
-    """``btc-usdt`` -> ``BTC/USDT``; exact resolution happens against the exchange's markets."""
-    return symbol.strip().upper().replace("-", "/").replace("_", "/")
+loose_symbol = normalize_symbol
+"""``btc-usdt`` -> ``BTC/USDT``; exact resolution happens against the exchange's markets."""
 
 
 def parse_changes(raw: Mapping[bytes | str, bytes | str]) -> tuple[list[Change], int]:

@@ -14,7 +14,14 @@ from typing import Any
 from marketbus.errors import UnknownSymbolError
 
 
-def _squash(s: str) -> str:
+def normalize_symbol(symbol: str) -> str:
+    """``btc-usdt``, ``BTC_USDT``, `` btc/usdt `` -> ``BTC/USDT`` (``BTCUSDT`` stays as is):
+    the spelling-level part of resolution, for code that has no market list at hand."""
+    return symbol.strip().upper().replace("-", "/").replace("_", "/")
+
+
+def squash(s: str) -> str:
+    """Letters and digits only, upper case: ``btc/usdt`` and ``BTCUSDT`` meet at ``BTCUSDT``."""
     return "".join(ch for ch in s.upper() if ch.isalnum())
 
 
@@ -31,11 +38,11 @@ class SymbolResolver:
                 continue
             self._unified[symbol.upper()] = symbol
             # spot markets win a loose-key collision (BTCUSDT spot vs BTC/USDT:USDT swap)
-            keys = {_squash(symbol)}
+            keys = {squash(symbol)}
             if isinstance(m.get("id"), str):
-                keys.add(_squash(m["id"]))
+                keys.add(squash(m["id"]))
             if isinstance(m.get("base"), str) and isinstance(m.get("quote"), str):
-                keys.add(_squash(m["base"] + m["quote"]))
+                keys.add(squash(m["base"] + m["quote"]))
             spot = m.get("spot", True) is not False
             for k in keys:
                 if spot or k not in self._loose:
@@ -50,10 +57,10 @@ class SymbolResolver:
         text = raw.strip()
         if not text:
             raise UnknownSymbolError(self.exchange, raw)
-        exact = self._unified.get(text.upper().replace("-", "/").replace("_", "/"))
+        exact = self._unified.get(normalize_symbol(text))
         if exact is not None:
             return exact
-        loose = self._loose.get(_squash(text))
+        loose = self._loose.get(squash(text))
         if loose is not None:
             return loose
         close = difflib.get_close_matches(text.upper(), list(self._unified), n=3, cutoff=0.75)

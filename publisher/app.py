@@ -121,12 +121,8 @@ class Publisher:
         tasks = self._worker_tasks.pop(name, [])
         await asyncio.gather(*(cancel_and_wait(t, 5.0) for t in tasks))
         with contextlib.suppress(Exception):
-            st = w.status()
-            st["state"] = ConnState.STOPPED.value
-            await self.redis.hset(
-                status_key(worker_id(name, self.settings.instance)),
-                mapping={"state": st["state"], "json": orjson.dumps(st)},
-            )
+            key, fields = self._status_fields(name, w, self.status()["sink"], final=True)
+            await self.redis.hset(key, mapping=fields)
         log.info("exchange_removed", exchange=name)
 
     async def stop(self) -> None:
@@ -194,17 +190,24 @@ class Publisher:
         ttl = max(10, int(self.settings.supervisor.status_interval_s * 5))
         pipe = self.redis.pipeline(transaction=False)
         for name, w in self.workers.items():
-            st = w.status()
-            st["sink"] = sink
-            st["updated_ms"] = int(time.time() * 1000)
-            st["uptime_s"] = round(time.time() - self._started_at, 1)
-            if final:
-                st["state"] = ConnState.STOPPED.value
-            st["instance"] = self.settings.instance
-            key = status_key(worker_id(name, self.settings.instance))
-            pipe.hset(key, mapping={"state": st["state"], "json": orjson.dumps(st)})
+            key, fields = self._status_fields(name, w, sink, final)
+            pipe.hset(key, mapping=fields)
             pipe.expire(key, ttl)
         await pipe.execute()
+
+    def _status_fields(
+        self, name: str, w: ExchangeWorker, sink: dict[str, Any], final: bool
+    ) -> tuple[str, dict[str, Any]]:
+        """The status key of one worker and the fields written there."""
+        st = w.status()
+        st["sink"] = sink
+        st["updated_ms"] = int(time.time() * 1000)
+        st["uptime_s"] = round(time.time() - self._started_at, 1)
+        st["instance"] = self.settings.instance
+        if final:
+            st["state"] = ConnState.STOPPED.value
+        key = status_key(worker_id(name, self.settings.instance))
+        return key, {"state": st["state"], "json": orjson.dumps(st)}
 
     async def _status_loop(self) -> None:
         while True:

@@ -8,6 +8,7 @@ moment CCXT parses it; the ``watch_*`` loops then only hold the subscriptions.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -134,6 +135,15 @@ def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+@functools.cache
+def _client_class(exchange_id: str, base: type[Any]) -> type[Any]:
+    """The adapter class with our taps and overrides, built once per exchange (not per
+    reconnect)."""
+    taps = TAPS.get(exchange_id, ())
+    overrides = OVERRIDES.get(exchange_id, {})
+    return _tapped_class(base, taps, overrides) if taps or overrides else base
+
+
 def make_client(cfg: ExchangeSettings, on_parsed: OnParsed | None) -> Any:
     """A ccxt.pro client for ``cfg``; ``on_parsed`` sees each trade/ticker as it is parsed."""
     # an exchange without websocket support in ccxt.pro is polled over REST (async ccxt)
@@ -141,9 +151,7 @@ def make_client(cfg: ExchangeSettings, on_parsed: OnParsed | None) -> Any:
     if base is None:
         raise UnknownExchangeError(f"exchange {cfg.name!r} is not in ccxt")
     taps = TAPS.get(cfg.name, ())
-    overrides = OVERRIDES.get(cfg.name, {})
-    cls = _tapped_class(base, taps, overrides) if taps or overrides else base
-    client = cls(ccxt_config(cfg))
+    client = _client_class(cfg.name, base)(ccxt_config(cfg))
     if cfg.url:
         client.urls = {**client.urls, "api": rebase_urls(client.urls["api"], cfg.url)}
     client.__dict__["_marketbus_on_parsed"] = on_parsed if taps else None

@@ -42,11 +42,9 @@ class SubscriptionsMixin(WorkerParts):
         running session, or at the next session. Returns the resolved subscription (empty
         before the first session has loaded the markets).
         """
-        self.wanted = {
-            Channel(c): tuple(dict.fromkeys(s.strip() for s in syms if s.strip()))
-            for c, syms in wanted.items()
-        }
-        self.wanted = {c: syms for c, syms in self.wanted.items() if syms}
+        cleaned = {Channel(c): tuple(dict.fromkeys(filter(None, map(str.strip, syms))))
+                   for c, syms in wanted.items()}  # fmt: skip
+        self.wanted = {c: syms for c, syms in cleaned.items() if syms}
         self.stats.subscription_changes += 1
         if self._resolver is None:
             return {}

@@ -106,9 +106,8 @@ class WatchMixin(WorkerParts):
             "book_resync", error=f"{type(e).__name__}: {e}"[:300], symbols=symbols[:5],
             total=self.stats.book_resyncs,
         )  # fmt: skip
-        for s in symbols:
-            if s in str(e):
-                self.books.forget(s)
+        for s in symbols:  # the next book of each starts a fresh record series
+            self.books.forget(s)
         if len(resyncs) > MAX_BOOK_RESYNCS:
             raise ExchangeUnavailableError(
                 f"{self.name}: {len(resyncs)} book resyncs within a minute: reconnecting"

@@ -19,12 +19,9 @@ from marketbus.keys import control_stream, status_key, subscriptions_key
 from marketbus.models import Channel
 from marketbus.redis_client import from_redis
 from marketbus.subscriptions import Op, field_name, field_value, loose_symbol, parse_changes
+from marketbus.symbols import squash
 
 CONTROL_MAXLEN = 1_000
-
-
-def _squash(s: str) -> str:
-    return "".join(ch for ch in s.upper() if ch.isalnum())
 
 
 @dataclass
@@ -84,13 +81,13 @@ def outcome(
     """Compare the worker's status with the change asked for (pure)."""
     out = Outcome(publisher_seen=status is not None)
     subs = (status or {}).get("subscriptions") or {}
-    dropped = {_squash(k): v for k, v in ((status or {}).get("dropped") or {}).items()}
+    dropped = {squash(k): v for k, v in ((status or {}).get("dropped") or {}).items()}
     for s in symbols:
-        key = _squash(s)
+        key = squash(s)
         if key in dropped:
             out.applied[s] = f"unknown: {dropped[key]}"
             continue
-        present = [any(_squash(x) == key for x in subs.get(c.value, [])) for c in channels]
+        present = [any(squash(x) == key for x in subs.get(c.value, [])) for c in channels]
         done = all(present) if op == "+" else not any(present)
         out.applied[s] = ("active" if op == "+" else "removed") if done else "pending"
     return out
