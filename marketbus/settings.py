@@ -78,7 +78,10 @@ class ExchangeSettings(_Frozen):
     ticker_stream: Literal["ticker", "miniTicker"] = "ticker"
     trade_stream: Literal["aggTrade", "trade"] = "aggTrade"
     trades_limit: int | None = Field(
-        None, ge=100, description="CCXT tradesLimit (trades cached between two reads); auto"
+        None,
+        ge=1,
+        description="CCXT tradesLimit (trades cached between two reads); auto: 10 where the "
+        "publisher taps the adapter, else 100,000",
     )
     options: dict[str, Any] = Field(default_factory=dict, description="extra CCXT config")
     parser: Literal["ccxt", "native"] = Field(

@@ -115,8 +115,9 @@ def _counting(original: Any, method: str) -> Any:
 def ccxt_config(cfg: ExchangeSettings) -> dict[str, Any]:
     """The config dict for the adapter: our defaults, then ``cfg.options`` (URLs come later)."""
     options: dict[str, Any] = {
-        # with a tap every trade is seen as parsed, so the cache only costs memory
-        "tradesLimit": cfg.trades_limit or (1_000 if has_taps(cfg.name) else 100_000),
+        # with a tap every trade is seen as parsed, so the cache only costs memory and
+        # full-GC time (every cached trade is a few dicts the collector walks)
+        "tradesLimit": cfg.trades_limit or (10 if has_taps(cfg.name) else 100_000),
         "defaultType": "spot",
         "fetchMarkets": {"types": ["spot"]},
     }

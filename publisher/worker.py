@@ -35,6 +35,7 @@ from marketbus.settings import ExchangeSettings, SupervisorSettings
 from marketbus.subscriptions import Change, effective
 from marketbus.symbols import SymbolResolver
 from publisher import backfill as bfill
+from publisher import gc_policy
 from publisher.backfill import BackfillMode, TradeMark
 from publisher.books import BookGate
 from publisher.ccxt_client import make_client
@@ -317,6 +318,7 @@ class ExchangeWorker(SubscriptionsMixin, WatchMixin, PollingMixin):
             guard_frames(client, self._on_malformed, fast, self._on_frame)
         try:
             await client.load_markets()
+            gc_policy.connection_ready()
             self._resolver = SymbolResolver(self.name, client.markets.values())
             first = not self.markets
             if self._changes:  # compared again now that symbols resolve exactly
@@ -352,6 +354,7 @@ class ExchangeWorker(SubscriptionsMixin, WatchMixin, PollingMixin):
                 self.books.forget(symbol)  # a new session starts from a new snapshot
             with contextlib.suppress(Exception):
                 await asyncio.shield(client.close())
+            gc_policy.connection_closed()
 
     # -- backfill -------------------------------------------------------------------------
     def _backfill_mode(self, client: Any) -> BackfillMode | None:

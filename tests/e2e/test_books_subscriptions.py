@@ -47,6 +47,11 @@ async def records(r: aioredis.Redis, symbol: str, channel: Channel) -> list[Any]
     return [codec.decode_fields(f) for _, f in entries]
 
 
+async def last_book_seq_is(r: aioredis.Redis, symbol: str, seq: int) -> bool:
+    books = await records(r, symbol, Channel.BOOK)
+    return bool(books) and books[-1].seq == seq
+
+
 async def wait_for(cond: Any, timeout: float = 10.0) -> None:
     async with asyncio.timeout(timeout):
         while not await cond():
@@ -67,10 +72,15 @@ async def test_books_follow_the_recorded_depth_and_end_equal_to_the_exchange(
                                       for s in RECORDED], timeout=20)  # fmt: skip
             fx.play()
             await fx.wait_done(timeout=30)
-            await asyncio.sleep(1.0)  # the last diffs through ccxt, the sink and Redis
-            await asyncio.wait_for(pub.sink.drain(), 5)
             async with aiohttp.ClientSession() as http:
                 for symbol in RECORDED:
+                    sym_id = symbol.replace("/", "")
+                    url = f"{fx.base_url}/api/v3/depth?symbol={sym_id}&limit=20"
+                    async with http.get(url) as resp:
+                        snap = await resp.json()
+
+                    want = snap["lastUpdateId"]  # the last diffs through ccxt, sink and Redis
+                    await wait_for(lambda s=symbol, w=want: last_book_seq_is(r, s, w), 15)
                     books = await records(r, symbol, Channel.BOOK)
                     assert books, symbol
                     assert all(isinstance(b, BookTop) for b in books)
@@ -79,10 +89,6 @@ async def test_books_follow_the_recorded_depth_and_end_equal_to_the_exchange(
                     for b in books:  # the codec would refuse a crossed book: check anyway
                         assert b.bids[0][0] < b.asks[0][0]
                         assert len(b.bids) <= 20 and len(b.asks) <= 20
-                    sym_id = symbol.replace("/", "")
-                    url = f"{fx.base_url}/api/v3/depth?symbol={sym_id}&limit=20"
-                    async with http.get(url) as resp:
-                        snap = await resp.json()
                     last = books[-1]
                     assert last.seq == snap["lastUpdateId"], symbol
                     assert list(last.bids) == [(float(p), float(q)) for p, q in snap["bids"]]
@@ -106,18 +112,17 @@ async def test_book_throttle_publishes_at_most_one_record_per_interval_and_the_l
             started = time.time()
             fx.play()
             await fx.wait_done(timeout=30)
-            await asyncio.sleep(1.5)  # the trailing record is due within one interval
-            await asyncio.wait_for(pub.sink.drain(), 5)
+            async with aiohttp.ClientSession() as http:
+                url = f"{fx.base_url}/api/v3/depth?symbol=NKNUSDT&limit=20"
+                async with http.get(url) as resp:
+                    snap = await resp.json()
+            # the last state always goes out: the trailing record, due within one interval
+            await wait_for(lambda: last_book_seq_is(r, "NKN/USDT", snap["lastUpdateId"]), 15)
             books = await records(r, "NKN/USDT", Channel.BOOK)
             elapsed = time.time() - started
             assert 1 <= len(books) <= elapsed / 0.5 + 2
             gaps = [(b.recv_ns - a.recv_ns) / 1e6 for a, b in itertools.pairwise(books)]
             assert all(g >= 450 for g in gaps), gaps  # 0.5 s apart (timer jitter aside)
-            async with aiohttp.ClientSession() as http:
-                url = f"{fx.base_url}/api/v3/depth?symbol=NKNUSDT&limit=20"
-                async with http.get(url) as resp:
-                    snap = await resp.json()
-            assert books[-1].seq == snap["lastUpdateId"]  # the last state always goes out
             assert pub.workers["binance"].books.stats.throttled > 0
     await r.aclose()
 

@@ -9,7 +9,9 @@ docs/reliability.md, never asserted.
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
+import weakref
 from collections.abc import AsyncIterator, Iterator, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -313,6 +315,25 @@ async def test_closed_socket_reconnects_and_backfills_the_gap(
         assert "RECONNECTING" in r.states()
         assert r.worker.stats.backfills >= 1 and r.worker.stats.backfilled > 0
         RESULTS[-1].note += f" ({r.worker.stats.backfilled} backfilled)"
+
+
+async def test_a_reconnect_frees_the_old_adapter_kept_out_of_full_gc_passes(
+    redis: aioredis.Redis, redis_server: RedisServer
+) -> None:
+    """While connected, the adapter is frozen (out of gen-2 scans, publisher/gc_policy.py);
+    after a reconnect the old one, cycles and all, is collected: no leak per reconnect."""
+    async with rig(redis_server.url, source(duration=3), consumer=False) as r:
+        await r.wait_state(ConnState.CONNECTED)
+        assert gc.get_freeze_count() > 0
+        old = weakref.ref(r.worker._client)
+        before = r.worker.stats.reconnects
+        r.fx.faults.close_all(abrupt=True)
+        await r.wait_reconnected(before)
+        assert r.worker._client is not old()
+        gc.collect()
+        assert old() is None, "the closed adapter is still alive"
+        assert gc.get_freeze_count() > 0  # the new one is frozen in turn
+    assert gc.get_freeze_count() == 0  # publisher stopped: nothing left frozen
 
 
 async def test_stall_longer_than_heartbeat_is_caught_by_the_watchdog(

@@ -210,7 +210,7 @@ def test_ccxt_config_merges_user_options_deeply() -> None:
 
 def test_trades_limit_defaults_and_override() -> None:
     assert has_taps("binance")
-    assert ccxt_config(ExchangeSettings())["options"]["tradesLimit"] == 1_000
+    assert ccxt_config(ExchangeSettings())["options"]["tradesLimit"] == 10
     assert ccxt_config(ExchangeSettings(trades_limit=5_000))["options"]["tradesLimit"] == 5_000
     assert ccxt_config(ExchangeSettings(name="kraken"))["options"]["tradesLimit"] == 100_000
 

@@ -177,7 +177,7 @@ def test_missing_or_broken_file(tmp_path: Path) -> None:
             "exchanges.0.ticker_stream",
             "book",
         ),
-        ('[[exchanges]]\nname = "binance"\ntrades_limit = 5', "exchanges.0.trades_limit", "5"),
+        ('[[exchanges]]\nname = "binance"\ntrades_limit = 0', "exchanges.0.trades_limit", "0"),
         (
             '[[exchanges]]\nname = "binance"\n[[exchanges]]\nname = "BINANCE"',
             "exchanges",
