@@ -34,6 +34,7 @@ from marketbus.models import (
     Record,
     Ticker,
     Trade,
+    trusted,
 )
 
 DATA_FIELD = "d"
@@ -426,29 +427,29 @@ _BATCH_CHECKS: dict[Channel, tuple[int, Callable[[list[tuple[Any, ...]]], bool]]
 
 def from_values(channel: Channel, arr: list[Any]) -> Record:
     """A model from checked values (no second validation: :func:`unpack` did it)."""
-    head: dict[str, Any] = dict(exchange=arr[2], symbol=arr[3], ts_ms=arr[4], recv_ns=arr[5])
+    exchange, symbol, ts_ms, recv_ns = arr[2], arr[3], arr[4], arr[5]
+    head: dict[str, Any] = {
+        "exchange": exchange, "symbol": symbol, "ts_ms": ts_ms, "recv_ns": recv_ns
+    }  # fmt: skip
     if channel is Channel.TRADES:
         tid, price, amount, side = arr[_HEAD:]
-        return Trade.model_construct(
-            **head, id=tid, price=float(price), amount=float(amount), side=side
-        )
+        head.update(id=tid, price=float(price), amount=float(amount), side=side)
+        return trusted(Trade, head)
     if channel is Channel.BOOK:
         seq, bids, asks = arr[_HEAD:]
-        return BookTop.model_construct(
-            **head, seq=seq, bids=pair_levels(bids), asks=pair_levels(asks)
-        )
+        head.update(seq=seq, bids=pair_levels(bids), asks=pair_levels(asks))
+        return trusted(BookTop, head)
     if channel is Channel.CANDLES:
         interval, open_ms, o, h, low, c, v, qv, closed = arr[_HEAD:]
-        return Candle.model_construct(
-            **head, interval=interval, open_ms=open_ms, open=float(o), high=float(h),
-            low=float(low), close=float(c), volume=float(v),
-            quote_volume=None if qv is None else float(qv), closed=closed,
+        head.update(
+            interval=interval, open_ms=open_ms, open=float(o), high=float(h), low=float(low),
+            close=float(c), volume=float(v), quote_volume=None if qv is None else float(qv),
+            closed=closed,
         )  # fmt: skip
-    vals: dict[str, Any] = {
-        k: (None if v is None else float(v))
-        for k, v in zip(TICKER_FIELDS, arr[_HEAD:], strict=True)
-    }
-    return Ticker.model_construct(**head, **vals)
+        return trusted(Candle, head)
+    for k, v in zip(TICKER_FIELDS, arr[_HEAD:], strict=True):
+        head[k] = None if v is None else float(v)
+    return trusted(Ticker, head)
 
 
 def decode(data: bytes) -> Record:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
@@ -154,6 +154,36 @@ class Candle(_Record):
 
 
 Record = Ticker | Trade | BookTop | Candle
+
+R = TypeVar("R", bound=_Record)
+_MISSING = object()
+_TEMPLATES: dict[type[Any], dict[str, Any]] = {}
+_new = object.__new__
+_set = object.__setattr__
+
+
+def trusted(cls: type[R], values: dict[str, Any]) -> R:
+    """An instance from values that already passed the model's rules, e.g. the codec's checks.
+
+    ``model_construct`` is pydantic's way to skip validation, but in pydantic 2 it costs
+    more than validating (2.9 µs vs 1.6 µs a trade); this sets the same four attributes
+    directly (0.8 µs). ``values`` must hold every required field. tests/unit/test_models.py
+    holds it equal to ``model_construct`` and to a validated instance for every model.
+    """
+    template = _TEMPLATES.get(cls)
+    if template is None:  # every field in declaration order, defaults filled in
+        template = _TEMPLATES[cls] = {
+            name: _MISSING if f.is_required() else f.default for name, f in cls.model_fields.items()
+        }
+    d = template.copy()
+    d.update(values)  # keeps the declaration order: repr and dumps read like a validated one
+    obj = _new(cls)
+    _set(obj, "__dict__", d)
+    _set(obj, "__pydantic_fields_set__", set(values))
+    _set(obj, "__pydantic_extra__", None)
+    _set(obj, "__pydantic_private__", None)
+    return obj
+
 
 MODELS: dict[Channel, type[Ticker] | type[Trade] | type[BookTop] | type[Candle]] = {
     Channel.TICKER: Ticker,

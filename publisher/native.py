@@ -9,13 +9,12 @@ produces for the same frame (tested on recorded and synthetic frames).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 
-from marketbus.models import INT64_MAX, Channel, Record, Trade
+from marketbus.models import Channel, Record, Trade
 from publisher.normalize import NormalizeError, ticker_record
 
 # what the frame's "e" says -> the channel it feeds
@@ -34,42 +33,25 @@ BINANCE_TICKER_KEYS = {
 }  # fmt: skip
 
 
-def _f(v: Any) -> float:
-    return float(v)
-
-
-_construct = Trade.model_construct
-
-
 def binance_record(exchange: str, frame: Mapping[str, Any], symbol: str, recv_ns: int) -> Record:
     """The record for one Binance push frame (already known to be a trade or ticker event).
 
-    Trades, the hot path, are checked here with the model's own rules (finite price > 0,
-    finite amount >= 0, int64 time, an id) and built without a second validation pass;
-    anything unusual goes through the model, so the errors read the same.
+    Built through the model's own validation, like the CCXT path's: in pydantic 2 that is
+    also the fastest way (1.6 µs a trade; ``model_construct`` takes 2.9 µs).
     """
     e = frame["e"]
     try:
         if e == "aggTrade" or e == "trade":
-            price, amount, ts = float(frame["p"]), float(frame["q"]), frame["T"]
-            tid = str(frame["a"] if e == "aggTrade" else frame["t"])
-            side: Literal["buy", "sell"] = "sell" if frame["m"] else "buy"
-            if (
-                0.0 < price < math.inf
-                and 0.0 <= amount < math.inf
-                and type(ts) is int
-                and 0 <= ts <= INT64_MAX
-                and 0 < len(tid) <= 128
-                and 0 < len(symbol) <= 128
-            ):
-                return _construct(
-                    exchange=exchange, symbol=symbol, ts_ms=ts, recv_ns=recv_ns, id=tid,
-                    price=price, amount=amount, side=side,
-                )  # fmt: skip
             return Trade(
-                exchange=exchange, symbol=symbol, ts_ms=ts, recv_ns=recv_ns, id=tid,
-                price=price, amount=amount, side=side,
-            )  # fmt: skip
+                exchange=exchange,
+                symbol=symbol,
+                ts_ms=frame["T"],
+                recv_ns=recv_ns,
+                id=str(frame["a"] if e == "aggTrade" else frame["t"]),
+                price=float(frame["p"]),
+                amount=float(frame["q"]),
+                side="sell" if frame["m"] else "buy",
+            )
         return ticker_record(exchange, symbol, frame["E"], recv_ns, frame, BINANCE_TICKER_KEYS)
     except (KeyError, TypeError, ValueError) as err:
         raise NormalizeError(f"bad {e} frame from {exchange}: {err}") from err

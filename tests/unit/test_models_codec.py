@@ -409,3 +409,51 @@ def test_str_data_says_to_open_redis_without_decode_responses() -> None:
 def test_data_field_of_another_type_is_a_decode_error(value: Any) -> None:
     with pytest.raises(DecodeError):
         codec.decode_fields({b"d": value})
+
+
+def _samples() -> list[Any]:
+    from marketbus.models import BookTop, Candle
+
+    head = {"exchange": "okx", "symbol": "ETH/USDT", "ts_ms": 1_700_000_000_123, "recv_ns": 7}
+    return [
+        factories.trade(1),
+        Trade(**head, id="9", price=1.5, amount=0.0),  # side left to its default
+        factories.ticker(2),
+        Ticker(**head, bid=1.0),  # mostly defaults
+        BookTop(**head, seq=3, bids=((2.0, 1.0), (1.0, 0.5)), asks=((3.0, 0.25),)),
+        BookTop(**head, bids=(), asks=()),
+        Candle(
+            **head,
+            interval="1m",
+            open_ms=60_000,
+            open=2.0,
+            high=3.0,
+            low=1.0,
+            close=2.5,
+            volume=4.0,
+            closed=True,
+        ),  # fmt: skip
+    ]
+
+
+@pytest.mark.parametrize(
+    "record", _samples(), ids=lambda r: f"{r.channel}-{len(r.__pydantic_fields_set__)}"
+)
+def test_trusted_builds_what_validation_and_model_construct_build(record: Any) -> None:
+    from marketbus.models import trusted
+
+    cls = type(record)
+    given = {k: getattr(record, k) for k in record.__pydantic_fields_set__}
+    fast = trusted(cls, given)
+    slow = cls.model_construct(**given)
+    assert fast == record == slow
+    assert repr(fast) == repr(record)
+    assert (
+        fast.model_dump() == record.model_dump()
+        and fast.model_dump_json() == record.model_dump_json()
+    )
+    assert hash(fast) == hash(record)
+    assert fast.__pydantic_fields_set__ == slow.__pydantic_fields_set__
+    assert codec.decode(codec.pack(fast)) == record == codec.decode(codec.pack(record))
+    with pytest.raises(ValidationError):
+        fast.symbol = "X"  # type: ignore[misc]  # still frozen
