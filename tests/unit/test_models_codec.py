@@ -432,7 +432,7 @@ def _samples() -> list[Any]:
             close=2.5,
             volume=4.0,
             closed=True,
-        ),  # fmt: skip
+        ),
     ]
 
 
