@@ -112,7 +112,7 @@ async def publisher_session(
                 await fx.call("wait_subscribed", streams=streams_for(fx.symbols), timeout=60)
                 sink = pub.sink
                 worker = next(iter(pub.workers.values()))
-                with Profiler(ctx, "publisher-steady"):
+                with Profiler(ctx, f"publisher-steady-{parser}"):
                     t0 = (await fx.call("play"))["t_ns"]
                     done_ns = (await fx.call("wait_done", timeout=duration + 120))["t_ns"]
                     c = await fx.call("counts")
@@ -130,7 +130,7 @@ async def publisher_session(
                 out["steady_drain_ms"] = (t1 - done_ns) / 1e6
                 out["conns"] = c["conns"]
                 w0 = sink.stats.written
-                with Profiler(ctx, "publisher-burst"):
+                with Profiler(ctx, f"publisher-burst-{parser}"):
                     b = await fx.call("burst", n=burst, timeout=300)
                     try:
                         await wait_until(
