@@ -427,10 +427,12 @@ _BATCH_CHECKS: dict[Channel, tuple[int, Callable[[list[tuple[Any, ...]]], bool]]
 
 def from_values(channel: Channel, arr: list[Any]) -> Record:
     """A model from checked values (no second validation: :func:`unpack` did it)."""
-    exchange, symbol, ts_ms, recv_ns = arr[2], arr[3], arr[4], arr[5]
     head: dict[str, Any] = {
-        "exchange": exchange, "symbol": symbol, "ts_ms": ts_ms, "recv_ns": recv_ns
-    }  # fmt: skip
+        "exchange": arr[2],
+        "symbol": arr[3],
+        "ts_ms": arr[4],
+        "recv_ns": arr[5],
+    }
     if channel is Channel.TRADES:
         tid, price, amount, side = arr[_HEAD:]
         head.update(id=tid, price=float(price), amount=float(amount), side=side)
