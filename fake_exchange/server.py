@@ -31,9 +31,14 @@ from fake_exchange.market_state import MarketState
 from fake_exchange.protocol import parse_control, stream_ok, streams_from_path
 from fake_exchange.rest import RestApi, fault_middleware
 from fake_exchange.sources import FrameSource, unified_symbols
+from fake_exchange.wsframes import text_frames
 
 log = logging.getLogger("fake_exchange")
 
+_BURST_CHUNK = 2_000
+"""Burst frames per transport write."""
+_BURST_HIGH_WATER = 1 << 20
+"""Bytes the transport may hold before a burst waits for the client to read."""
 _YIELD_EVERY = 256
 """Events published back to back before the player yields to the loop (fast mode)."""
 
@@ -50,12 +55,15 @@ class SentFrame:
 
 @dataclass(slots=True)
 class _Out:
-    """A queued write: text (+ stream/payload for the sent log), or a flush marker."""
+    """A queued write: text (+ stream/payload for the sent log), a flush marker, or a burst
+    chunk (``raw``: ready-made frames for ``frames``, written in one go)."""
 
     text: str = ""
     stream: str | None = None
     payload: Payload | None = None
     marker: asyncio.Future[None] | None = None
+    raw: bytes = b""
+    frames: list[tuple[str, Payload]] | None = None
 
 
 @dataclass(eq=False)
@@ -241,18 +249,48 @@ class FakeExchange:
             await self._flush(list(self._conns.values()))
 
     async def send_burst(self, targets: Sequence[str], n: int) -> list[Payload]:
-        """Write `n` aggTrades round-robin over symbols, back to back, ids continuing."""
+        """Write `n` aggTrades round-robin over symbols, back to back, ids continuing.
+
+        Encoded up front and written in chunks of ready-made websocket frames
+        (`fake_exchange.wsframes`), in order with everything queued before: through
+        `send_str` one by one, the fake ran out of CPU before the client under test did.
+        """
         syms = [self._resolve_symbol(t) for t in targets]
         if not syms:
             raise ValueError("send_burst needs at least one symbol")
         now_ms = int(time.time() * 1000)
+        state = self._state()
         frames: list[Payload] = []
         touched: set[_Connection] = set()
-        for i in range(n):
-            sym = syms[i % len(syms)]
-            frame = self._state().next_burst_trade(sym, now_ms)
-            frames.append(frame)
-            touched.update(await self._fanout(bf.stream_name(sym, "aggTrade"), frame))
+        for start in range(0, n, _BURST_CHUNK):  # made and written a chunk at a time
+            per_conn: dict[_Connection, list[tuple[str, Payload, bytes]]] = {}
+            for i in range(start, min(n, start + _BURST_CHUNK)):
+                sym = syms[i % len(syms)]
+                frame = state.next_burst_trade(sym, now_ms)
+                frames.append(frame)
+                stream = bf.stream_name(sym, "aggTrade")
+                raw: bytes | None = None
+                envelope: bytes | None = None
+                for conn in self._subs.get(stream, ()):
+                    if conn.closed:
+                        continue
+                    if conn.combined:
+                        if envelope is None:
+                            envelope = orjson.dumps({"stream": stream, "data": frame})
+                        text = envelope
+                    else:
+                        if raw is None:
+                            raw = orjson.dumps(frame)
+                        text = raw
+                    per_conn.setdefault(conn, []).append((stream, frame, text))
+            for conn, items in per_conn.items():
+                out = _Out(
+                    raw=text_frames(t for _, _, t in items),
+                    frames=[(stream, frame) for stream, frame, _ in items],
+                )
+                await conn.queue.put(out)
+            touched.update(per_conn)
+            await asyncio.sleep(0)  # the writers send this chunk while the next one is made
         await self._flush(list(touched))
         return frames
 
@@ -394,12 +432,33 @@ class FakeExchange:
             while stall > 0:
                 await asyncio.sleep(stall)
                 stall = self.faults.stalled_for()
+            if out.frames is not None:
+                if not await self._write_raw(conn, out.raw):
+                    return
+                now = time.time_ns()
+                for stream, payload in out.frames:
+                    self._record(SentFrame(conn.conn_id, stream, payload, now))
+                continue
             try:
                 await conn.ws.send_str(out.text)
             except ConnectionError:
                 return
             if out.payload is not None and out.stream is not None:
                 self._record(SentFrame(conn.conn_id, out.stream, out.payload, time.time_ns()))
+
+    @staticmethod
+    async def _write_raw(conn: _Connection, data: bytes) -> bool:
+        """Ready-made frames straight to the socket, paced like `send_str`: wait while the
+        kernel has not taken the last chunk (a reader that stops reading stalls the burst)."""
+        transport = conn.request.transport
+        if transport is None or transport.is_closing():
+            return False
+        transport.write(data)
+        while transport.get_write_buffer_size() > _BURST_HIGH_WATER:
+            if transport.is_closing():
+                return False
+            await asyncio.sleep(0.0005)
+        return True
 
     def _record(self, frame: SentFrame) -> None:
         self._sent.append(frame)

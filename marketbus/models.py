@@ -7,11 +7,10 @@ Prices and sizes are floats (what bots compute with); times are integers:
 
 from __future__ import annotations
 
-import math
 from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SCHEMA_VERSION = 1
 INT64_MAX = 2**63 - 1  # times are int64 columns in consumers' buffers
@@ -24,16 +23,11 @@ class Channel(StrEnum):
     CANDLES = "candles"
 
 
-def _finite(v: float | None) -> float | None:
-    if v is not None and not math.isfinite(v):
-        raise ValueError("must be finite")
-    return v
-
-
-Price = Annotated[float, Field(gt=0), AfterValidator(_finite)]
-Size = Annotated[float, Field(ge=0), AfterValidator(_finite)]
-OptPrice = Annotated[float | None, Field(default=None, gt=0), AfterValidator(_finite)]
-OptSize = Annotated[float | None, Field(default=None, ge=0), AfterValidator(_finite)]
+# finite: every model refuses inf and NaN (``allow_inf_nan=False``), in C
+Price = Annotated[float, Field(gt=0)]
+Size = Annotated[float, Field(ge=0)]
+OptPrice = Annotated[float | None, Field(default=None, gt=0)]
+OptSize = Annotated[float | None, Field(default=None, ge=0)]
 Side = Literal["buy", "sell"]
 
 
