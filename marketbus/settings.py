@@ -153,6 +153,11 @@ class SupervisorSettings(_Frozen):
     heartbeat_s: float = Field(30.0, gt=0, description="no frame for this long: reconnect")
     healthy_after_s: float = Field(60.0, ge=0, description="connected this long resets backoff")
     status_interval_s: float = Field(1.0, gt=0)
+    gc_freeze: bool = Field(
+        True,
+        description="keep each connected adapter out of Python's full GC passes (gc.freeze; "
+        "process-wide: turn off when the publisher shares its process with other work)",
+    )
 
 
 class Settings(BaseSettings):

@@ -318,7 +318,8 @@ class ExchangeWorker(SubscriptionsMixin, WatchMixin, PollingMixin):
             guard_frames(client, self._on_malformed, fast, self._on_frame)
         try:
             await client.load_markets()
-            gc_policy.connection_ready()
+            if self._sup.gc_freeze:
+                gc_policy.connection_ready()
             self._resolver = SymbolResolver(self.name, client.markets.values())
             first = not self.markets
             if self._changes:  # compared again now that symbols resolve exactly
@@ -354,7 +355,8 @@ class ExchangeWorker(SubscriptionsMixin, WatchMixin, PollingMixin):
                 self.books.forget(symbol)  # a new session starts from a new snapshot
             with contextlib.suppress(Exception):
                 await asyncio.shield(client.close())
-            gc_policy.connection_closed()
+            if self._sup.gc_freeze:
+                gc_policy.connection_closed()
 
     # -- backfill -------------------------------------------------------------------------
     def _backfill_mode(self, client: Any) -> BackfillMode | None:

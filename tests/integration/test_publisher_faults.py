@@ -336,6 +336,24 @@ async def test_a_reconnect_frees_the_old_adapter_kept_out_of_full_gc_passes(
     assert gc.get_freeze_count() == 0  # publisher stopped: nothing left frozen
 
 
+async def test_gc_freeze_off_leaves_the_collector_alone(redis_server: RedisServer) -> None:
+    """``supervisor.gc_freeze = false``: for a publisher sharing its process with a bot."""
+    gc.unfreeze()
+    async with FakeExchange(source(duration=2)) as fx:
+        settings = load_settings(
+            redis={"url": redis_server.url},
+            exchanges=[{"name": "binance", "symbols": SYMBOLS, "url": fx.base_url}],
+            supervisor={**SUP, "gc_freeze": False},
+        )
+        async with Publisher(settings) as pub:
+            w = pub.workers["binance"]
+            await w.wait_connected(timeout=20)
+            async with asyncio.timeout(20):
+                while not w.stats.records:
+                    await asyncio.sleep(0.05)
+            assert gc.get_freeze_count() == 0
+
+
 async def test_stall_longer_than_heartbeat_is_caught_by_the_watchdog(
     redis: aioredis.Redis, redis_server: RedisServer
 ) -> None:
