@@ -269,19 +269,7 @@ class FakeExchange:
                 frame = state.next_burst_trade(sym, now_ms)
                 frames.append(frame)
                 stream = bf.stream_name(sym, "aggTrade")
-                raw: bytes | None = None
-                envelope: bytes | None = None
-                for conn in self._subs.get(stream, ()):
-                    if conn.closed:
-                        continue
-                    if conn.combined:
-                        if envelope is None:
-                            envelope = orjson.dumps({"stream": stream, "data": frame})
-                        text = envelope
-                    else:
-                        if raw is None:
-                            raw = orjson.dumps(frame)
-                        text = raw
+                for conn, text in self._texts(stream, frame):
                     per_conn.setdefault(conn, []).append((stream, frame, text))
             for conn, items in per_conn.items():
                 out = _Out(
@@ -379,28 +367,34 @@ class FakeExchange:
             await self._fanout(ev.stream, ev.payload)
         log.info("source exhausted after %d events", count)
 
-    async def _fanout(self, stream: str, payload: Payload) -> list[_Connection]:
-        conns = self._subs.get(stream)
-        if not conns:
-            return []
-        raw: str | None = None
-        envelope: str | None = None
-        targets = [c for c in conns if not c.closed]
-        for conn in targets:
+    def _texts(self, stream: str, payload: Payload) -> list[tuple[_Connection, bytes]]:
+        """Each open subscriber of `stream` with the text it gets (the combined-stream
+        envelope or the bare payload), each encoding made once."""
+        raw: bytes | None = None
+        envelope: bytes | None = None
+        out: list[tuple[_Connection, bytes]] = []
+        for conn in self._subs.get(stream, ()):
+            if conn.closed:
+                continue
             if conn.combined:
                 if envelope is None:
-                    envelope = orjson.dumps({"stream": stream, "data": payload}).decode()
-                text = envelope
+                    envelope = orjson.dumps({"stream": stream, "data": payload})
+                out.append((conn, envelope))
             else:
                 if raw is None:
-                    raw = orjson.dumps(payload).decode()
-                text = raw
-            out = _Out(text, stream, payload)
+                    raw = orjson.dumps(payload)
+                out.append((conn, raw))
+        return out
+
+    async def _fanout(self, stream: str, payload: Payload) -> list[_Connection]:
+        targets = self._texts(stream, payload)
+        for conn, text in targets:
+            out = _Out(text.decode(), stream, payload)
             try:
                 conn.queue.put_nowait(out)
             except asyncio.QueueFull:
                 await conn.queue.put(out)
-        return targets
+        return [conn for conn, _ in targets]
 
     def _put_nowait(self, conn: _Connection, out: _Out) -> None:
         try:
