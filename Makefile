@@ -2,24 +2,38 @@
 # Every target installs what it needs: the virtualenv, and redis-server from apt when missing.
 
 PYTHON ?= python3
-VENV   ?= .venv
+# `make test PYTHON=python3.13` keeps its own virtualenv beside the default one
+VENV   ?= $(if $(filter python3,$(PYTHON)),.venv,.venv-$(notdir $(PYTHON)))
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LOCK   := requirements.lock
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# what `make lock` resolves for: every supported Python (3.11 up) and platform, one file
+LOCK_ARGS := pyproject.toml --extra dev --group build --universal --python-version 3.11 \
+             --generate-hashes --custom-compile-command "make lock" --quiet -o $(LOCK)
 
-.PHONY: run test lint typecheck deps venv bench soak fake-exchange publish clean help
+.PHONY: run test lint typecheck deps venv bench soak fake-exchange publish clean help \
+        lock test-latest test-lowest
 
 help:
-	@echo "make run        Redis + publisher + live view (live Binance, or the bundled replay offline)"
-	@echo "make test       the whole test suite (unit, integration with real redis-server, end to end)"
-	@echo "make lint       ruff format check + ruff lint + mypy"
-	@echo "make bench      benchmarks (table + JSON under bench-results/)"
+	@echo "make run          Redis + publisher + live view (live Binance, or the bundled replay offline)"
+	@echo "make test         the whole test suite (unit, integration with real redis-server, end to end)"
+	@echo "make lint         ruff format check + ruff lint + mypy"
+	@echo "make bench        benchmarks (table + JSON under bench-results/)"
+	@echo "make lock         re-resolve $(LOCK) to the newest releases pyproject.toml allows"
+	@echo "make test-latest  the suite against the newest releases, in a throwaway virtualenv"
+	@echo "make test-lowest  the suite against pyproject.toml's floors, in a throwaway virtualenv"
 
-$(STAMP): pyproject.toml
+# The virtualenv holds exactly the lock: every package pinned and its hash checked by pip
+# (--require-hashes), the build backend too (--no-build-isolation), nothing resolved here.
+# It is rebuilt from scratch whenever the lock or pyproject.toml changes, so nothing stale stays.
+$(STAMP): $(LOCK) pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "marketbus needs Python >= 3.11"'
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --no-deps --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -55,5 +69,33 @@ bench: deps
 soak: deps
 	$(BIN)/python -m bench.soak
 
+# Upgrades on purpose: re-resolve to the newest allowed releases, then `make test`, commit both.
+lock: venv
+	UV_PYTHON_DOWNLOADS=never $(BIN)/uv pip compile --upgrade $(LOCK_ARGS)
+	@echo "$(LOCK) re-resolved: run make test, then commit it with pyproject.toml"
+
+# What a user who `pip install`s us today gets: the newest releases pyproject.toml allows.
+# Not part of CI (a release elsewhere must not turn CI red); run it before re-locking.
+test-latest: deps
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(PYTHON) -m venv "$$tmp/venv" && \
+	"$$tmp/venv/bin/python" -m pip install -q --upgrade pip && \
+	"$$tmp/venv/bin/python" -m pip install -q --upgrade '.[dev]' && \
+	echo "newest releases (differences from $(LOCK)):" && \
+	"$$tmp/venv/bin/python" tools/lockfile.py $(LOCK) && \
+	"$$tmp/venv/bin/python" -m pytest -q -p no:cacheprovider
+
+# The floors pyproject.toml declares, resolved by uv (--resolution lowest-direct).
+test-lowest: deps
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	UV_PYTHON_DOWNLOADS=never $(BIN)/uv pip compile pyproject.toml --extra dev --group build \
+	  --resolution lowest-direct --python $(PYTHON) --quiet -o "$$tmp/lowest.txt" && \
+	$(PYTHON) -m venv "$$tmp/venv" && \
+	"$$tmp/venv/bin/python" -m pip install -q --no-deps -r "$$tmp/lowest.txt" && \
+	"$$tmp/venv/bin/python" -m pip install -q --no-deps --no-build-isolation . && \
+	echo "lowest direct releases (differences from $(LOCK)):" && \
+	"$$tmp/venv/bin/python" tools/lockfile.py $(LOCK) && \
+	"$$tmp/venv/bin/python" -m pytest -q -p no:cacheprovider
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache bench-results .run
+	rm -rf .venv .venv-* .pytest_cache .mypy_cache .ruff_cache bench-results .run

@@ -13,8 +13,6 @@ from typing import Any
 
 import orjson
 import structlog
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from marketbus.aio import cancel_and_wait
 from marketbus.errors import ConfigError, RedisAuthError, RedisUnavailableError
@@ -38,9 +36,7 @@ class Publisher:
         self._own_redis = redis is None
         # no retries inside redis-py: it would re-send a pipeline whose reply was lost, out
         # of the sink's sight (duplicates); the sink and the status loop retry themselves
-        self.redis = (
-            redis if redis is not None else connect(settings.redis, retry=Retry(NoBackoff(), 0))
-        )
+        self.redis = redis if redis is not None else connect(settings.redis, retries=0)
         r = settings.redis
         self.sink = StreamSink(
             self.redis, maxlen=r.maxlen, batch_size=r.batch_size, spool_size=r.spool_size

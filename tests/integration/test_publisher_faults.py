@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.retry import Retry
 from structlog.testing import capture_logs
 
 from consumers import Consumer

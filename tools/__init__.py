@@ -1,0 +1,1 @@
+"""Repository tooling (lock file checks, the image's runtime closure); not shipped."""
