@@ -46,6 +46,12 @@ class RedisSettings(_Frozen):
     maxlen: int = Field(100_000, ge=1, description="approximate MAXLEN per stream")
     batch_size: int = Field(512, ge=1, le=100_000, description="records per pipelined write")
     spool_size: int = Field(200_000, ge=0, description="records held while Redis is away")
+    pause_reading_at: int = Field(
+        10_000,
+        ge=1,
+        description="records waiting while Redis is up at which the exchange sockets are not "
+        "read until half of them are written (backpressure: a slow writer never drops)",
+    )
     cluster: bool = False
     tls_ca_file: Path | None = None
 

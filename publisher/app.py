@@ -39,7 +39,11 @@ class Publisher:
         self.redis = redis if redis is not None else connect(settings.redis, retries=0)
         r = settings.redis
         self.sink = StreamSink(
-            self.redis, maxlen=r.maxlen, batch_size=r.batch_size, spool_size=r.spool_size
+            self.redis,
+            maxlen=r.maxlen,
+            batch_size=r.batch_size,
+            spool_size=r.spool_size,
+            pause_at=r.pause_reading_at,
         )
         self.workers = {
             e.name: ExchangeWorker(e, self.sink, settings.supervisor) for e in settings.exchanges
@@ -177,6 +181,11 @@ class Publisher:
                 "rejected": s.rejected,
                 "write_errors": s.write_errors,
                 "redis_up": s.redis_up,
+                "refusing": s.refusing,
+                "refused": s.refused,
+                "reading_paused": self.sink.congested,
+                "pauses": s.pauses,
+                "paused_s": round(s.paused_s, 3),
                 "last_error": s.last_error,
             },
         }

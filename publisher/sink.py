@@ -1,9 +1,20 @@
 """The write path: records -> batched, pipelined ``XADD key MAXLEN ~ N`` to Redis.
 
 ``put()`` is synchronous and O(1) so CCXT's message handler can call it. A single
-writer task drains the spool in order. While Redis is away the spool holds up to
-``spool_size`` records; past that the oldest are dropped, counted and logged
-(never silently). A batch is removed from the spool only after Redis answered it.
+writer task drains the spool in order. A batch is removed from the spool only after Redis
+answered it.
+
+Two different reasons for records to wait, handled differently:
+
+- **The writer is behind while Redis is healthy** (more records offered than the process
+  can parse and write): past ``pause_at`` waiting records the sink is *congested* and the
+  exchange sockets are not read (:meth:`wait_for_room`, ``publisher.ws_hooks.pace_reading``)
+  until half of them are written. The exchange's data waits in the kernel's socket buffers
+  and TCP slows the sender: nothing is dropped, and the writer gets the event loop.
+- **Redis is away, or refuses every write** (OOM under ``noeviction``, READONLY after a
+  failover, LOADING, MISCONF...): an outage. The sockets keep being read, the spool holds up
+  to ``spool_size`` records, writes are retried with capped backoff, and only past that are
+  the oldest dropped, counted and logged (never silently).
 
 A batch whose write failed may still have reached Redis (it died, or the connection
 broke, after executing part of the pipeline but before the reply). Before such a batch
@@ -34,7 +45,7 @@ from marketbus.aio import cancel_and_wait
 from marketbus.errors import FatalError, RedisAuthError
 from marketbus.keys import DEFAULT_PREFIX, stream_key
 from marketbus.models import Record
-from marketbus.redis_client import from_redis
+from marketbus.redis_client import from_redis, is_refusal
 from publisher.resp import XaddPacker
 
 log = structlog.get_logger("marketbus.sink")
@@ -49,8 +60,15 @@ class SinkStats:
     write_errors: int = 0
     batches: int = 0
     resend_skipped: int = 0
+    refused: int = 0
+    """XADDs Redis refused for a reason that passes (OOM, READONLY...): kept and retried."""
+    pauses: int = 0
+    """Times reading was paused because the writer was behind (backpressure)."""
+    paused_s: float = 0.0
     last_error: str | None = None
     redis_up: bool = True
+    refusing: str | None = None
+    """Why Redis refuses writes right now (its error), or None."""
 
 
 def _plain_connection(redis: Any) -> bool:
@@ -76,6 +94,7 @@ class StreamSink:
         prefix: str = DEFAULT_PREFIX,
         retry_min_s: float = 0.05,
         retry_max_s: float = 2.0,
+        pause_at: int = 10_000,
     ) -> None:
         self._redis = redis
         self._maxlen = maxlen
@@ -85,6 +104,12 @@ class StreamSink:
         self._retry_min_s = retry_min_s
         self._retry_max_s = retry_max_s
         self._spool: deque[Record] = deque()
+        self._pause_at = max(1, min(pause_at, self._spool_size))
+        self._resume_at = self._pause_at // 2
+        self._room = asyncio.Event()
+        self._room.set()
+        self._paused_since = 0.0
+        self._last_refusal_log = 0.0
         self._wake = asyncio.Event()
         self._keys: dict[tuple[str, str, str], str] = {}
         self._heads: dict[tuple[str, str, str], tuple[str, bytes]] = {}
@@ -114,12 +139,30 @@ class StreamSink:
                 )
         spool.append(record)
         self.stats.accepted += 1
+        if len(spool) >= self._pause_at and self._room.is_set() and self.stats.redis_up:
+            self._room.clear()  # the writer is behind a healthy Redis: readers wait
+            self.stats.pauses += 1
+            self._paused_since = time.monotonic()
         if not self._wake.is_set():
             self._wake.set()
 
     @property
     def pending(self) -> int:
         return len(self._spool)
+
+    @property
+    def congested(self) -> bool:
+        """True while readers should stop reading (the writer is behind, Redis is up)."""
+        return not self._room.is_set()
+
+    async def wait_for_room(self) -> None:
+        """Return once the writer has caught up to half of ``pause_at`` (or Redis is away)."""
+        await self._room.wait()
+
+    def _release_readers(self) -> None:
+        if not self._room.is_set():
+            self._room.set()
+            self.stats.paused_s += time.monotonic() - self._paused_since
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -184,7 +227,7 @@ class StreamSink:
                     batch_to_send = await self._not_yet_stored(batch)
                 else:
                     batch_to_send = batch
-                await self._write(batch_to_send)
+                kept = await self._write(batch_to_send)
             except asyncio.CancelledError:
                 self._uncertain = True
                 raise
@@ -195,23 +238,39 @@ class StreamSink:
                 self.stats.last_error = str(err)
                 if isinstance(err, RedisAuthError | FatalError):
                     self._fatal = err
+                    self._release_readers()
                     log.error("sink_fatal", error=str(err))
                     return
                 if self.stats.redis_up:
                     log.warning("redis_unavailable", error=str(err), pending=len(self._spool))
-                self.stats.redis_up = False
+                self._outage()
+                await asyncio.sleep(delay * (0.5 + random.random() / 2))
+                delay = min(delay * 2, self._retry_max_s)
+                continue
+            self._uncertain = False
+            # the spool may have lost its head to overflow while we awaited: drop by identity
+            spool = self._spool
+            for r in batch:
+                if spool and spool[0] is r:
+                    spool.popleft()
+            if kept:  # Redis refused these for now (OOM, READONLY...): an outage
+                spool.extendleft(reversed(kept))
+                self._outage()
                 await asyncio.sleep(delay * (0.5 + random.random() / 2))
                 delay = min(delay * 2, self._retry_max_s)
                 continue
             if not self.stats.redis_up:
-                log.info("redis_back", pending=len(self._spool))
+                log.info("redis_back", pending=len(spool), was=self.stats.refusing)
             self.stats.redis_up = True
-            self._uncertain = False
+            self.stats.refusing = None
             delay = self._retry_min_s
-            # the spool may have lost its head to overflow while we awaited: drop by identity
-            for r in batch:
-                if self._spool and self._spool[0] is r:
-                    self._spool.popleft()
+            if len(spool) <= self._resume_at:
+                self._release_readers()
+
+    def _outage(self) -> None:
+        """Redis is away or refuses writes: the spool takes the records, readers go on."""
+        self.stats.redis_up = False
+        self._release_readers()
 
     async def _send_packed(self, packed: bytes, n: int) -> list[Any]:
         """The batch as one buffer of hand-packed XADDs on one connection; replies in order.
@@ -284,7 +343,7 @@ class StreamSink:
             )
         return [r for i, r in enumerate(batch) if i not in skip]
 
-    def _pack_batch(self, batch: list[Record]) -> tuple[bytes, list[str]]:
+    def _pack_batch(self, batch: list[Record]) -> tuple[bytes, list[str], list[Record]]:
         """The batch as one RESP buffer of XADDs, and the key of each command (hot path:
         encoding and packing in one pass, no per-record tuples)."""
         assert self._packer is not None
@@ -292,6 +351,8 @@ class StreamSink:
         parts: list[bytes] = []
         keys: list[str] = []
         add, add_key = parts.extend, keys.append
+        sent: list[Record] = []
+        add_sent = sent.append
         for r in batch:
             try:
                 kh = heads.get((r.exchange, r.symbol, r.channel))
@@ -304,9 +365,10 @@ class StreamSink:
                 self._unencodable(e)
                 continue
             add_key(key)
+            add_sent(r)
             add((head, b"$1\r\nd\r\n$%d\r\n" % len(d), d,
                  b"\r\n$1\r\nh\r\n$%d\r\n" % len(h), h, b"\r\n"))  # fmt: skip
-        return b"".join(parts), keys
+        return b"".join(parts), keys, sent
 
     def _key_head(self, r: Record) -> tuple[str, bytes]:
         assert self._packer is not None
@@ -321,21 +383,25 @@ class StreamSink:
         self.stats.last_error = f"unencodable record: {e}"
         log.error("record_unencodable", error=str(e)[:300])
 
-    async def _write(self, batch: list[Record]) -> None:
+    async def _write(self, batch: list[Record]) -> list[Record]:
+        """Write ``batch``; the records Redis refused for now (to keep and retry), in order."""
         if self._packer is not None:
-            packed, keys = self._pack_batch(batch)
+            packed, keys, sent = self._pack_batch(batch)
             if not keys:
-                return
+                return []
             results = await self._send_packed(packed, len(keys))
         else:
-            keys, results = await self._write_pipeline(batch)
+            keys, sent, results = await self._write_pipeline(batch)
             if not keys:
-                return
-        self._count_results(batch, keys, results)
+                return []
+        return self._count_results(sent, keys, results)
 
-    async def _write_pipeline(self, batch: list[Record]) -> tuple[list[str], list[Any]]:
+    async def _write_pipeline(
+        self, batch: list[Record]
+    ) -> tuple[list[str], list[Record], list[Any]]:
         """redis-py's pipeline: Redis Cluster (slot routing) and test doubles."""
         keys: list[str] = []
+        sent: list[Record] = []
         items: list[tuple[str, bytes, bytes]] = []
         for r in batch:
             try:
@@ -345,26 +411,65 @@ class StreamSink:
                 self._unencodable(e)
                 continue
             keys.append(key)
+            sent.append(r)
             items.append(item)
         if not keys:
-            return keys, []
+            return keys, sent, []
         pipe = self._redis.pipeline(transaction=False)
         for key, d, h in items:
             fields = {codec.DATA_FIELD: d, codec.HUMAN_FIELD: h}
             pipe.xadd(key, fields, maxlen=self._maxlen, approximate=True)
-        return keys, await pipe.execute(raise_on_error=False)
+        return keys, sent, await pipe.execute(raise_on_error=False)
 
-    def _count_results(self, batch: list[Record], keys: list[str], results: list[Any]) -> None:
+    def _count_results(
+        self, sent: list[Record], keys: list[str], results: list[Any]
+    ) -> list[Record]:
+        """Count the replies; the records refused for now (kept), in order.
+
+        A reply that refuses *this record* (WRONGTYPE: the key is not a stream) is counted as
+        rejected and the record skipped, one log line per interval. A refusal that passes
+        (OOM, READONLY...) keeps the record for the retry: if Redis took later records of
+        the same stream in between (memory freed for a moment), the kept one lands after
+        them, the only reordering this allows.
+        """
         failed = 0
+        kept: list[Record] = []
         for i, res in enumerate(results):
             if isinstance(res, Exception):  # rare: checked per reply, counted in bulk
                 err = from_redis(res)
                 if isinstance(err, RedisAuthError):
                     raise res
+                if is_refusal(res):
+                    kept.append(sent[i])
+                    self.stats.refusing = str(res)[:300]
+                    continue
                 failed += 1
                 self.stats.last_error = str(err)
-                log.error("xadd_rejected", stream=keys[i], error=str(res))
+                self._log_rejected(keys[i], res, failed)
+        written = len(results) - failed - len(kept)
         self.stats.rejected += failed
-        self.stats.written += len(results) - failed
+        self.stats.written += written
         self.stats.batches += 1
-        self.last_lag_ms = time.time() * 1000 - batch[-1].ts_ms
+        if kept:
+            self.stats.refused += len(kept)
+            self.stats.last_error = f"Redis refuses writes: {self.stats.refusing}"
+            now = time.monotonic()
+            if now - self._last_refusal_log > 5:
+                self._last_refusal_log = now
+                log.error(
+                    "redis_refusing_writes",
+                    error=self.stats.refusing,
+                    pending=len(self._spool),
+                    spool_size=self._spool_size,
+                    hint="kept in the spool and retried; raise maxmemory or trim MAXLEN (OOM), "
+                    "or point at the new primary (READONLY)",
+                )
+        if written:
+            self.last_lag_ms = time.time() * 1000 - sent[-1].ts_ms
+        return kept
+
+    def _log_rejected(self, key: str, error: Exception, count: int) -> None:
+        now = time.monotonic()
+        if now - self._last_refusal_log > 5:
+            self._last_refusal_log = now
+            log.error("xadd_rejected", stream=key, error=str(error)[:300], in_batch=count)

@@ -50,7 +50,7 @@ from publisher.subscribing import SubscriptionsMixin
 from publisher.trade_ids import TradeIdTracker
 from publisher.watching import WatchMixin
 from publisher.worker_parts import Batch, RecordSink, WorkerStats, int_or_none
-from publisher.ws_hooks import guard_frames, hook_frames
+from publisher.ws_hooks import ReadGate, guard_frames, hook_frames, pace_reading
 
 log = structlog.get_logger("marketbus.worker")
 
@@ -316,6 +316,8 @@ class ExchangeWorker(SubscriptionsMixin, WatchMixin, PollingMixin):
             )
         if self.cfg.guard_frames or fast is not None:
             guard_frames(client, self._on_malformed, fast, self._on_frame)
+        if isinstance(self._sink, ReadGate):
+            pace_reading(client, self._sink)
         try:
             await client.load_markets()
             if self._sup.gc_freeze:

@@ -1,11 +1,23 @@
-"""Hooks on CCXT's websocket clients: count every frame, and keep a bad one from wedging
-the connection (plus the native parser's entry point)."""
+"""Hooks on CCXT's websocket clients: count every frame, keep a bad one from wedging the
+connection (plus the native parser's entry point), and stop reading while the writer is
+behind (backpressure)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class ReadGate(Protocol):
+    """What the readers ask before reading on: the sink's backpressure state."""
+
+    @property
+    def congested(self) -> bool: ...
+
+    async def wait_for_room(self) -> None: ...
 
 
 def hook_frames(client: Any, on_frame: Callable[[], None]) -> None:
@@ -59,4 +71,41 @@ def guard_frames(
     client.client = guarded_client
 
 
-__all__ = ["guard_frames", "hook_frames"]
+def pace_reading(client: Any, gate: ReadGate) -> None:
+    """Read no frame while ``gate`` is congested, on every websocket client CCXT creates.
+
+    CCXT reads a socket in ``receive_loop``: it handles every frame aiohttp has buffered,
+    then awaits the next one and schedules itself again. While the sink is congested (the
+    writer is behind a healthy Redis) that next round waits for room instead. aiohttp's
+    buffer then fills, it pauses the transport, the kernel's buffers fill and TCP slows the
+    exchange down: the data waits outside the process instead of being dropped inside it.
+    The pause lasts as long as the writer needs to halve its backlog (milliseconds at a
+    healthy Redis); it never applies during an outage, when the sink spools instead.
+    """
+    make_client = client.client
+
+    def paced_client(url: str) -> Any:
+        ws = make_client(url)
+        if getattr(ws, "_marketbus_paced", False):
+            return ws
+        original = ws.receive_loop
+
+        async def resume() -> None:
+            await gate.wait_for_room()
+            receive_loop()
+
+        def receive_loop() -> None:
+            if gate.congested:
+                # the task is referenced by the client until it runs (no orphan task)
+                ws._marketbus_resume = asyncio.get_running_loop().create_task(resume())
+            else:
+                original()
+
+        ws.receive_loop = receive_loop
+        ws._marketbus_paced = True
+        return ws
+
+    client.client = paced_client
+
+
+__all__ = ["ReadGate", "guard_frames", "hook_frames", "pace_reading"]

@@ -58,10 +58,11 @@ async def pipeline(
     supervisor: dict[str, Any] | None = None,
     play: bool = True,
     parser: str = "ccxt",
+    redis: dict[str, Any] | None = None,
 ) -> AsyncIterator[Pipeline]:
     async with FakeExchange(source, autoplay=False) as fx:
         settings = load_settings(
-            redis={"url": redis_server.url},
+            redis={"url": redis_server.url, **(redis or {})},
             exchanges=[{"name": "binance", "symbols": list(symbols), "url": fx.base_url,
                         "channels": list(channels), "parser": parser}],
             supervisor=supervisor or {},
