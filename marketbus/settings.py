@@ -74,6 +74,11 @@ class RedisSettings(_Frozen):
         return self.password.get_secret_value() if self.password else None
 
 
+NATIVE_PARSERS = frozenset({"binance"})
+"""Exchanges with a native trade/ticker parser whose equivalence tests cover every frame kind
+the publisher subscribes to (tests/unit/test_native_parser.py)."""
+
+
 class ExchangeSettings(_Frozen):
     name: str = "binance"
     symbols: tuple[str, ...] = DEFAULT_SYMBOLS
@@ -90,9 +95,10 @@ class ExchangeSettings(_Frozen):
         "publisher taps the adapter, else 100,000",
     )
     options: dict[str, Any] = Field(default_factory=dict, description="extra CCXT config")
-    parser: Literal["ccxt", "native"] = Field(
-        "ccxt",
-        description="native: parse Binance trade/ticker frames ourselves (CCXT still does the rest)",
+    parser: Literal["auto", "ccxt", "native"] = Field(
+        "auto",
+        description="native: parse trade/ticker frames ourselves (CCXT still does the rest); "
+        "auto: native where marketbus has a native parser (binance), else ccxt",
     )
     guard_frames: bool = Field(
         True, description="skip frames CCXT cannot decode instead of letting them wedge the socket"
@@ -123,9 +129,17 @@ class ExchangeSettings(_Frozen):
 
     @model_validator(mode="after")
     def _native_supported(self) -> ExchangeSettings:
-        if self.parser == "native" and self.name != "binance":
-            raise ValueError(f"parser 'native' exists for binance only, not {self.name!r}")
+        if self.parser == "native" and self.name not in NATIVE_PARSERS:
+            raise ValueError(
+                f"parser 'native' exists for {', '.join(sorted(NATIVE_PARSERS))} only, "
+                f"not {self.name!r}"
+            )
         return self
+
+    @property
+    def native(self) -> bool:
+        """Whether frames go through our native parser (``auto`` picks it where it exists)."""
+        return self.parser == "native" or (self.parser == "auto" and self.name in NATIVE_PARSERS)
 
     @field_validator("candle_intervals")
     @classmethod

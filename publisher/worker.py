@@ -147,7 +147,7 @@ class ExchangeWorker(SubscriptionsMixin, WatchMixin, PollingMixin):
             "trades_missing": self.trade_ids.missing,
             "trade_duplicates": self.trade_ids.duplicates,
             "malformed_frames": self.stats.malformed,
-            "parser": self.cfg.parser,
+            "parser": "native" if self.cfg.native else "ccxt",
             "native_frames": self._fast_path.frames if self._fast_path is not None else 0,
             "backfills": self.stats.backfills,
             "backfilled": self.stats.backfilled,
@@ -306,7 +306,7 @@ class ExchangeWorker(SubscriptionsMixin, WatchMixin, PollingMixin):
         self._client = client
         hook_frames(client, self._on_frame)
         fast = self._fast_path = None
-        if self.cfg.parser == "native":
+        if self.cfg.native:
             fast = self._fast_path = BinanceFastPath(
                 self.name,
                 {},

@@ -107,7 +107,9 @@ def settings_for(
     return load_settings(
         redis={"url": redis_url, "batch_size": 256},
         exchanges=[{"name": "binance", "symbols": list(symbols), "url": fx.base_url,
-                    "channels": list(channels), "guard_frames": guard_frames}],
+                    "channels": list(channels), "guard_frames": guard_frames,
+                    # the frame guard off is CCXT's own behaviour: its own parser too
+                    "parser": "auto" if guard_frames else "ccxt"}],
         supervisor=SUP,
     )  # fmt: skip
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import structlog
+from pydantic import ValidationError
 
 from marketbus import logs
 from marketbus.errors import ConfigError, FatalError
@@ -342,3 +343,26 @@ def test_non_tty_stream_defaults_to_json() -> None:
 def test_exchange_settings_options_are_kept() -> None:
     cfg = ExchangeSettings(options={"options": {"watchTrades": {"name": "trade"}}})
     assert cfg.options == {"options": {"watchTrades": {"name": "trade"}}}
+
+
+@pytest.mark.parametrize(
+    ("name", "parser", "native"),
+    [
+        ("binance", "auto", True),  # the default: the native parser where one exists
+        ("binance", "ccxt", False),
+        ("binance", "native", True),
+        ("okx", "auto", False),
+        ("okx", "ccxt", False),
+    ],
+)
+def test_parser_auto_is_native_where_a_native_parser_exists(
+    name: str, parser: str, native: bool
+) -> None:
+    cfg = ExchangeSettings(name=name, symbols=["BTC/USDT"], parser=parser)  # type: ignore[arg-type]
+    assert cfg.native is native
+    assert ExchangeSettings(name=name, symbols=["BTC/USDT"]).parser == "auto"
+
+
+def test_native_parser_on_an_exchange_without_one_is_refused_by_name() -> None:
+    with pytest.raises(ValidationError, match="exists for binance only, not 'okx'"):
+        ExchangeSettings(name="okx", symbols=["BTC/USDT"], parser="native")
