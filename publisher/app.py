@@ -15,7 +15,7 @@ import orjson
 import structlog
 
 from marketbus.aio import cancel_and_wait
-from marketbus.errors import ConfigError, RedisAuthError, RedisUnavailableError
+from marketbus.errors import ConfigError, MarketbusError, RedisAuthError, RedisUnavailableError
 from marketbus.keys import status_key, worker_id
 from marketbus.redis_client import connect, from_redis
 from marketbus.settings import ExchangeSettings, Settings, redact_url
@@ -161,9 +161,26 @@ class Publisher:
         await self._stopped.wait()
 
     async def _watch_sink(self) -> None:
+        """End the publisher when nothing it does can succeed any more.
+
+        A fatal Redis error (credentials changed, ACL permissions revoked) stops the writer
+        for good: reading the exchange on would only fill the spool until it drops. So
+        ``wait()`` returns, and the caller (``marketbus publish``) exits non-zero with the
+        reason, for a supervisor to restart it and an operator to see why.
+        """
         while True:
             await asyncio.sleep(0.2)
-            self.sink.check()  # a fatal Redis error (auth/ACL) ends the publisher
+            try:
+                self.sink.check()
+            except MarketbusError as e:
+                log.error(
+                    "publisher_stopping",
+                    reason=str(e),
+                    hint="Redis refused our credentials or permissions: fix the ACL user or "
+                    "password, then restart (marketbus doctor checks both)",
+                )
+                self._stopped.set()
+                return
             if self.workers and all(w.state is ConnState.FAILED for w in self.workers.values()):
                 log.error("all_workers_failed")
                 self._stopped.set()
