@@ -23,8 +23,7 @@ async def cancel_and_wait(
     breaks the wait and we cancel once more. Never hangs a shutdown.
     """
     if task.done():
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            task.result()
+        _report(task)
         return
     task.cancel()
     done, _ = await asyncio.wait({task}, timeout=timeout)
@@ -38,5 +37,18 @@ async def cancel_and_wait(
         if not done:
             log.error("task_left_running", task=task.get_name())
             return
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        task.result()
+    _report(task)
+
+
+def _report(task: asyncio.Task[object] | asyncio.Task[None]) -> None:
+    """Log how a task we stopped had ended, if it ended by an error: never dropped silently."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.error(
+            "task_failed",
+            task=task.get_name(),
+            error=f"{type(exc).__name__}: {exc}"[:300],
+            exc_info=exc,
+        )

@@ -25,6 +25,14 @@ class FatalError(MarketbusError):
     """Retrying cannot help: bad credentials, a bad config, an unsupported exchange."""
 
 
+class InternalError(FatalError):
+    """A bug: an exception none of our boundaries maps (an AttributeError in our code...).
+
+    Retrying a bug with backoff only hides it; the worker that hit it stops (FAILED) and the
+    traceback is logged.
+    """
+
+
 class ConfigError(FatalError, ValueError):
     """The configuration is invalid; the message names the field and the value."""
 

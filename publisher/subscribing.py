@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from marketbus.errors import UnknownSymbolError
+from marketbus.errors import InternalError, UnknownSymbolError
 from marketbus.models import Channel
 from marketbus.subscriptions import Change, effective, loose_symbol
 from publisher.ccxt_client import watch_params
+from publisher.errors_map import from_ccxt
 from publisher.worker_parts import MAX_SYMBOLS_PER_SUBSCRIBE, Batch, Wanted, WorkerParts, chunks
 
 
@@ -146,5 +147,9 @@ class SubscriptionsMixin(WorkerParts):
                     await client.un_watch_ohlcv_for_symbols(pairs)
         except asyncio.CancelledError:
             raise
-        except BaseException as e:  # the stream may stay open; the tap filter drops it
-            self.log.info("unwatch_failed", channel=channel.value, error=str(e)[:200])
+        except Exception as e:  # the stream may stay open; the tap filter drops it
+            err = from_ccxt(e)
+            if isinstance(err, InternalError):  # ours: say it loudly, with the traceback
+                self.log.error("unwatch_bug", channel=channel.value, error=str(err), exc_info=e)
+            else:
+                self.log.info("unwatch_failed", channel=channel.value, error=str(e)[:200])

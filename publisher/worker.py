@@ -26,6 +26,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 from marketbus.errors import (
     ExchangeUnavailableError,
     FatalError,
+    InternalError,
     MarketbusError,
     TransientError,
     UnknownSymbolError,
@@ -289,10 +290,16 @@ class ExchangeWorker(SubscriptionsMixin, WatchMixin, PollingMixin):
         except asyncio.CancelledError:
             raise
         except BaseException as e:
+            first = _first_error(e)
+            if not isinstance(first, Exception):  # SystemExit, KeyboardInterrupt: not ours
+                raise
             headers = getattr(self._client, "last_response_headers", None)
-            err = from_ccxt(_first_error(e), headers if isinstance(headers, dict) else None)
+            err = from_ccxt(first, headers if isinstance(headers, dict) else None)
             self.stats.errors += 1
             self.stats.last_error = str(err)
+            if isinstance(err, InternalError):
+                self.stats.bugs += 1
+                self.log.error("worker_bug", error=str(err), exc_info=first)
             healthy = time.monotonic() - self._session_started >= self._sup.healthy_after_s
             self._failures = (
                 1 if healthy and self.state is ConnState.CONNECTED else self._failures + 1

@@ -42,6 +42,8 @@ class WorkerStats:
     invalid: int = 0
     reconnects: int = 0
     errors: int = 0
+    bugs: int = 0
+    """Exceptions no boundary maps (our bugs): each one FAILED the worker."""
     last_error: str | None = None
     last_frame_ns: int = 0
     last_backoff_s: float = 0.0
