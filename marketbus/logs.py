@@ -9,14 +9,23 @@ from typing import Any
 
 import structlog
 
+from marketbus.redaction import scrub
+
 _SECRET_KEYS = ("password", "secret", "token", "apikey", "api_key")
 
 
 def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """Never log a secret, whatever a caller passed."""
-    for k in list(event):
+    """Never log a secret, whatever a caller passed: secret-named keys are masked, and every
+    text value is scrubbed of Redis URL credentials and of the secrets this process knows."""
+    for k, v in list(event.items()):
         if any(s in k.lower() for s in _SECRET_KEYS):
             event[k] = "***"
+        elif isinstance(v, str):
+            event[k] = scrub(v)
+        elif isinstance(v, BaseException):
+            text = str(v)
+            if scrub(text) != text:  # an exception's text is rendered later: render it now
+                event[k] = f"{type(v).__name__}: {scrub(text)}"
     return event
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -30,6 +30,8 @@ from pydantic_settings import (
 
 from marketbus.errors import ConfigError
 from marketbus.models import INTERVALS_MS, MAX_BOOK_LEVELS, Channel
+from marketbus.redaction import redact_url as redact_url  # re-exported: callers import it here
+from marketbus.redaction import register_secret, url_secrets
 
 DEFAULT_SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT", "BNB/USDT", "XRP/USDT")
 
@@ -63,15 +65,25 @@ class RedisSettings(_Frozen):
         return v
 
     def resolved_password(self) -> str | None:
-        """The password from ``password`` or ``password_file`` (file wins when both are set)."""
+        """The password from ``password`` or ``password_file`` (file wins when both are set).
+
+        Whatever it is (and any password written in the URL) is registered with
+        :mod:`marketbus.redaction`, so no log line or status field of this process shows it.
+        """
+        for secret in url_secrets(self.url):
+            register_secret(secret)
+        password: str | None
         if self.password_file is not None:
             try:
-                return self.password_file.read_text().strip()
+                password = self.password_file.read_text().strip()
             except OSError as e:
                 raise ConfigError(
                     f"redis.password_file: cannot read {self.password_file}: {e}"
                 ) from e
-        return self.password.get_secret_value() if self.password else None
+        else:
+            password = self.password.get_secret_value() if self.password else None
+        register_secret(password)
+        return password
 
 
 NATIVE_PARSERS = frozenset({"binance"})
@@ -259,13 +271,3 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     except ValidationError as e:
         raise ConfigError(f"invalid configuration: {describe_validation_error(e)}") from e
     return Settings.model_validate(loaded.model_dump())
-
-
-def redact_url(url: str) -> str:
-    """``redis://user:***@host`` for logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit(parts._replace(netloc=user + netloc))

@@ -17,6 +17,7 @@ import structlog
 from marketbus.aio import cancel_and_wait
 from marketbus.errors import ConfigError, MarketbusError, RedisAuthError, RedisUnavailableError
 from marketbus.keys import status_key, worker_id
+from marketbus.redaction import scrub
 from marketbus.redis_client import connect, from_redis
 from marketbus.settings import ExchangeSettings, Settings, redact_url
 from publisher.control import ControlLoop
@@ -229,7 +230,8 @@ class Publisher:
         if final:
             st["state"] = ConnState.STOPPED.value
         key = status_key(worker_id(name, self.settings.instance))
-        return key, {"state": st["state"], "json": orjson.dumps(st)}
+        # error texts from libraries may quote a URL or a secret: scrubbed like log lines
+        return key, {"state": st["state"], "json": scrub(orjson.dumps(st).decode())}
 
     async def _status_loop(self) -> None:
         while True:

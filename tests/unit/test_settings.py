@@ -366,3 +366,49 @@ def test_parser_auto_is_native_where_a_native_parser_exists(
 def test_native_parser_on_an_exchange_without_one_is_refused_by_name() -> None:
     with pytest.raises(ValidationError, match="exists for binance only, not 'okx'"):
         ExchangeSettings(name="okx", symbols=["BTC/USDT"], parser="native")
+
+
+# every credential form redis-py accepts in a URL (redis.asyncio.connection.parse_url)
+CREDENTIAL_FORMS = [
+    (f"redis://user:{SECRET}@host:6379/0", "redis://user:***@host:6379/0"),
+    (f"redis://:{SECRET}@host:6379/0", "redis://:***@host:6379/0"),
+    (f"rediss://user:{SECRET}@host:6380/0", "rediss://user:***@host:6380/0"),
+    (f"redis://host:6379/0?password={SECRET}", "redis://host:6379/0?password=***"),
+    (
+        f"redis://host:6379/0?username=bot&password={SECRET}",
+        "redis://host:6379/0?username=bot&password=***",
+    ),
+    (f"unix:///run/redis.sock?db=0&password={SECRET}", "unix:///run/redis.sock?db=0&password=***"),
+    (
+        f"rediss://host:6380/0?ssl_keyfile=/k.pem&ssl_password={SECRET}",
+        "rediss://host:6380/0?ssl_keyfile=%2Fk.pem&ssl_password=***",
+    ),
+    (f"redis://user:{SECRET.replace('-', '%2D')}@host/0", "redis://user:***@host/0"),
+]
+
+
+@pytest.mark.parametrize(("url", "redacted"), CREDENTIAL_FORMS)
+def test_every_credential_form_is_redacted(url: str, redacted: str) -> None:
+    from marketbus.redaction import has_credentials, scrub
+
+    assert redact_url(url) == redacted
+    assert has_credentials(url)
+    line = f"error connecting to {url}: refused"
+    assert SECRET not in scrub(line) and "%2D" not in scrub(line).split("@")[0][-12:]
+
+
+@pytest.mark.usefixtures("_restore_structlog")
+@pytest.mark.parametrize(("url", "redacted"), CREDENTIAL_FORMS[:7])
+def test_a_password_in_any_url_form_never_reaches_a_log_line(url: str, redacted: str) -> None:
+    """The publisher logs its Redis URL at start (publisher_started): every form is masked,
+    and the password itself is masked wherever else it shows up (an error message)."""
+    out = io.StringIO()
+    logs.configure("info", json=True, stream=out)
+    settings = RedisSettings(url=url)
+    settings.resolved_password()  # what connect() does: registers the URL's secrets
+    log = structlog.get_logger("t")
+    log.info("publisher_started", redis=url)
+    log.warning("redis_unavailable", error=f"AuthenticationError: bad password {SECRET}")
+    text = out.getvalue()
+    assert SECRET not in text
+    assert json.loads(text.splitlines()[0])["redis"] == redacted
