@@ -99,7 +99,7 @@ class ExchangeWorker(SubscriptionsMixin, WatchMixin, PollingMixin):
         self.dropped: dict[str, str] = {}
         self.stats = WorkerStats()
         self._fast_path: BinanceFastPath | None = None
-        self.trade_ids = TradeIdTracker()
+        self.trade_ids = TradeIdTracker(on_anomaly=self._id_anomaly)
         self._failures = 0
         self._last_invalid_log = 0.0
         self._session_started = 0.0
@@ -147,6 +147,9 @@ class ExchangeWorker(SubscriptionsMixin, WatchMixin, PollingMixin):
             "trade_gaps": self.trade_ids.gaps,
             "trades_missing": self.trade_ids.missing,
             "trade_duplicates": self.trade_ids.duplicates,
+            "trade_id_resets": self.trade_ids.resets,
+            "trade_id_outliers": self.trade_ids.outliers,
+            "trade_ids_out_of_range": self.trade_ids.out_of_range,
             "malformed_frames": self.stats.malformed,
             "parser": "native" if self.cfg.native else "ccxt",
             "native_frames": self._fast_path.frames if self._fast_path is not None else 0,
@@ -233,6 +236,19 @@ class ExchangeWorker(SubscriptionsMixin, WatchMixin, PollingMixin):
             self.log.warning(
                 "malformed_frame_skipped", error=f"{type(e).__name__}: {e}"[:300],
                 frame=shown, total=self.stats.malformed,
+            )  # fmt: skip
+
+    def _id_anomaly(self, kind: str, symbol: str, last: int, trade_id: int) -> None:
+        """A trade id far from the market's last one: a sequence reset or a one-off."""
+        if kind == "reset":
+            self.log.warning(
+                "trade_ids_reset", symbol=symbol, last=last, now=trade_id,
+                hint="the exchange restarted its trade-id sequence; continuing from the new ids",
+            )  # fmt: skip
+        else:
+            self.log.warning(
+                "trade_id_outlier", symbol=symbol, last=last, outlier=trade_id,
+                hint="one trade carried an id far from its neighbours; published, not a floor",
             )  # fmt: skip
 
     def _invalid(self, e: Exception) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -103,3 +104,46 @@ def test_counts_match_a_reference(ids: list[int]) -> None:
     assert (t.gaps, t.missing, t.duplicates) == (gaps, missing, duplicates)
     # whatever came in, what was admitted is strictly increasing: each trade published once
     assert admitted == sorted(set(admitted))
+
+
+def test_one_huge_id_does_not_stop_the_market() -> None:
+    """Before: a 30-digit id became the floor and every later trade was a duplicate."""
+    seen: list[tuple[str, str, int, int]] = []
+    t = TradeIdTracker(on_anomaly=lambda *a: seen.append(a))
+    assert all(t.admit("BTC/USDT", str(i)) for i in range(1, 11))
+    assert t.admit("BTC/USDT", "9" * 18)  # a corrupt id: published, not a floor
+    assert [t.admit("BTC/USDT", str(i)) for i in range(11, 21)] == [True] * 10
+    assert t.duplicates == 0 and t.gaps == 0 and t.outliers == 1 and t.resets == 0
+    assert t.last["BTC/USDT"] == 20
+    assert seen == [("outlier", "BTC/USDT", 10, int("9" * 18))]
+
+
+def test_an_exchange_side_reset_re_anchors_the_tracker() -> None:
+    seen: list[tuple[str, str, int, int]] = []
+    t = TradeIdTracker(on_anomaly=lambda *a: seen.append(a))
+    for i in range(5_000_000, 5_000_010):
+        assert t.admit("ETH/USDT", str(i))
+    # the exchange restarts its sequence far below: each new id is published
+    assert [t.admit("ETH/USDT", str(i)) for i in range(1, 20)] == [True] * 19
+    assert t.resets == 1 and t.duplicates == 0 and t.gaps == 0
+    assert t.last["ETH/USDT"] == 19
+    assert seen == [("reset", "ETH/USDT", 5_000_009, 1)]
+    assert not t.admit("ETH/USDT", "19")  # duplicates are still caught after the reset
+
+
+def test_a_jump_forward_to_a_new_range_is_a_reset_not_a_floor_at_once() -> None:
+    t = TradeIdTracker(jump_limit=1_000)
+    assert t.admit("S", "100")
+    assert t.admit("S", "50000")  # suspect
+    assert t.admit("S", "50002")  # follows the suspect: the exchange moved
+    assert t.resets == 1 and t.last["S"] == 50002
+
+
+@pytest.mark.parametrize("trade_id", ["9" * 19, "1" + "0" * 40, "-5"])
+def test_ids_beyond_int64_are_tracked_as_opaque(trade_id: str) -> None:
+    t = TradeIdTracker()
+    assert t.admit("S", "1")
+    assert t.admit("S", trade_id)
+    assert not t.admit("S", trade_id)  # de-duplicated like an opaque id
+    assert t.admit("S", "2")  # the numeric run goes on untouched
+    assert t.out_of_range == 2 and t.gaps == 0 and t.last["S"] == 2
