@@ -12,7 +12,13 @@ Two ways to page, chosen per exchange by :func:`backfill_mode`:
   {"fromId": last_id + 1})`` hits ``GET /api/v3/aggTrades?fromId=``, whose ids are the
   ``a`` ids the ``@aggTrade`` stream carries. Exact: no overlap, no gap.
 - ``since`` (any exchange with ``fetchTrades``): ``fetch_trades(symbol, last_ms, limit)``;
-  pages overlap at the boundary millisecond and the tracker removes the overlap.
+  pages overlap at the boundary millisecond and the tracker removes the overlap. A full
+  page inside one millisecond is asked again with a doubled limit (up to
+  ``MAX_SAME_MS_LIMIT``), never stepped over while the exchange can give more; only when it
+  cannot (its own page cap) is the rest of that millisecond skipped, and reported.
+
+The worker publishes page by page (memory: one page), so a long outage on a busy market
+never piles its whole gap up in memory.
 
 Binance's ``@trade`` stream carries trade ids (``t``) that ``aggTrades`` cannot be paged
 by, and ``/api/v3/historicalTrades`` is not served by every deployment: no backfill there
@@ -28,6 +34,8 @@ from typing import Any
 
 DEFAULT_LIMIT = 1_000
 """Trades per REST page (Binance's maximum for aggTrades)."""
+MAX_SAME_MS_LIMIT = 16_000
+"""The largest page asked for while one millisecond's trades do not fit in a page."""
 
 
 class BackfillMode(StrEnum):
@@ -80,14 +88,28 @@ def request_for(
     return BackfillRequest(symbol, cursor, limit)
 
 
-def next_cursor(
+@dataclass(frozen=True, slots=True)
+class NextPage:
+    """The next ``fetch_trades`` page: where it starts and how many trades to ask for.
+
+    ``skipped_ms``: a millisecond whose trades may not have fit in the largest page the
+    exchange gives; its trades past that page were not fetched (the caller reports it).
+    """
+
+    cursor: int
+    limit: int
+    skipped_ms: int | None = None
+
+
+def next_page(
     mode: BackfillMode,
     cursor: int,
     page: Sequence[TradeMark],
     held_first: TradeMark | None,
     limit: int = DEFAULT_LIMIT,
-) -> int | None:
-    """The next page's cursor, or ``None`` when the gap is closed.
+    base_limit: int = DEFAULT_LIMIT,
+) -> NextPage | None:
+    """The next page, or ``None`` when the gap is closed.
 
     Closed when REST has nothing more (an empty or short page) or when the pages reached
     the first live trade held back while backfilling (``held_first``).
@@ -101,24 +123,37 @@ def next_cursor(
         nxt = max(ids) + 1
         if held_first is not None and held_first.id is not None and nxt >= held_first.id:
             return None
-    else:
-        top = max(m.ts_ms for m in page)
-        # a full page inside one millisecond would loop forever: step past it
-        nxt = top if top > cursor else cursor + 1
-        if held_first is not None and top >= held_first.ts_ms:
+        if len(page) < limit or nxt <= cursor:
             return None
-    if len(page) < limit or nxt <= cursor:
+        return NextPage(nxt, base_limit)
+    top = max(m.ts_ms for m in page)
+    if held_first is not None and top >= held_first.ts_ms:
         return None
-    return nxt
+    if top > cursor:
+        # the page overlaps the next at millisecond ``top``: the tracker drops the overlap
+        return NextPage(top, base_limit) if len(page) >= limit else None
+    # every trade of the page is in millisecond ``cursor``
+    if len(page) >= limit:
+        if limit < MAX_SAME_MS_LIMIT:
+            return NextPage(cursor, min(limit * 2, MAX_SAME_MS_LIMIT))  # ask that ms again
+        return NextPage(cursor + 1, base_limit, skipped_ms=cursor)
+    if limit > base_limit and len(page) == limit // 2:
+        # we asked for more and got exactly the previous page size back: the exchange caps
+        # its pages (or that millisecond held exactly that many: then nothing is skipped,
+        # and the report is a false alarm; the next page tells whether more came after)
+        return NextPage(cursor + 1, base_limit, skipped_ms=cursor)
+    return None
 
 
 __all__ = [
     "DEFAULT_LIMIT",
+    "MAX_SAME_MS_LIMIT",
     "BackfillMode",
     "BackfillRequest",
+    "NextPage",
     "TradeMark",
     "backfill_mode",
     "first_cursor",
-    "next_cursor",
+    "next_page",
     "request_for",
 ]

@@ -16,7 +16,7 @@ from publisher import backfill as bfill
 from publisher.backfill import BackfillMode
 from publisher.normalize import NormalizeError, ticker_from_ccxt, trade_from_ccxt
 from publisher.poller import poll_interval, requests_per_cycle, same_ticker
-from publisher.worker_parts import WorkerParts, int_or_none
+from publisher.worker_parts import WorkerParts
 
 
 class PollingMixin(WorkerParts):
@@ -46,12 +46,9 @@ class PollingMixin(WorkerParts):
                 if cursor is None:
                     cursor = mark.ts_ms
                     mode = BackfillMode.SINCE
+                # the page overlaps the last poll by design: not duplicates
                 last = self.trade_ids.last.get(symbol)
-                for t in await self._backfill_symbol(client, mode, symbol, cursor):
-                    n = int_or_none(t.id)
-                    if last is not None and n is not None and n <= last:
-                        continue  # the page overlaps the last poll by design: not a duplicate
-                    self._emit_trade(t)
+                await self._backfill_symbol(client, mode, symbol, cursor, skip_through=last)
         elif channel is Channel.TICKER:
             if client.has.get("fetchTickers"):
                 got = await client.fetch_tickers(symbols)

@@ -434,13 +434,10 @@ class ExchangeWorker(SubscriptionsMixin, WatchMixin, PollingMixin):
             if seen is not None:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(seen.wait(), max(0.0, deadline - loop.time()))
-            fetched = await self._backfill_symbol(client, mode, symbol, cursor)
+            fetched, published = await self._backfill_symbol(client, mode, symbol, cursor)
             held = self._held.pop(symbol, [])
             self._live_seen.pop(symbol, None)
             self._held_total -= len(held)
-            published = 0
-            for r in fetched:
-                published += self._emit_trade(r)
             for r in held:
                 self._emit_trade(r)
             self.stats.backfilled += published
@@ -448,18 +445,33 @@ class ExchangeWorker(SubscriptionsMixin, WatchMixin, PollingMixin):
                 "backfilled",
                 symbol=symbol,
                 from_cursor=cursor,
-                fetched=len(fetched),
+                fetched=fetched,
                 published=published,
                 held=len(held),
             )
 
     async def _backfill_symbol(
-        self, client: Any, mode: BackfillMode, symbol: str, cursor: int
-    ) -> list[Trade]:
-        out: list[Trade] = []
-        next_cursor: int | None = cursor
-        while next_cursor is not None:
-            req = bfill.request_for(mode, symbol, next_cursor)
+        self,
+        client: Any,
+        mode: BackfillMode,
+        symbol: str,
+        cursor: int,
+        skip_through: int | None = None,
+    ) -> tuple[int, int]:
+        """Fetch and publish the gap page by page: (trades fetched, trades published).
+
+        ``skip_through``: numeric ids up to this one are known overlap (a poll's page
+        re-reads the last one), skipped without counting them as duplicates.
+
+        Each page is published before the next is asked for (memory: one page, however
+        long the outage), after the sink has room (a backfill obeys backpressure too).
+        """
+        fetched = published = 0
+        nxt: bfill.NextPage | None = bfill.NextPage(cursor, bfill.DEFAULT_LIMIT)
+        while nxt is not None:
+            if isinstance(self._sink, ReadGate):
+                await self._sink.wait_for_room()
+            req = bfill.request_for(mode, symbol, nxt.cursor, nxt.limit)
             rows = await client.fetch_trades(req.symbol, req.since, req.limit, dict(req.params))
             recv_ns = time.time_ns()
             page: list[TradeMark] = []
@@ -471,13 +483,23 @@ class ExchangeWorker(SubscriptionsMixin, WatchMixin, PollingMixin):
                     continue
                 if t.symbol != symbol:
                     continue
-                out.append(t)
-                page.append(TradeMark(int_or_none(t.id), t.ts_ms))
+                fetched += 1
+                n = int_or_none(t.id)
+                page.append(TradeMark(n, t.ts_ms))
+                if skip_through is not None and n is not None and n <= skip_through:
+                    continue
+                published += self._emit_trade(t)
             held = self._held.get(symbol)
             first = held[0] if held else None
             held_first = None if first is None else TradeMark(int_or_none(first.id), first.ts_ms)
-            next_cursor = bfill.next_cursor(mode, next_cursor, page, held_first, req.limit)
-        return out
+            nxt = bfill.next_page(mode, nxt.cursor, page, held_first, nxt.limit)
+            if nxt is not None and nxt.skipped_ms is not None:
+                self.stats.backfill_skipped_ms += 1
+                self.log.warning(
+                    "backfill_millisecond_skipped", symbol=symbol, ms=nxt.skipped_ms,
+                    hint="more trades in one millisecond than the exchange's largest page",
+                )  # fmt: skip
+        return fetched, published
 
     async def _watchdog(self) -> None:
         """CCXT never notices a silent socket (or one a malformed frame wedged): we do."""

@@ -49,6 +49,7 @@ class WorkerStats:
     last_backoff_s: float = 0.0
     backfills: int = 0
     backfilled: int = 0
+    backfill_skipped_ms: int = 0
     held_overflow: int = 0
     malformed: int = 0
     book_resyncs: int = 0
@@ -110,8 +111,13 @@ class WorkerParts:
         def _last_mark(self, symbol: str) -> TradeMark | None: ...
 
         async def _backfill_symbol(
-            self, client: Any, mode: BackfillMode, symbol: str, cursor: int
-        ) -> list[Trade]: ...
+            self,
+            client: Any,
+            mode: BackfillMode,
+            symbol: str,
+            cursor: int,
+            skip_through: int | None = None,
+        ) -> tuple[int, int]: ...
 
         async def _watch(self, client: Any, channel: Channel, symbols: list[str]) -> None: ...
 

@@ -29,9 +29,7 @@ from marketbus import codec
 from marketbus.keys import stream_key
 from marketbus.models import Channel, Trade
 from marketbus.settings import Settings, load_settings
-from publisher import backfill as bf
 from publisher.app import Publisher
-from publisher.backfill import BackfillMode, TradeMark
 from publisher.sink import StreamSink
 from publisher.state import ConnState
 from publisher.worker import ExchangeWorker
@@ -598,36 +596,3 @@ async def test_batch_stored_before_the_reply_was_lost_is_not_written_twice() -> 
         finally:
             await client.aclose()
             await other.aclose()
-
-
-# -- the pure backfill plan ------------------------------------------------------------------
-def test_backfill_plan_binance_aggtrades_pages_by_id() -> None:
-    mode = bf.backfill_mode("binance", "aggTrade", True)
-    assert mode is BackfillMode.FROM_ID
-    assert bf.backfill_mode("binance", "trade", True) is None
-    assert bf.backfill_mode("okx", "aggTrade", True) is BackfillMode.SINCE
-    assert bf.backfill_mode("okx", "aggTrade", False) is None
-    assert bf.first_cursor(mode, None) is None
-    cursor = bf.first_cursor(mode, TradeMark(41, 1_000))
-    assert cursor == 42
-    req = bf.request_for(mode, "BTC/USDT", 42)
-    assert (req.since, req.limit, req.params) == (None, 1000, {"fromId": 42})
-    full = [TradeMark(i, 1_000 + i) for i in range(42, 52)]
-    # a full page short of the first held live trade: go on from the next id
-    assert bf.next_cursor(mode, 42, full, TradeMark(60, 0), limit=10) == 52
-    # reached the held live trade: done
-    assert bf.next_cursor(mode, 42, full, TradeMark(50, 0), limit=10) is None
-    # a short page: REST has nothing more
-    assert bf.next_cursor(mode, 42, full[:3], None, limit=10) is None
-    assert bf.next_cursor(mode, 42, [], None) is None
-
-
-def test_backfill_plan_by_time_steps_past_a_full_millisecond() -> None:
-    mode = BackfillMode.SINCE
-    assert bf.first_cursor(mode, TradeMark(None, 5_000)) == 5_000
-    assert bf.request_for(mode, "BTC/USDT", 5_000, 10).since == 5_000
-    same_ms = [TradeMark(None, 5_000)] * 10
-    assert bf.next_cursor(mode, 5_000, same_ms, None, limit=10) == 5_001
-    later = [TradeMark(None, 5_000 + i) for i in range(10)]
-    assert bf.next_cursor(mode, 5_000, later, None, limit=10) == 5_009
-    assert bf.next_cursor(mode, 5_000, later, TradeMark(None, 5_005), limit=10) is None
