@@ -53,6 +53,17 @@ class PublisherCollector(Collector):
         subscribed = GaugeMetricFamily(
             "marketbus_subscribed_markets", "markets subscribed", labels=["exchange", "channel"]
         )
+        missing = CounterMetricFamily(
+            "marketbus_trades_missing", "trades missing in id gaps", labels=["exchange"]
+        )
+        id_resets = CounterMetricFamily(
+            "marketbus_trade_id_resets", "exchange-side trade-id sequence resets",
+            labels=["exchange"],
+        )  # fmt: skip
+        bugs = CounterMetricFamily(
+            "marketbus_worker_bugs", "unmapped exceptions (bugs) that failed a worker",
+            labels=["exchange"],
+        )  # fmt: skip
         for name, w in list(self._p.workers.items()):
             st = w.status()
             frames.add_metric([name], st["frames"])
@@ -66,10 +77,13 @@ class PublisherCollector(Collector):
             if st["last_frame_age_s"] is not None:
                 age.add_metric([name], st["last_frame_age_s"])
             resyncs.add_metric([name], st["book_resyncs"])
+            missing.add_metric([name], st["trades_missing"])
+            id_resets.add_metric([name], st["trade_id_resets"])
+            bugs.add_metric([name], w.stats.bugs)
             for channel, symbols in st["subscriptions"].items():
                 subscribed.add_metric([name, channel], len(symbols))
         yield from (frames, records, invalid, reconnects, errors, gaps, state, age, resyncs)
-        yield subscribed
+        yield from (subscribed, missing, id_resets, bugs)
         sink = self._p.sink.stats
         yield CounterMetricFamily(
             "marketbus_written", "records written to Redis", value=sink.written
@@ -86,6 +100,26 @@ class PublisherCollector(Collector):
         yield GaugeMetricFamily(
             "marketbus_redis_up", "1 when the last write succeeded", value=float(sink.redis_up)
         )
+        yield GaugeMetricFamily(
+            "marketbus_spool_capacity", "records the spool holds while Redis is away",
+            value=self._p.settings.redis.spool_size,
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "marketbus_redis_refused", "writes Redis refused for now (OOM, READONLY...), retried",
+            value=sink.refused,
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "marketbus_reading_paused", "1 while exchange sockets wait for the writer",
+            value=float(self._p.sink.congested),
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "marketbus_backpressure_pauses", "times reading paused for the writer",
+            value=sink.pauses,
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "marketbus_backpressure_paused_seconds", "time reading was paused for the writer",
+            value=sink.paused_s,
+        )  # fmt: skip
         lag = self._p.sink.last_lag_ms
         if lag is not None:
             yield GaugeMetricFamily(
