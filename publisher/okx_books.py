@@ -20,6 +20,10 @@ from typing import Any
 from ccxt.base.errors import ChecksumError
 
 DEPTH = 25
+MAX_LEVELS = 400
+"""Levels a side of OKX's ``books`` channel holds (its snapshot depth). Updates never delete
+the levels a moving price pushes past that depth, so without this bound the copy grew for
+as long as the connection lived; the checksum only reads the top 25."""
 BOOKS_KEY = "_marketbus_okx_books"
 
 
@@ -44,6 +48,10 @@ class _Side:
             if key not in self.levels:
                 bisect.insort(self.keys, key)
             self.levels[key] = (px, sz)
+        if len(self.keys) > MAX_LEVELS:  # the farthest levels: beyond the subscription's depth
+            for key in self.keys[MAX_LEVELS:]:
+                del self.levels[key]
+            del self.keys[MAX_LEVELS:]
 
     def top(self, n: int) -> list[tuple[str, str]]:
         return [self.levels[k] for k in self.keys[:n]]

@@ -6,7 +6,7 @@ import orjson
 
 from fake_exchange.okx import frames as fake_frames
 from fake_exchange.recording import bundled_recording
-from publisher.okx_books import StringBook, checksum
+from publisher.okx_books import MAX_LEVELS, StringBook, checksum
 
 
 def recorded_book_frames() -> list[dict]:
@@ -55,3 +55,29 @@ def test_zero_size_removes_a_level() -> None:
     b.apply({"bids": [["10", "0", "0", "0"]], "asks": []})
     assert b.bids.top(5) == [("9", "1")]
     assert b.checksum() == checksum([("9", "1")], [("11", "1")])
+
+
+def test_the_string_book_is_bounded_by_the_subscription_depth() -> None:
+    """A price walking up for hours leaves levels OKX never deletes: the copy keeps the best
+    MAX_LEVELS of each side, and the checksum over the top 25 is unchanged by the trim."""
+    book = StringBook()
+    book.apply(
+        {
+            "bids": [[f"{100 - i * 0.01:.2f}", "1", "0", "1"] for i in range(400)],
+            "asks": [[f"{100.01 + i * 0.01:.2f}", "1", "0", "1"] for i in range(400)],
+        }
+    )
+    reference = StringBook()
+    for step in range(1, 2_001):  # the price walks up a cent per update, never deleting
+        mid = 100 + step * 0.01
+        update = {
+            "bids": [[f"{mid:.2f}", "2", "0", "1"]],
+            "asks": [[f"{mid + 400 * 0.01:.2f}", "2", "0", "1"]],
+        }
+        book.apply(update)
+    assert len(book.bids.keys) <= MAX_LEVELS and len(book.asks.keys) <= MAX_LEVELS
+    assert len(book.bids.levels) == len(book.bids.keys)
+    assert len(book.asks.levels) == len(book.asks.keys)
+    # the best levels are exactly those an unbounded book would show
+    reference.bids.apply([[f"{100 + s * 0.01:.2f}", "2"] for s in range(1_976, 2_001)])
+    assert book.bids.top(25) == reference.bids.top(25)
