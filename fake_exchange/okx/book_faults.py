@@ -22,6 +22,9 @@ class BookFaults:
         self._seq_shift: dict[str, int] = {}
         self.gaps_sent = 0
         self.bad_checksums_sent = 0
+        self.faulted: list[tuple[str, int]] = []
+        """(instId, seqId as sent) of each frame a fault was applied to: a client that
+        publishes a book at one of these seqIds published a book it should have refused."""
 
     def add_gap(self, n: int, inst_id: str | None) -> None:
         self._gaps.extend([inst_id] * n)
@@ -51,6 +54,9 @@ class BookFaults:
             row["seqId"] += shift
             if row.get("prevSeqId", -1) != -1:
                 row["prevSeqId"] += shift
+            if gap or bad:
+                self.faulted.append((inst, row["seqId"]))
+                gap = False
             if bad:
                 row["checksum"] ^= 1
                 self.bad_checksums_sent += 1

@@ -265,6 +265,11 @@ class FakeOkx:
     def bad_checksums_sent(self) -> int:
         return self._book_faults.bad_checksums_sent
 
+    @property
+    def faulted_book_seqs(self) -> list[tuple[str, int]]:
+        """(instId, seqId) of each books frame sent with a gap before it or a bad checksum."""
+        return list(self._book_faults.faulted)
+
     # ------------------------------------------------------------------ FaultTarget
 
     def close_connections(self, abrupt: bool) -> int:

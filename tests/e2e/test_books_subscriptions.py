@@ -15,10 +15,10 @@ import redis.asyncio as aioredis
 
 from fake_exchange import FakeExchange, ReplaySource, SyntheticSource, bundled_recording
 from marketbus import codec
-from marketbus.cli.subs import change_and_wait, reset
 from marketbus.keys import stream_key
 from marketbus.models import BookTop, Channel
 from marketbus.settings import load_settings
+from marketbus_cli.subs import change_and_wait, reset
 from publisher.app import Publisher
 from tests.redis_server import RedisServer
 
@@ -109,6 +109,22 @@ async def test_book_throttle_publishes_at_most_one_record_per_interval_and_the_l
             redis_server, fx, ["NKN/USDT"], [Channel.BOOK], book_interval_ms=500
         ) as pub:
             await fx.wait_subscribed(["nknusdt@depth@100ms"], timeout=20)
+            gate = pub.workers["binance"].books
+            decided: list[int] = []  # the gate's own clock at each record it let out
+            offer, due = gate.offer, gate.due
+
+            def spy_offer(record: Any, now_ms: int) -> Any:
+                out = offer(record, now_ms)
+                if out is not None:
+                    decided.append(now_ms)
+                return out
+
+            def spy_due(now_ms: int) -> Any:
+                out = due(now_ms)
+                decided.extend(now_ms for _ in out)
+                return out
+
+            gate.offer, gate.due = spy_offer, spy_due  # type: ignore[method-assign]
             started = time.time()
             fx.play()
             await fx.wait_done(timeout=30)
@@ -121,8 +137,10 @@ async def test_book_throttle_publishes_at_most_one_record_per_interval_and_the_l
             books = await records(r, "NKN/USDT", Channel.BOOK)
             elapsed = time.time() - started
             assert 1 <= len(books) <= elapsed / 0.5 + 2
-            gaps = [(b.recv_ns - a.recv_ns) / 1e6 for a, b in itertools.pairwise(books)]
-            assert all(g >= 450 for g in gaps), gaps  # 0.5 s apart (timer jitter aside)
+            # at most one record per 500 ms, by the clock the throttle decides on (no margin)
+            assert len(decided) == len(books)
+            gaps = [b - a for a, b in itertools.pairwise(decided)]
+            assert all(g >= 500 for g in gaps), gaps
             assert pub.workers["binance"].books.stats.throttled > 0
     await r.aclose()
 

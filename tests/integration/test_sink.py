@@ -83,8 +83,17 @@ async def test_spool_overflow_is_counted_and_keeps_the_newest() -> None:
     for i in range(250):
         sink.put(trade(i))
     assert sink.stats.overflow == 150 and sink.pending == 100
-    await sink.stop(drain_timeout=0.1)
-    await client.aclose()
+    server.start()  # Redis comes back: what the spool kept is written
+    try:
+        await asyncio.wait_for(sink.drain(), 20)
+        await sink.stop(drain_timeout=0.1)
+        entries = await client.xrange(stream_key("binance", "BTC/USDT", "trades"))
+        # the oldest 150 were dropped: the newest 100 remain, in order, each once
+        assert [codec.decode_fields(f).id for _, f in entries] == [str(i) for i in range(150, 250)]
+        assert sink.stats.written == 100
+    finally:
+        await client.aclose()
+        server.close()
 
 
 async def test_wrong_password_is_fatal_with_a_clear_error() -> None:
