@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 import structlog
 
+from marketbus import capacity
 from marketbus.aio import cancel_and_wait
 from marketbus.errors import ConfigError, MarketbusError, RedisAuthError, RedisUnavailableError
 from marketbus.keys import status_key, worker_id
@@ -72,7 +73,36 @@ class Publisher:
                 hint="records are spooled in memory until Redis answers",
             )
             return False
+        await self._check_capacity()
         return True
+
+    async def _check_capacity(self) -> None:
+        """Warn when the configured streams, once full at MAXLEN, outgrow Redis' maxmemory.
+
+        A full Redis refuses every write (``noeviction``: an outage, spooled) or evicts whole
+        streams: the operator should know at start, not when it happens. Skipped when the
+        user may not run INFO (a least-privilege ACL): ``marketbus doctor`` says the same.
+        """
+        try:
+            info = await self.redis.info("memory")
+        except Exception as e:
+            log.debug("capacity_check_skipped", error=str(from_redis(e)))
+            return
+        if not isinstance(info, dict):  # a cluster client answers per node
+            return
+        maxmemory = int(info.get("maxmemory", 0) or 0)
+        est = capacity.estimate(self.settings)
+        if not capacity.fits(est.bytes, maxmemory):
+            log.warning(
+                "streams_may_not_fit",
+                streams=est.streams,
+                maxlen=est.maxlen,
+                needed=capacity.human_bytes(est.bytes),
+                maxmemory=capacity.human_bytes(maxmemory),
+                policy=info.get("maxmemory_policy"),
+                hint="lower redis.maxlen, follow fewer markets or raise maxmemory: a full Redis "
+                "refuses writes (spooled, then dropped) or evicts streams",
+            )
 
     async def start(self) -> None:
         await self.check_redis()

@@ -110,6 +110,10 @@ class StreamSink:
         self._room.set()
         self._paused_since = 0.0
         self._last_refusal_log = 0.0
+        # records of the batch in flight that overflow took off the spool meanwhile: counted
+        # as dropped, un-counted if Redis took them after all, never put back if it refused
+        self._inflight = 0
+        self._evicted: set[int] = set()
         self._wake = asyncio.Event()
         self._keys: dict[tuple[str, str, str], str] = {}
         self._heads: dict[tuple[str, str, str], tuple[str, bytes]] = {}
@@ -126,8 +130,11 @@ class StreamSink:
         """Queue one record for writing. Never blocks; overflow drops the oldest, counted."""
         spool = self._spool
         if len(spool) >= self._spool_size:
-            spool.popleft()
+            dropped = spool.popleft()
             self.stats.overflow += 1
+            if self._inflight:  # part of the batch being written: its reply decides
+                self._inflight -= 1
+                self._evicted.add(id(dropped))
             now = time.monotonic()
             if now - self._last_overflow_log > 5:
                 self._last_overflow_log = now
@@ -222,6 +229,7 @@ class StreamSink:
                 await self._wake.wait()
             n = min(len(self._spool), self._batch_size)
             batch = [self._spool[i] for i in range(n)]
+            self._inflight, self._evicted = n, set()
             try:
                 if self._uncertain:
                     batch_to_send = await self._not_yet_stored(batch)
@@ -230,9 +238,11 @@ class StreamSink:
                 kept = await self._write(batch_to_send)
             except asyncio.CancelledError:
                 self._uncertain = True
+                self._inflight = 0
                 raise
             except Exception as e:
                 self._uncertain = True
+                self._inflight = 0
                 err = from_redis(e)
                 self.stats.write_errors += 1
                 self.stats.last_error = str(err)
@@ -248,13 +258,19 @@ class StreamSink:
                 delay = min(delay * 2, self._retry_max_s)
                 continue
             self._uncertain = False
+            self._inflight = 0
             # the spool may have lost its head to overflow while we awaited: drop by identity
             spool = self._spool
             for r in batch:
                 if spool and spool[0] is r:
                     spool.popleft()
+            if self._evicted:
+                kept = self._settle_evicted(batch, kept)
             if kept:  # Redis refused these for now (OOM, READONLY...): an outage
                 spool.extendleft(reversed(kept))
+                while len(spool) > self._spool_size:  # the bound holds: oldest out, counted
+                    spool.popleft()
+                    self.stats.overflow += 1
                 self._outage()
                 await asyncio.sleep(delay * (0.5 + random.random() / 2))
                 delay = min(delay * 2, self._retry_max_s)
@@ -266,6 +282,14 @@ class StreamSink:
             delay = self._retry_min_s
             if len(spool) <= self._resume_at:
                 self._release_readers()
+
+    def _settle_evicted(self, batch: list[Record], kept: list[Record]) -> list[Record]:
+        """Overflow took records of the batch in flight: those Redis took are not lost after
+        all (un-counted); those it refused are, and stay out. Returns what to keep."""
+        evicted, self._evicted = self._evicted, set()
+        kept_ids = {id(r) for r in kept}
+        self.stats.overflow -= sum(1 for r in batch if id(r) in evicted and id(r) not in kept_ids)
+        return [r for r in kept if id(r) not in evicted]
 
     def _outage(self) -> None:
         """Redis is away or refuses writes: the spool takes the records, readers go on."""

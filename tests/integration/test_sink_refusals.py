@@ -125,3 +125,26 @@ def test_refusal_replies_map_to_an_outage() -> None:
         rex.ResponseError("ERR The ID specified in XADD is equal or smaller"),
     ):
         assert not is_refusal(e), e
+
+
+@pytest.mark.parametrize(("maxmemory", "warned"), [("5mb", True), ("0", False)])
+async def test_the_publisher_warns_at_start_when_its_streams_cannot_fit(
+    maxmemory: str, warned: bool
+) -> None:
+    """4 markets x 2 channels x MAXLEN 100,000 is ~170 MB of entries: not in 5 MB."""
+    from marketbus.settings import load_settings
+    from publisher.app import Publisher
+
+    with running_redis("--maxmemory", maxmemory, "--maxmemory-policy", "noeviction") as server:
+        settings = load_settings(
+            redis={"url": server.url, "maxlen": 100_000},
+            exchanges=[{"name": "binance", "symbols": SYMBOLS, "url": "http://127.0.0.1:9"}],
+        )
+        pub = Publisher(settings)
+        with capture_logs() as logs:
+            assert await pub.check_redis()
+        await pub.redis.aclose()
+    lines = [e for e in logs if e["event"] == "streams_may_not_fit"]
+    assert bool(lines) is warned
+    if warned:
+        assert lines[0]["streams"] == 8 and lines[0]["maxmemory"] == "5.0 MiB"
