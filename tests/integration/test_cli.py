@@ -26,9 +26,9 @@ import redis
 from typer.testing import CliRunner, Result
 
 from marketbus import codec
-from marketbus.cli import app
 from marketbus.keys import status_key
 from marketbus.models import Ticker
+from marketbus_cli import app
 from tests.redis_server import RedisServer, free_port, running_redis
 
 pytestmark = pytest.mark.integration

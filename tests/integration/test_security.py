@@ -14,6 +14,7 @@ import redis.exceptions as rex
 
 from consumers import Consumer
 from marketbus import codec
+from marketbus.acl import Role, acl_rules
 from marketbus.errors import RedisAuthError
 from marketbus.keys import stream_key
 from marketbus.redis_client import connect
@@ -26,16 +27,11 @@ pytestmark = pytest.mark.integration
 
 TRADES = stream_key("binance", "BTC/USDT", "trades")
 
-# What each role needs, and nothing more. Keys: data streams and status hashes only.
-PUBLISHER_ACL = (
-    "on >pub-secret resetkeys ~md:* ~mb:status:* -@all +xadd +xrevrange +hset +expire +ping +hello"
-)
-# run-time subscription changes (marketbus subscribe) also need these, on the control keys
-CONTROL_ACL = "~mb:ctl:* ~mb:subs:* +xread +hgetall"
-CONSUMER_ACL = (
-    "on >con-secret resetkeys ~md:* -@all +xread +xreadgroup +xack +xautoclaim +xgroup|create "
-    "+xrange +xrevrange +xpending +scan +ping +hello"
-)
+# What each role needs, and nothing more: marketbus.acl defines it (marketbus doctor checks it).
+PUBLISHER_ACL = "on >pub-secret " + acl_rules(Role.PUBLISHER, optional=False)
+# run-time subscription changes (marketbus subscribe) also need the optional rights
+CONTROLLED_ACL = "on >ctl-secret " + acl_rules(Role.PUBLISHER)
+CONSUMER_ACL = "on >con-secret " + acl_rules(Role.CONSUMER)
 
 
 @pytest.fixture
@@ -45,7 +41,7 @@ def acl_server() -> Iterator[RedisServer]:
     for user, rules in (
         ("publisher", PUBLISHER_ACL),
         ("consumer", CONSUMER_ACL),
-        ("controlled", PUBLISHER_ACL.replace("pub-secret", "ctl-secret") + " " + CONTROL_ACL),
+        ("controlled", CONTROLLED_ACL),
         (
             "operator",
             "on >op-secret resetkeys ~mb:ctl:* ~mb:subs:* ~mb:status:* -@all "
@@ -107,7 +103,7 @@ async def test_each_user_is_refused_what_it_must_not_do(acl_server: RedisServer)
         await con.xadd(TRADES, codec.encode(trade(2)))  # the consumer cannot write
     with pytest.raises(rex.NoPermissionError):
         await con.hset("mb:status:binance", "state", "x")
-    assert len(await con.xrange(TRADES)) == 1
+    assert len(await con.xrevrange(TRADES)) == 1
     await pub.aclose()
     await con.aclose()
 
@@ -183,9 +179,9 @@ async def test_control_needs_its_own_permissions_and_says_so_without_them(
     acl_server: RedisServer,
 ) -> None:
     """Without rights on the control keys the publisher keeps its configured subscriptions
-    (and says why once); with CONTROL_ACL added it follows run-time changes."""
-    from marketbus.cli.subs import write_change
+    (and says why once); with the role's optional rights it follows run-time changes."""
     from marketbus.models import Channel
+    from marketbus_cli.subs import write_change
     from publisher.control import ControlLoop
 
     pub = aioredis.Redis.from_url(url(acl_server, "publisher", "pub-secret"))
@@ -193,7 +189,7 @@ async def test_control_needs_its_own_permissions_and_says_so_without_them(
     await asyncio.wait_for(loop.run(), 5)  # returns: disabled, not a crash or a retry loop
     assert loop.enabled is False
 
-    # the same publisher rights plus CONTROL_ACL: changes are followed
+    # the same publisher rights plus the optional ones: changes are followed
     ctl = aioredis.Redis.from_url(url(acl_server, "controlled", "ctl-secret"))
     worker = _Worker()
     loop = ControlLoop(ctl, worker)

@@ -11,8 +11,8 @@ import pytest
 import typer.main
 import yaml
 
-from marketbus.cli import app
 from marketbus.settings import Settings, load_settings
+from marketbus_cli import app
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -26,7 +26,8 @@ def publishers() -> list[str]:
 
 def dockerfile_instructions() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) of the final stage."""
-    lines = [ln.strip() for ln in DOCKERFILE.splitlines() if ln.strip() and not ln.startswith("#")]
+    joined = DOCKERFILE.replace("\\\n", " ")  # continuation lines are one instruction
+    lines = [ln.strip() for ln in joined.splitlines() if ln.strip() and not ln.startswith("#")]
     out: list[tuple[str, str]] = []
     for ln in lines:
         word, _, rest = ln.partition(" ")
@@ -145,7 +146,7 @@ def test_dockerfile_slim_non_root_installs_the_package() -> None:
     runs = " ".join(a for i, a in final if i == "RUN")
     assert "pip install" in runs
     assert "pip wheel" in DOCKERFILE and "COPY pyproject.toml" in DOCKERFILE
-    for pkg in ("marketbus", "publisher", "consumers", "fake_exchange"):
+    for pkg in ("marketbus", "publisher", "consumers", "fake_exchange", "marketbus_cli"):
         assert f"COPY {pkg} " in DOCKERFILE, f"the image lacks the {pkg} package"
     assert entrypoint() == ["marketbus"]
 

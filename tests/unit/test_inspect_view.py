@@ -7,7 +7,7 @@ import time
 
 from rich.console import Console
 
-from marketbus.cli.inspect import print_inspection
+from marketbus_cli.inspect import print_inspection
 
 
 def test_every_worker_gets_a_row_with_its_instance() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from marketbus.cli.subs import outcome
 from marketbus.keys import control_stream, subscriptions_key
 from marketbus.models import Channel
 from marketbus.subscriptions import (
@@ -13,6 +12,7 @@ from marketbus.subscriptions import (
     loose_symbol,
     parse_changes,
 )
+from marketbus_cli.subs import outcome
 from publisher.poller import poll_interval, polled, requests_per_cycle
 
 T, K, B = Channel.TRADES, Channel.TICKER, Channel.BOOK

@@ -10,9 +10,9 @@ from rich.table import Table
 from consumers import RingBuffer
 from consumers.columns import COLUMNS, row
 from marketbus import codec
-from marketbus.cli.view import RateMeter, record_json, render
 from marketbus.keys import StreamKey
 from marketbus.models import Channel, Record, Ticker, Trade
+from marketbus_cli.view import RateMeter, record_json, render
 
 NOW_MS = 1_700_000_010_000
 NOW = NOW_MS / 1000
@@ -145,7 +145,7 @@ def test_record_json_is_one_line_with_the_fields() -> None:
 
 def test_demo_shows_only_recorded_markets_with_ticker_or_trade_data() -> None:
     from fake_exchange import bundled_recording
-    from marketbus.cli.demo import recorded_symbols
+    from marketbus_cli.demo import recorded_symbols
 
     # RUNE/EUR is in the recording's header but has only depth frames: it would sit empty
     assert recorded_symbols(bundled_recording()) == ["BLZ/ETH", "LRC/BTC", "NKN/USDT"]

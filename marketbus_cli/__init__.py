@@ -1,4 +1,8 @@
-"""The ``marketbus`` command: publish, tail, inspect, subscribe, fake-exchange, demo."""
+"""The ``marketbus`` command: publish, tail, inspect, subscribe, doctor, fake-exchange, demo.
+
+A package of its own on top: it drives the publisher, the consumers and the fake exchange, which
+all import the wire contract (``marketbus``) below them; the contract imports none of them.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from urllib.parse import urlsplit
 import redis.exceptions
 import typer
 
+from marketbus.acl import Role
 from marketbus.errors import ConfigError, FatalError, MarketbusError, RedisUnavailableError
 from marketbus.models import Channel
 
@@ -118,37 +123,102 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
         raise typer.Exit(130) from None
 
 
+ExchangeOpt = Annotated[str | None, typer.Option(help="exchange id, e.g. binance")]
+SymbolsOpt = Annotated[str | None, typer.Option(help="comma-separated: BTC/USDT,ETHUSDT")]
+ChannelsOpt = Annotated[
+    str | None, typer.Option(help="comma-separated: ticker,trades,book,candles")
+]
+ExchangeUrlOpt = Annotated[
+    str | None, typer.Option(help="point CCXT's URLs at this host (a fake exchange)")
+]
+ParserOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="auto (default: native where marketbus has a parser, binance), ccxt, or native: "
+        "parse trade/ticker frames ourselves"
+    ),
+]
+ModeOpt = Annotated[
+    str | None, typer.Option(help="ws (default) or poll: REST polling instead of websockets")
+]
+BookDepthOpt = Annotated[
+    int | None, typer.Option(min=1, help="levels per side on channel book (default 20)")
+]
+InstanceOpt = Annotated[
+    str | None,
+    typer.Option(help="this process's name when several split one exchange's markets"),
+]
+ConfigOpt = Annotated[Path | None, typer.Option(help="TOML config file")]
+
+
+def publisher_settings(
+    config: Path | None,
+    redis_url: str | None,
+    redis_password_file: Path | None,
+    *,
+    exchange: str | None = None,
+    symbols: str | None = None,
+    channels: str | None = None,
+    exchange_url: str | None = None,
+    parser: str | None = None,
+    mode: str | None = None,
+    book_depth: int | None = None,
+    metrics_port: int | None = None,
+    instance: str | None = None,
+) -> Any:
+    """The publisher's settings: defaults < TOML file < ``MARKETBUS_*`` env < these flags.
+
+    Shared by ``publish`` and ``doctor``, so the pre-flight checks exactly what would run.
+    The exchange flags apply to the first configured exchange. Raises :class:`ConfigError`.
+    """
+    from marketbus.settings import load_settings
+
+    base = load_settings(config)
+    overrides: dict[str, Any] = {}
+    flags = (exchange, symbols, channels, exchange_url, parser, mode, book_depth)
+    if any(v is not None for v in flags):
+        first = base.exchanges[0].model_dump()
+        if exchange is not None:
+            first["name"] = exchange
+        if symbols is not None:
+            first["symbols"] = _csv(symbols)
+        if channels is not None:
+            first["channels"] = _csv(channels)
+        if exchange_url is not None:
+            first["url"] = exchange_url
+        if parser is not None:
+            first["parser"] = parser
+        if mode is not None:
+            first["mode"] = mode
+        if book_depth is not None:
+            first["book_depth"] = book_depth
+        overrides["exchanges"] = [first]
+    if metrics_port is not None:
+        overrides["metrics_port"] = metrics_port
+    if instance is not None:
+        overrides["instance"] = instance
+    redis_over = _redis_overrides(redis_url, redis_password_file)
+    if redis_over:
+        overrides["redis"] = {**base.redis.model_dump(exclude={"password"}), **redis_over}
+    return load_settings(config, **overrides)
+
+
 @app.command()
 def publish(
-    exchange: Annotated[str | None, typer.Option(help="exchange id, e.g. binance")] = None,
-    symbols: Annotated[str | None, typer.Option(help="comma-separated: BTC/USDT,ETHUSDT")] = None,
-    channels: Annotated[
-        str | None, typer.Option(help="comma-separated: ticker,trades,book,candles")
-    ] = None,
+    exchange: ExchangeOpt = None,
+    symbols: SymbolsOpt = None,
+    channels: ChannelsOpt = None,
     redis_url: RedisUrl = None,
     redis_password_file: PasswordFile = None,
-    exchange_url: Annotated[
-        str | None, typer.Option(help="point CCXT's URLs at this host (a fake exchange)")
-    ] = None,
-    parser: Annotated[
-        str | None,
-        typer.Option(help="ccxt (default) or native: parse Binance trade/ticker frames ourselves"),
-    ] = None,
-    mode: Annotated[
-        str | None,
-        typer.Option(help="ws (default) or poll: REST polling instead of websockets"),
-    ] = None,
-    book_depth: Annotated[
-        int | None, typer.Option(min=1, help="levels per side on channel book (default 20)")
-    ] = None,
+    exchange_url: ExchangeUrlOpt = None,
+    parser: ParserOpt = None,
+    mode: ModeOpt = None,
+    book_depth: BookDepthOpt = None,
     metrics_port: Annotated[
         int | None, typer.Option(help="serve /healthz, /readyz and /metrics on this port")
     ] = None,
-    instance: Annotated[
-        str | None,
-        typer.Option(help="this process's name when several split one exchange's markets"),
-    ] = None,
-    config: Annotated[Path | None, typer.Option(help="TOML config file")] = None,
+    instance: InstanceOpt = None,
+    config: ConfigOpt = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
     log_json: Annotated[
         bool | None,
@@ -157,40 +227,16 @@ def publish(
 ) -> None:
     """Run the publisher: exchange websockets -> normalized records -> Redis Streams."""
     from marketbus import logs
-    from marketbus.settings import load_settings
 
     if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise _fail(ConfigError(f"--log-level: unknown level {log_level!r}"))
     logs.configure(log_level, log_json)
     try:
-        base = load_settings(config)
-        overrides: dict[str, Any] = {}
-        flags = (exchange, symbols, channels, exchange_url, parser, mode, book_depth)
-        if any(v is not None for v in flags):
-            first = base.exchanges[0].model_dump()
-            if exchange is not None:
-                first["name"] = exchange
-            if symbols is not None:
-                first["symbols"] = _csv(symbols)
-            if channels is not None:
-                first["channels"] = _csv(channels)
-            if exchange_url is not None:
-                first["url"] = exchange_url
-            if parser is not None:
-                first["parser"] = parser
-            if mode is not None:
-                first["mode"] = mode
-            if book_depth is not None:
-                first["book_depth"] = book_depth
-            overrides["exchanges"] = [first]
-        if metrics_port is not None:
-            overrides["metrics_port"] = metrics_port
-        if instance is not None:
-            overrides["instance"] = instance
-        redis_over = _redis_overrides(redis_url, redis_password_file)
-        if redis_over:
-            overrides["redis"] = {**base.redis.model_dump(exclude={"password"}), **redis_over}
-        settings = load_settings(config, **overrides)
+        settings = publisher_settings(
+            config, redis_url, redis_password_file, exchange=exchange, symbols=symbols,
+            channels=channels, exchange_url=exchange_url, parser=parser, mode=mode,
+            book_depth=book_depth, metrics_port=metrics_port, instance=instance,
+        )  # fmt: skip
     except MarketbusError as e:
         raise _fail(e) from None
     _run(_publish(settings))
@@ -230,7 +276,7 @@ def tail(
 ) -> None:
     """Live view of the latest prices (or --json lines), read through the consumer library."""
     from marketbus import logs
-    from marketbus.cli.tail import tail as run_tail
+    from marketbus_cli.tail import tail as run_tail
 
     logs.configure("warning")  # on stderr: stdout is the view or the JSON lines
     try:
@@ -250,8 +296,8 @@ def inspect(
     """The streams in Redis (length, first and last entry decoded) and publisher status."""
     import orjson
 
-    from marketbus.cli.inspect import inspect as run_inspect
-    from marketbus.cli.inspect import print_inspection
+    from marketbus_cli.inspect import inspect as run_inspect
+    from marketbus_cli.inspect import print_inspection
 
     try:
         redis = _redis_settings(redis_url, redis_password_file)
@@ -276,7 +322,7 @@ def health(
     ] = 60.0,
 ) -> None:
     """Exit 0 when the exchange's worker is CONNECTED with a recent frame, else 1."""
-    from marketbus.cli.inspect import worker_health
+    from marketbus_cli.inspect import worker_health
 
     try:
         redis = _redis_settings(redis_url, redis_password_file)
@@ -308,7 +354,7 @@ def _change(
     op: str, exchange: str, symbols: list[str], channels: str | None, redis_url: str | None,
     password_file: Path | None, wait: float, default_all: bool,
 ) -> None:  # fmt: skip
-    from marketbus.cli.subs import change_and_wait
+    from marketbus_cli.subs import change_and_wait
 
     ex = _exchange_id(exchange)
     try:
@@ -392,7 +438,7 @@ def subscriptions(
     """Run-time subscription changes stored for an exchange, and what its worker publishes."""
     import orjson
 
-    from marketbus.cli import subs
+    from marketbus_cli import subs
 
     ex = _exchange_id(exchange)
     try:
@@ -430,6 +476,56 @@ def subscriptions(
         for c in data["changes"]:
             sign = "subscribe" if c["op"] == "+" else "unsubscribe"
             typer.echo(f"  {sign} {c['symbol']} {c['channel']}")
+
+
+@app.command("doctor")
+def doctor_command(
+    role: Annotated[
+        Role, typer.Option(help="what the Redis user must be allowed: publisher, consumer, archive")
+    ] = Role.PUBLISHER,
+    json: Annotated[bool, typer.Option("--json", help="the checks as JSON on stdout")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="exit 1 on warnings too")] = False,
+    timeout: Annotated[
+        float, typer.Option(min=0.1, help="seconds for Redis and for each exchange to answer")
+    ] = 10.0,
+    config: ConfigOpt = None,
+    redis_url: RedisUrl = None,
+    redis_password_file: PasswordFile = None,
+    exchange: ExchangeOpt = None,
+    symbols: SymbolsOpt = None,
+    channels: ChannelsOpt = None,
+    exchange_url: ExchangeUrlOpt = None,
+    parser: ParserOpt = None,
+    mode: ModeOpt = None,
+    book_depth: BookDepthOpt = None,
+    instance: InstanceOpt = None,
+) -> None:
+    """Check the configuration, Redis (reachable, version, ACL, persistence, memory) and the
+    exchanges' symbols. Exit 0 all good, 2 on an error, 1 on warnings with --strict."""
+    from rich.console import Console
+
+    from marketbus import logs
+    from marketbus_cli import doctor as doc
+
+    logs.configure("warning")  # on stderr: stdout is the table or the JSON
+    settings, error = None, None
+    try:
+        settings = publisher_settings(
+            config, redis_url, redis_password_file, exchange=exchange, symbols=symbols,
+            channels=channels, exchange_url=exchange_url, parser=parser, mode=mode,
+            book_depth=book_depth, instance=instance,
+        )  # fmt: skip
+    except MarketbusError as e:
+        error = str(e)
+    try:
+        checks = doc.run(settings, error, config, role, timeout)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    if json:
+        sys.stdout.write(doc.as_json(checks, role, strict))
+    else:
+        doc.render(checks, role, strict, Console())
+    raise typer.Exit(doc.exit_code(checks, strict))
 
 
 @app.command("fake-exchange")
@@ -477,7 +573,7 @@ def demo(
 
     Without --redis-url or $REDIS_URL it starts its own redis-server and stops it on exit.
     """
-    from marketbus.cli.demo import demo as run_demo
+    from marketbus_cli.demo import demo as run_demo
 
     redis = None
     if redis_url or os.environ.get("REDIS_URL") or redis_password_file:

@@ -10,11 +10,11 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 
-from marketbus.cli.view import RateMeter, record_json, render
 from marketbus.keys import parse_stream_key, stream_pattern
 from marketbus.models import Channel, Record
 from marketbus.redis_client import connect
 from marketbus.settings import RedisSettings
+from marketbus_cli.view import RateMeter, record_json, render
 
 
 async def discover_markets(redis: RedisSettings, wait_s: float = 0.0) -> list[str]:

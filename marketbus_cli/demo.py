@@ -147,8 +147,8 @@ async def _run(
         ReplaySource,
         bundled_recording,
     )
-    from marketbus.cli.local_redis import LocalRedis
-    from marketbus.cli.tail import tail
+    from marketbus_cli.local_redis import LocalRedis
+    from marketbus_cli.tail import tail
     from publisher.app import Publisher
 
     log_file.parent.mkdir(parents=True, exist_ok=True)
