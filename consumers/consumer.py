@@ -12,7 +12,10 @@ blocking ``XREAD`` from the last id it holds: no gap, no repeat, also across Red
 reconnects. Group mode (``group=``, ``name=``) uses ``XREADGROUP``, acknowledges each
 entry after it was ingested and its callbacks returned (one XACK per stream and batch, sent
 with the next read), re-reads its own pending entries after a restart and reclaims entries a
-dead member left pending (``XAUTOCLAIM``).
+dead member left pending (``XAUTOCLAIM``). A stream Redis lost (restarted without
+persistence, flushed, failed over) is a reset, counted in ``stats.resets`` and logged
+(``stream_reset``): a group is created again, a plain read goes on from what the stream
+holds now.
 
 Per channel, besides the ring buffer of every record: ``book`` keeps the latest full book
 (:meth:`Consumer.book`), ``candles`` collapses candle updates to one row per interval start
@@ -78,7 +81,7 @@ class Consumer(Ingest, PlainMode, GroupMode):
         start_ids: dict[str, str] | None = None,
         candles: Sequence[str | int] = (),
         candle_keep: int = DEFAULT_KEEP,
-        pause_gc: bool = True,
+        pause_gc: bool = False,
     ) -> None:
         if (group is None) != (name is None):
             raise ConfigError(
@@ -106,8 +109,9 @@ class Consumer(Ingest, PlainMode, GroupMode):
         self.block_ms = block_ms
         self.count = count
         self.reclaim_idle_ms = reclaim_idle_ms
-        # plain mode, no callbacks, while behind: Python's cyclic GC off during each read
-        # and its ingest (consumers/streams.py says why); False keeps the GC alone
+        # opt-in: while behind and without callbacks, Python's cyclic GC off during each
+        # read and its ingest (consumers/streams.py says why, docs/performance.md what it
+        # gains). Process-wide, so a library does not do it to its host unless asked.
         self.pause_gc = pause_gc
         self._start_ids = dict(start_ids or {})
         self.keys: dict[str, StreamKey] = {}
@@ -302,12 +306,11 @@ class Consumer(Ingest, PlainMode, GroupMode):
                 self._ingest_batch(key, list(reversed(entries)))
 
     async def _create_groups(self) -> None:
+        """Each stream's group, unless it exists, at the last id the backfill saw (``0-0``
+        for an empty stream, or the ``start_ids`` given): entries written since that read
+        reach the group (at ``$`` they would be skipped)."""
         for key in self.keys:
-            try:
-                await self.redis.xgroup_create(key, self.group, id="$", mkstream=True)
-            except Exception as e:
-                if "BUSYGROUP" not in str(e):
-                    raise
+            await self._create_group(key, self.last_ids[key])
 
     # -- read loops -----------------------------------------------------------------------
     async def _on_error(self, e: Exception, delay: float) -> float:

@@ -34,6 +34,7 @@ class ConsumerStats:
     acked: int = 0  # group mode: entries Redis confirmed acknowledged (XACK's replies)
     reclaimed: int = 0
     reconnects: int = 0
+    resets: int = 0  # streams Redis lost (restarted empty, flushed, failed over) and read on
     last_error: str | None = None
 
 
@@ -80,6 +81,21 @@ class ConsumerParts:
 
 def as_str(k: bytes | str) -> str:
     return k.decode() if isinstance(k, bytes) else k
+
+
+def id_tuple(entry_id: bytes | str) -> tuple[int, int]:
+    """An entry id ``ms-seq`` (or ``ms``) as numbers, which compare as Redis orders ids."""
+    text = as_str(entry_id)
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def id_or_none(entry_id: bytes | str) -> tuple[int, int] | None:
+    """:func:`id_tuple`, or None for what is not an entry id (``$``, ``>``)."""
+    try:
+        return id_tuple(entry_id)
+    except ValueError:
+        return None
 
 
 def reply_items(resp: Any) -> list[tuple[Any, list[Any]]]:

@@ -4,25 +4,33 @@ One XACK per stream and batch, queued and sent with the next read (on a standalo
 in the same write, through a :class:`~consumers.streams.ReplyPipe`), or right after each
 stream's batch when callbacks run; the next read sent ahead while a reply is ingested; this
 member's own pending entries re-read first (after a restart or an error); entries a dead
-member left pending claimed with ``XAUTOCLAIM``.
+member left pending claimed with ``XAUTOCLAIM``; a group Redis lost created again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
 
+import structlog
 from redis.exceptions import ResponseError
 
 from consumers.consumer_parts import ConsumerParts, as_str, reply_items
 from consumers.streams import ReplyPipe, gc_paused
 
+log = structlog.get_logger("marketbus.consumer")
 _first = itemgetter(0)
+_NOGROUP_KEY = re.compile(r"No such key '(.*?)' or consumer group")
+
+
+def _is_nogroup(e: Exception) -> bool:
+    return isinstance(e, ResponseError) and str(e).startswith("NOGROUP")
 
 
 class GroupMode(ConsumerParts):
@@ -38,8 +46,11 @@ class GroupMode(ConsumerParts):
         each stream's batch.
 
         As in plain mode, while behind the read does not block, and without callbacks the GC
-        is paused for it and its ingest; and then on a standalone client the next read is
-        sent before the reply in hand is ingested, so Redis builds it meanwhile."""
+        is paused for it and its ingest (``pause_gc``); and then on a standalone client the
+        next read is sent before the reply in hand is ingested, so Redis builds it meanwhile.
+
+        ``NOGROUP`` (Redis lost the stream or the group) creates the missing groups again
+        (:meth:`_recreate_groups`) and reads on."""
         assert self.group is not None and self.name is not None
         reads = _GroupReads(keys, self._reply_pipe())
         delay = 0.05
@@ -58,7 +69,9 @@ class GroupMode(ConsumerParts):
                     raise
                 except Exception as e:
                     await self._group_reset(reads)
-                    delay = await self._on_error(e, delay)
+                    error = await self._after_nogroup(reads, e) if _is_nogroup(e) else e
+                    if error is not None:
+                        delay = await self._on_error(error, delay)
                     behind = True
                     continue
                 delay = 0.05
@@ -76,6 +89,48 @@ class GroupMode(ConsumerParts):
         reads.own_pending = dict.fromkeys(reads.keys, "0")
         if reads.pipe is not None:
             await reads.pipe.close()
+
+    async def _after_nogroup(self, reads: _GroupReads, e: Exception) -> Exception | None:
+        """None when the groups Redis had lost were created again, else the error to handle
+        as any other (the NOGROUP, or what the creation raised)."""
+        try:
+            return None if await self._recreate_groups(reads, e) else e
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            return err
+
+    async def _recreate_groups(self, reads: _GroupReads, e: Exception) -> bool:
+        """Redis answered NOGROUP: it lost the stream or the group (restarted without
+        persistence, flushed, failed over to an empty replica). Each missing group of the
+        loop's streams is created again at 0, with its stream (MKSTREAM): what the stream
+        holds now was written after the loss, and none of it reached the group. A stream
+        whose group this member created, or that Redis named (another member may have been
+        first), is a reset: counted, logged, its queued acks (of the lost group) dropped.
+        Whether any stream was reset (if not, the error is handled as any other)."""
+        created = [key for key in reads.keys if await self._create_group(key, "0")]
+        m = _NOGROUP_KEY.search(str(e))
+        named = m.group(1) if m else None
+        reset = [k for k in reads.keys if k in created or k == named]
+        for key in reset:
+            self._unacked.pop(key, None)
+            self.stats.resets += 1
+            log.warning(
+                "stream_reset", stream=key, mode="group", group=self.group,
+                resume_from="0", recreated=key in created, total=self.stats.resets,
+            )  # fmt: skip
+        return bool(reset)
+
+    async def _create_group(self, key: str, start: str) -> bool:
+        """The group created on ``key`` at ``start`` (and the stream, if missing); False
+        when it exists already."""
+        try:
+            await self.redis.xgroup_create(key, self.group, id=start, mkstream=True)
+        except ResponseError as e:
+            if "BUSYGROUP" in str(e):
+                return False
+            raise
+        return True
 
     async def _read_group(self, reads: _GroupReads, *, block: bool) -> bool:
         """One XREADGROUP reply ingested and its acks queued; whether more entries wait (own

@@ -17,19 +17,13 @@ import numpy as np
 import structlog
 
 from consumers.columns import BATCH_CHANNELS, batch_columns, row, row_at
-from consumers.consumer_parts import ConsumerParts
+from consumers.consumer_parts import ConsumerParts, id_tuple
 from consumers.streams import id_numbers, payload, payloads
 from marketbus import codec
 from marketbus.errors import DecodeError
 from marketbus.models import Channel
 
 log = structlog.get_logger("marketbus.consumer")
-
-
-def _id_tuple(entry_id: bytes | str) -> tuple[int, int]:
-    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    ms, _, seq = text.partition("-")
-    return int(ms), int(seq or 0)
 
 
 class Ingest(ConsumerParts):
@@ -48,7 +42,7 @@ class Ingest(ConsumerParts):
             self._invalid(key, entry_id, e)
             return False
         self.stats.received += 1
-        idt = _id_tuple(entry_id)
+        idt = id_tuple(entry_id)
         last = self._buffer_last.get(key)
         fresh = last is None or idt > last  # a buffer never holds one entry id twice
         if fresh:

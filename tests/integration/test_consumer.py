@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis as redis_sync
 import redis.asyncio as aioredis
 import redis.exceptions as redis_exceptions
 from structlog.testing import capture_logs
@@ -19,6 +20,7 @@ from structlog.testing import capture_logs
 from consumers import BookTop, Candle, Consumer, Record, Ticker, Trade
 from consumers.streams import ReplyPipe
 from marketbus import codec
+from marketbus.acl import Role, acl_rules
 from marketbus.errors import RedisAuthError
 from marketbus.keys import stream_key
 from tests.factories import ticker, trade
@@ -38,13 +40,13 @@ async def add(redis: Any, records: list[Record]) -> list[bytes]:
     return ids
 
 
-async def until(cond: Any, timeout: float = 5.0) -> None:
+async def until(cond: Any, timeout: float | None = 5.0) -> None:
     async with asyncio.timeout(timeout):
         while not cond():
             await asyncio.sleep(0.01)
 
 
-async def until_async(cond: Any, timeout: float = 5.0) -> None:
+async def until_async(cond: Any, timeout: float | None = 5.0) -> None:
     async with asyncio.timeout(timeout):
         while not await cond():
             await asyncio.sleep(0.01)
@@ -52,6 +54,25 @@ async def until_async(cond: Any, timeout: float = 5.0) -> None:
 
 async def nothing_pending(redis: Any, key: str) -> bool:
     return int((await redis.xpending(key, "bots"))["pending"]) == 0
+
+
+async def blocked_in(redis: Any, command: str) -> int:
+    """How many clients the server holds blocked in ``command`` (CLIENT LIST flag ``b``)."""
+    return sum(1 for c in await redis.client_list() if c["cmd"] == command and "b" in c["flags"])
+
+
+async def calls_of(redis: Any, command: str) -> int:
+    """How many times the server ran ``command`` since it started (INFO commandstats)."""
+    stats = (await redis.info("commandstats")).get(f"cmdstat_{command}", {})
+    return int(stats.get("calls", 0))
+
+
+async def blocked_count_is(redis: Any, command: str, n: int) -> bool:
+    return await blocked_in(redis, command) == n
+
+
+def held_ids(c: Consumer, channel: str = "trades") -> list[str]:
+    return c.buffer("binance", "BTC/USDT", channel).table().column("id").to_pylist()
 
 
 async def test_backfill_then_follow_without_gaps_or_repeats(
@@ -121,6 +142,8 @@ async def test_corrupt_and_foreign_entries_are_counted_and_skipped(
 
 
 async def test_consumer_reconnects_and_continues_after_redis_restart() -> None:
+    """With AOF nothing is lost: the consumer reads on after the restart (redis-py may
+    reconnect under the read, so no error need reach the loop) and sees no reset."""
     with running_redis("--appendonly", "yes", "--appendfsync", "always") as server:
         writer = aioredis.Redis.from_url(server.url)
         await add(writer, [trade(i) for i in range(10)])
@@ -133,9 +156,203 @@ async def test_consumer_reconnects_and_continues_after_redis_restart() -> None:
             writer = aioredis.Redis.from_url(server.url)
             await add(writer, [trade(i) for i in range(10, 20)])
             await until(lambda: len(buf) == 20, timeout=20)
-            assert c.stats.reconnects >= 1
+            # the restarted server saw the reset check of the (now quiet) stream
+            await until_async(lambda: calls_of(writer, "xrevrange"), timeout=20)
+            assert c.stats.resets == 0 and c.stats.received == 20
             assert buf.table().column("id").to_pylist() == [str(i) for i in range(20)]
+            assert await writer.xlen(TRADES) == 20  # nothing lost
         await writer.aclose()
+
+
+NO_PERSISTENCE = ("--save", "", "--appendonly", "no")
+
+
+def trade_fields(i: int) -> Any:
+    return codec.encode(trade(i))
+
+
+async def test_plain_consumer_after_redis_restart_without_persistence() -> None:
+    """Redis restarted empty: the consumer notices the stream is gone (a reset, counted and
+    logged), also when redis-py reconnected under its read and no error reached it, and
+    reads whatever is written from then on, whatever its ids."""
+    with running_redis(*NO_PERSISTENCE) as server:
+        writer = aioredis.Redis.from_url(server.url)
+        await add(writer, [trade(i) for i in range(10)])
+        with capture_logs() as logs:
+            async with Consumer(
+                server.url, ["binance:BTC/USDT"], ["trades"], backfill=100, block_ms=100
+            ) as c:
+                server.restart()
+                await until(lambda: c.stats.resets == 1, timeout=20)
+                await writer.aclose()
+                writer = aioredis.Redis.from_url(server.url)
+                ids = await add(writer, [trade(i) for i in range(10, 20)])
+                await until(lambda: c.stats.received == 20, timeout=20)
+                assert held_ids(c) == [str(i) for i in range(20)]
+                assert c.stats.resets == 1
+                assert c.last_ids[TRADES] == ids[-1].decode()
+                assert await writer.xlen(TRADES) == 10  # the first 10 went with the restart
+        await writer.aclose()
+    resets = [e for e in logs if e["event"] == "stream_reset"]
+    assert [(e["stream"], e["resume_from"]) for e in resets] == [(TRADES, "0-0")]
+
+
+async def test_plain_consumer_after_failover_to_a_replica_behind_it() -> None:
+    """The new server holds only the first half of what the consumer read (a replica that
+    lagged), and its clock is behind: it reads on from the new server's newest entry, so
+    what that server writes next arrives (ids below the last one read) and what it still
+    holds is not read twice."""
+    with running_redis(*NO_PERSISTENCE) as server:
+        writer = aioredis.Redis.from_url(server.url)
+        for i in range(10):
+            await writer.xadd(TRADES, trade_fields(i), id=f"1000-{10 * i}")
+        async with Consumer(
+            server.url, ["binance:BTC/USDT"], ["trades"], backfill=100, block_ms=100
+        ) as c:
+            server.restart()
+            replica = redis_sync.Redis.from_url(server.url)  # before the consumer is back
+            for i in range(5):
+                replica.xadd(TRADES, trade_fields(i), id=f"1000-{10 * i}")
+            replica.close()
+            await until(lambda: c.stats.resets == 1, timeout=20)
+            assert c.last_ids[TRADES] == "1000-40"
+            await writer.aclose()
+            writer = aioredis.Redis.from_url(server.url)
+            for i in range(10, 15):  # below 1000-90, the last id read from the old server
+                await writer.xadd(TRADES, trade_fields(i), id=f"1000-{31 + i}")
+            await until(lambda: c.stats.received == 15, timeout=20)
+            assert held_ids(c) == [str(i) for i in range(15)]
+            assert c.stats.resets == 1 and c.stats.received == 15
+            assert await writer.xlen(TRADES) == 10  # the 5 copies and the 5 new
+        await writer.aclose()
+
+
+async def test_group_member_recovers_after_redis_restart_without_persistence() -> None:
+    """Redis restarted empty: the member recreates the group of each stream (at 0, with
+    MKSTREAM), counts and logs each reset, and gets every entry written after the restart,
+    also those written before it noticed; nothing twice, nothing left pending."""
+    markets, channels = ["binance:BTC/USDT"], ["trades", "ticker"]
+    with running_redis(*NO_PERSISTENCE) as server:
+        writer = aioredis.Redis.from_url(server.url)
+        await add(writer, [trade(i) for i in range(10)])
+        with capture_logs() as logs:
+            async with Consumer(server.url, markets, channels, backfill=100, block_ms=100,
+                                group="bots", name="b1") as c:  # fmt: skip
+                await add(writer, [trade(i) for i in range(10, 15)])
+                await until(lambda: c.stats.acked == 5)
+                server.restart()
+                fresh = redis_sync.Redis.from_url(server.url)  # before the member is back
+                for i in range(15, 20):
+                    fresh.xadd(TRADES, trade_fields(i))
+                fresh.close()
+                await until(lambda: c.stats.resets == 2, timeout=20)
+                await writer.aclose()
+                writer = aioredis.Redis.from_url(server.url)
+                await add(writer, [trade(i) for i in range(20, 25)] + [ticker(1)])
+                await until(lambda: c.stats.acked == 5 + 11, timeout=20)
+                assert held_ids(c) == [str(i) for i in range(25)]
+                assert len(c.buffer("binance", "BTC/USDT", "ticker")) == 1
+                assert (c.stats.received, c.stats.resets, c.stats.invalid) == (26, 2, 0)
+                assert (await writer.xlen(TRADES), await writer.xlen(TICKER)) == (10, 1)
+            for key in (TRADES, TICKER):
+                assert (await writer.xpending(key, "bots"))["pending"] == 0
+        await writer.aclose()
+    resets = [e for e in logs if e["event"] == "stream_reset"]
+    assert sorted(e["stream"] for e in resets) == sorted([TRADES, TICKER])
+    assert {e["resume_from"] for e in resets} == {"0"}
+
+
+async def test_group_member_recovers_after_flushall(
+    redis: aioredis.Redis, redis_server: Any
+) -> None:
+    await add(redis, [trade(i) for i in range(3)])
+    async with Consumer(redis_server.url, ["binance:BTC/USDT"], ["trades"], backfill=10,
+                        block_ms=100, group="bots", name="b1") as c:  # fmt: skip
+        await until_async(lambda: blocked_count_is(redis, "xreadgroup", 1))
+        await redis.flushall()
+        await add(redis, [trade(i) for i in range(3, 8)])
+        await until(lambda: c.stats.acked == 5, timeout=20)
+        assert held_ids(c) == [str(i) for i in range(8)]
+        assert (c.stats.resets, c.stats.received) == (1, 8)
+        assert await redis.xlen(TRADES) == 5
+    assert (await redis.xpending(TRADES, "bots"))["pending"] == 0
+
+
+@pytest.mark.parametrize("mode", ["plain", "group"])
+async def test_resets_are_handled_with_the_least_privilege_consumer_acl(mode: str) -> None:
+    """Noticing a reset and reading on needs nothing beyond the consumer role's ACL
+    (``marketbus.acl``): XREVRANGE of a quiet stream, XGROUP CREATE ... MKSTREAM."""
+    group: dict[str, Any] = {"group": "bots", "name": "b1"} if mode == "group" else {}
+    with running_redis() as server:
+        admin = aioredis.Redis.from_url(server.url)
+        rules = f"on >con-secret {acl_rules(Role.CONSUMER)}".split()
+        await admin.execute_command("ACL", "SETUSER", "consumer", *rules)
+        await add(admin, [trade(i) for i in range(3)])
+        url = server.url.replace("redis://", "redis://consumer:con-secret@")
+        async with Consumer(url, ["binance:BTC/USDT"], ["trades"], backfill=10, block_ms=100,
+                            **group) as c:  # fmt: skip
+            await admin.flushall()
+            if mode == "plain":  # ids after a FLUSHALL come later anyway: wait to see it
+                await until(lambda: c.stats.resets == 1, timeout=20)
+            await add(admin, [trade(i) for i in range(3, 8)])
+            await until(lambda: c.stats.received == 8 and c.stats.resets == 1, timeout=20)
+            assert held_ids(c) == [str(i) for i in range(8)]
+            assert (c.stats.resets, c.stats.reconnects, c.stats.last_error) == (1, 0, None)
+        await admin.aclose()
+
+
+@pytest.mark.parametrize("before", [0, 5])
+async def test_group_first_start_misses_nothing_written_after_its_backfill(
+    redis: aioredis.Redis, redis_server: Any, monkeypatch: pytest.MonkeyPatch, before: int
+) -> None:
+    """Entries written between the backfill read and the group's creation (a publisher
+    writing meanwhile) reach the group: it is created at the last id the backfill saw."""
+    await add(redis, [trade(i) for i in range(before)])
+    create = Consumer._create_groups
+
+    async def write_then_create(self: Consumer) -> None:
+        await add(redis, [trade(i) for i in range(before, before + 5)])
+        await create(self)
+
+    monkeypatch.setattr(Consumer, "_create_groups", write_then_create)
+    async with Consumer(redis_server.url, ["binance:BTC/USDT"], ["trades"], backfill=3,
+                        block_ms=50, group="bots", name="b1") as c:  # fmt: skip
+        await until(lambda: c.stats.acked == 5)
+        assert held_ids(c) == [str(i) for i in range(max(before - 3, 0), before + 5)]
+    assert await redis.xlen(TRADES) == before + 5
+    assert (await redis.xpending(TRADES, "bots"))["pending"] == 0
+
+
+@pytest.mark.parametrize("mode", ["plain", "group"])
+async def test_consumer_restarted_mid_stream_reads_on_without_gap_or_repeat(
+    redis: aioredis.Redis, redis_server: Any, mode: str
+) -> None:
+    """A bot stops while the stream goes on, and starts again: plain mode resumes from the
+    ids it held (``start_ids=old.last_ids``), a group member by its name. 150 sent, 150
+    stored, 80 + 70 consumed: each entry once."""
+    group: dict[str, Any] = {"group": "bots", "name": "bot-1"} if mode == "group" else {}
+    await add(redis, [trade(i) for i in range(50)])
+    async with Consumer(redis_server.url, ["binance:BTC/USDT"], ["trades"], backfill=50,
+                        block_ms=50, **group) as first:  # fmt: skip
+        await add(redis, [trade(i) for i in range(50, 80)])
+        await until(lambda: first.stats.received == 80)
+        if group:
+            await until(lambda: first.stats.acked == 30)
+    before = held_ids(first)
+    await add(redis, [trade(i) for i in range(80, 120)])  # while it is down
+    resume: dict[str, Any] = group or {"start_ids": first.last_ids}
+    async with Consumer(redis_server.url, ["binance:BTC/USDT"], ["trades"], backfill=0,
+                        block_ms=50, **resume) as second:  # fmt: skip
+        await add(redis, [trade(i) for i in range(120, 150)])
+        await until(lambda: second.stats.received == 70)
+        if group:
+            await until(lambda: second.stats.acked == 70)
+        after = held_ids(second)
+    assert await redis.xlen(TRADES) == 150
+    assert (len(before), len(after)) == (80, 70)
+    assert before + after == [str(i) for i in range(150)]
+    if group:
+        assert (await redis.xpending(TRADES, "bots"))["pending"] == 0
 
 
 async def test_wrong_password_is_a_clear_error() -> None:
@@ -149,16 +366,22 @@ async def test_wrong_password_is_a_clear_error() -> None:
 async def test_group_members_share_work_and_ack_once(
     redis: aioredis.Redis, redis_server: Any
 ) -> None:
+    """Both members get a share, each entry goes to one of them, and each acks its own."""
     seen: dict[str, list[str]] = {"a": [], "b": []}
-    kw: dict[str, Any] = dict(backfill=0, block_ms=50, count=5, group="bots")
+    kw: dict[str, Any] = dict(backfill=0, block_ms=10_000, count=5, group="bots")
     async with Consumer(redis_server.url, ["binance:BTC/USDT"], ["trades"], name="a", **kw) as a, \
             Consumer(redis_server.url, ["binance:BTC/USDT"], ["trades"], name="b", **kw) as b:  # fmt: skip
         a.on_record(lambda r: seen["a"].append(r.id))  # type: ignore[union-attr]
         b.on_record(lambda r: seen["b"].append(r.id))  # type: ignore[union-attr]
+        # both wait in XREADGROUP: the first entry wakes one, the next the other (FIFO)
+        await until_async(lambda: blocked_count_is(redis, "xreadgroup", 2), timeout=10)
         await add(redis, [trade(i) for i in range(200)])
-        await until(lambda: len(seen["a"]) + len(seen["b"]) >= 200)
-        await asyncio.sleep(0.2)
+        await until(lambda: a.stats.acked + b.stats.acked == 200, timeout=20)
+        acked = (a.stats.acked, b.stats.acked)
+    assert seen["a"] and seen["b"], {k: len(v) for k, v in seen.items()}
+    assert len(seen["a"]) + len(seen["b"]) == 200  # no entry went to both
     assert sorted(seen["a"] + seen["b"], key=int) == [str(i) for i in range(200)]
+    assert acked == (len(seen["a"]), len(seen["b"]))  # each acked exactly its own share
     pending = await redis.xpending(TRADES, "bots")
     assert pending["pending"] == 0
 
@@ -332,13 +555,20 @@ async def test_group_batches_reread_a_lost_reply(
 
 
 async def test_stop_ends_a_blocking_group_read(redis: aioredis.Redis, redis_server: Any) -> None:
-    async with Consumer(redis_server.url, ["binance:BTC/USDT"], ["trades"], backfill=0,
-                        block_ms=30_000, group="bots", name="b1") as c:  # fmt: skip
-        await add(redis, [trade(i) for i in range(3)])
-        await until(lambda: c.stats.acked == 3)
-        await asyncio.sleep(0.1)  # blocked in XREADGROUP again
-        t = time.monotonic()
-    assert time.monotonic() - t < 3
+    """stop() interrupts a read blocked for an hour (far past pytest's timeout): the loop
+    ends on the first cancel (no fallback), the server no longer holds the read, the acks
+    were sent. No wall-clock bound."""
+    with capture_logs() as logs:
+        async with Consumer(redis_server.url, ["binance:BTC/USDT"], ["trades"], backfill=0,
+                            block_ms=3_600_000, group="bots", name="b1") as c:  # fmt: skip
+            await add(redis, [trade(i) for i in range(3)])
+            await until(lambda: c.stats.acked == 3)
+            await until_async(lambda: blocked_count_is(redis, "xreadgroup", 1))
+            task = c._task
+        assert task is not None and task.done() and c._task is None
+    stuck = [e["event"] for e in logs if e["event"] in ("task_ignored_cancel", "task_left_running")]
+    assert stuck == []  # the read was interrupted, not waited out
+    await until_async(lambda: blocked_count_is(redis, "xreadgroup", 0), timeout=None)
     assert (await redis.xpending(TRADES, "bots"))["pending"] == 0
 
 

@@ -316,18 +316,27 @@ def test_batch_columns_store_what_rows_store(values: list[tuple[Any, ...]]) -> N
 
 
 class ScriptedRedis:
-    """Answers each XREAD with the next scripted reply, then blocks like an idle stream."""
+    """Answers each XREAD with the next scripted reply, then blocks like an idle stream;
+    XREVRANGE (the reset check of a quiet stream) with the newest entry handed out."""
 
     def __init__(self, replies: list[Any]) -> None:
         self.replies = replies
         self.calls: list[dict[str, Any]] = []
+        self.newest: dict[str, bytes] = {}
 
     async def xread(self, streams: dict[str, str], count: int, block: int | None) -> Any:
         self.calls.append({"streams": dict(streams), "block": block, "gc": gc.isenabled()})
         if self.replies:
-            return self.replies.pop(0)
+            reply = self.replies.pop(0)
+            for k, entries in reply.items() if isinstance(reply, dict) else reply:
+                if entries:
+                    self.newest[k.decode()] = entries[-1][0]
+            return reply
         await asyncio.sleep((block or 0) / 1000)
         return []
+
+    async def xrevrange(self, key: str, hi: str, lo: str, count: int) -> list[Any]:
+        return [(self.newest[key], {})] if key in self.newest else []
 
 
 KEY = stream_key("binance", "BTC/USDT", "trades")
@@ -387,6 +396,19 @@ async def test_batches_with_bad_and_repeated_entries_store_each_good_entry_once(
     assert skipped and skipped[0]["stream"] == KEY and skipped[0]["id"] == bad[0].decode()
 
 
+@pytest.mark.parametrize("raw", [True, False], ids=["raw", "redis-py"])
+async def test_an_overlapping_batch_of_valid_entries_stores_each_entry_once(raw: bool) -> None:
+    """A reply that repeats entries the buffer holds, every entry valid and of the stream's
+    channel (so the column path could take it): the repeats are not stored again."""
+    good = [_entry(i, raw=raw) for i in range(8)]
+    replies = [[[KEY.encode(), good[:4]]], [[KEY.encode(), good[2:8]]]]
+    c = await _consume(replies)
+    buf = c.buffer("binance", "BTC/USDT", "trades")
+    assert buf.table().column("id").to_pylist() == [str(i) for i in range(8)]
+    assert buf.table().column("entry_ms").to_pylist() == [1_700_000_000_000 + i for i in range(8)]
+    assert (c.stats.received, c.stats.invalid) == (4 + 6, 0)
+
+
 async def test_batch_path_feeds_candles_like_the_row_path() -> None:
     entries = [_entry(i, raw=True) for i in range(30)]
     fast = await _consume([[[KEY.encode(), entries]]], candles=["1m"])
@@ -404,15 +426,16 @@ async def test_batch_path_feeds_candles_like_the_row_path() -> None:
     )
 
 
-async def test_reads_while_behind_do_not_block_and_pause_the_gc() -> None:
-    """Catching up (at start, and while a stream fills COUNT) the read returns at once and
-    the GC is paused for it and its ingest; caught up, it blocks with the GC on."""
+async def test_reads_while_behind_do_not_block_and_pause_the_gc_when_asked() -> None:
+    """Catching up (at start, and while a stream fills COUNT) the read returns at once and,
+    with ``pause_gc=True``, the GC is paused for it and its ingest; caught up, it blocks
+    with the GC on."""
     replies: list[Any] = [
         [[KEY.encode(), [_entry(i, raw=True) for i in range(3)]]],  # full: more to come
         [[KEY.encode(), [_entry(3, raw=True)]]],  # the rest
     ]
     redis = ScriptedRedis(replies)
-    c = await _consume([], redis=redis, count=3, expect=4)
+    c = await _consume([], redis=redis, count=3, expect=4, pause_gc=True)
     assert [(call["block"], call["gc"]) for call in redis.calls[:3]] == [
         (None, False),
         (None, False),
@@ -422,15 +445,60 @@ async def test_reads_while_behind_do_not_block_and_pause_the_gc() -> None:
     assert len(c.buffer("binance", "BTC/USDT", "trades")) == 4
 
 
-@pytest.mark.parametrize("how", ["callbacks", "pause_gc=False"])
-async def test_gc_stays_on_with_callbacks_or_when_asked(how: str) -> None:
+@pytest.mark.parametrize("how", ["default", "callbacks", "pause_gc=False"])
+async def test_gc_stays_on_by_default_with_callbacks_or_when_asked(how: str) -> None:
+    """A library does not change its host's GC unless asked: by default, and with callbacks
+    even when asked, every read runs with the GC on (reads while behind still do not
+    block)."""
     redis = ScriptedRedis([[[KEY.encode(), [_entry(i, raw=True) for i in range(3)]]]])
-    if how == "callbacks":
-        await _consume([], redis=redis, callback=lambda _r: None, count=3, expect=3)
+    if how == "default":
+        c = await _consume([], redis=redis, count=3, expect=3)
+        assert c.pause_gc is False
+    elif how == "callbacks":
+        await _consume([], redis=redis, callback=lambda _r: None, count=3, expect=3, pause_gc=True)
     else:
         await _consume([], redis=redis, pause_gc=False, count=3, expect=3)
     assert [call["block"] for call in redis.calls[:3]] == [None, None, 5]
     assert all(call["gc"] for call in redis.calls)
+
+
+class NewestRedis:
+    """Answers XREVRANGE ... COUNT 1 with a given newest entry id per stream."""
+
+    def __init__(self, newest: dict[str, bytes]) -> None:
+        self.newest = newest
+
+    async def xrevrange(self, key: str, hi: str, lo: str, count: int) -> list[Any]:
+        return [(self.newest[key], {})] if key in self.newest else []
+
+
+@pytest.mark.parametrize(
+    ("last", "newest", "held", "expected"),
+    [
+        ("5-1", b"5-1", (5, 1), ("5-1", (5, 1), 0)),  # reaches the last id read: fine
+        ("5-1", b"9-0", (5, 1), ("5-1", (5, 1), 0)),  # written since: XREAD gets it
+        ("5-1", None, (5, 1), ("0-0", None, 1)),  # gone: from the start, any id taken
+        ("5-1", b"3-0", (5, 1), ("3-0", (3, 0), 1)),  # went back: on from its newest
+        ("5-1", b"3-0", (2, 0), ("3-0", (2, 0), 1)),  # (the last entries read were invalid)
+        ("0-0", None, None, ("0-0", None, 0)),  # nothing read yet: nothing to check
+        ("$", None, None, ("$", None, 0)),
+    ],
+)
+async def test_a_plain_stream_is_reset_when_gone_or_behind_the_last_id_read(
+    last: str,
+    newest: bytes | None,
+    held: tuple[int, int] | None,
+    expected: tuple[str, tuple[int, int] | None, int],
+) -> None:
+    c = Consumer(NewestRedis({KEY: newest} if newest else {}), ["binance:BTC/USDT"], ["trades"])
+    c.last_ids[KEY] = last
+    if held is not None:
+        c._buffer_last[KEY] = held
+    with capture_logs() as logs:
+        await c._check_resets([KEY])
+    assert (c.last_ids[KEY], c._buffer_last.get(KEY), c.stats.resets) == expected
+    resets = [(e["stream"], e["last_id"], e["resume_from"]) for e in logs]
+    assert resets == ([(KEY, last, expected[0])] if expected[2] else [])
 
 
 def test_gc_paused_nests_and_keeps_a_gc_the_bot_turned_off() -> None:
@@ -519,7 +587,7 @@ async def test_a_consumer_always_behind_still_lets_the_gc_run() -> None:
     Cycle.freed = 0
     gc.callbacks.append(on_gc)
     try:
-        c = await _consume([], redis=redis, count=per_reply, expect=len(entries))
+        c = await _consume([], redis=redis, count=per_reply, expect=len(entries), pause_gc=True)
     finally:
         gc.callbacks.remove(on_gc)
     assert len(c.buffer("binance", "BTC/USDT", "trades")) == len(entries)
@@ -563,11 +631,12 @@ class ScriptedGroupRedis:
         return len(ids)
 
 
-async def test_group_batches_through_redis_py_replies() -> None:
+@pytest.mark.parametrize("pause_gc", [True, False])
+async def test_group_batches_through_redis_py_replies(pause_gc: bool) -> None:
     """Pending entries first (from id 0, then from the last one re-read), then new ones;
     each batch decoded at once and acknowledged with one XACK per stream after its ingest,
-    invalid and deleted (trimmed) entries included; reads while behind do not block and
-    pause the GC."""
+    invalid and deleted (trimmed) entries included; reads while behind do not block, and
+    pause the GC when asked."""
     e = [_entry(i, raw=False) for i in range(12)]
     bad = _entry(50, raw=False, data=b"\xc1")
     gone: tuple[bytes, Any] = (f"{1_700_000_000_000 + 2}-9".encode(), {})  # trimmed since
@@ -581,7 +650,7 @@ async def test_group_batches_through_redis_py_replies() -> None:
         ]
     )
     c = Consumer(redis, ["binance:BTC/USDT"], ["trades"], start_ids={KEY: "0-0"}, block_ms=5,
-                 count=3, group="bots", name="b1")  # fmt: skip
+                 count=3, group="bots", name="b1", pause_gc=pause_gc)  # fmt: skip
     redis.consumer = c
     with capture_logs() as logs:
         await c.start()
@@ -591,12 +660,13 @@ async def test_group_batches_through_redis_py_replies() -> None:
                     await asyncio.sleep(0.005)
         finally:
             await c.stop()
+    behind = not pause_gc  # the GC while behind: off only when asked
     assert [(r["streams"][KEY], r["block"], r["gc"]) for r in redis.reads[:6]] == [
-        ("0", None, False),
-        (gone[0].decode(), None, False),
-        (">", None, False),
-        (">", None, False),
-        (">", None, False),
+        ("0", None, behind),
+        (gone[0].decode(), None, behind),
+        (">", None, behind),
+        (">", None, behind),
+        (">", None, behind),
         (">", 5, True),
     ]
     ids = [x[0] for x in e]  # below, the deleted entry is acked first
