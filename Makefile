@@ -2,6 +2,10 @@
 # Every target installs what it needs: the virtualenv, and redis-server from apt when missing.
 
 PYTHON ?= python3
+# the interpreter itself: $(PYTHON) when it runs, else pyenv's build of it (a pyenv shim of a
+# version that is not selected exists on PATH but does not run)
+PY     := $(shell for c in "$(PYTHON)" $$(ls -d $$HOME/.pyenv/versions/*/bin/$(PYTHON) 2>/dev/null | sort -V | tail -n 1); do \
+            "$$c" -c 'import sys' >/dev/null 2>&1 && { echo "$$c"; break; }; done)
 # `make test PYTHON=python3.13` keeps its own virtualenv beside the default one
 VENV   ?= $(if $(filter python3,$(PYTHON)),.venv,.venv-$(notdir $(PYTHON)))
 BIN    := $(VENV)/bin
@@ -28,9 +32,10 @@ help:
 # (--require-hashes), the build backend too (--no-build-isolation), nothing resolved here.
 # It is rebuilt from scratch whenever the lock or pyproject.toml changes, so nothing stale stays.
 $(STAMP): $(LOCK) pyproject.toml
-	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "marketbus needs Python >= 3.11"'
+	@test -n "$(PY)" || { echo "no working $(PYTHON) found (PATH or pyenv)" >&2; exit 1; }
+	@$(PY) -c 'import sys; assert sys.version_info >= (3, 11), "marketbus needs Python >= 3.11"'
 	rm -rf $(VENV)
-	$(PYTHON) -m venv $(VENV)
+	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --no-deps --require-hashes -r $(LOCK)
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	$(BIN)/python -m pip check
@@ -78,7 +83,7 @@ lock: venv
 # Not part of CI (a release elsewhere must not turn CI red); run it before re-locking.
 test-latest: deps
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
-	$(PYTHON) -m venv "$$tmp/venv" && \
+	$(PY) -m venv "$$tmp/venv" && \
 	"$$tmp/venv/bin/python" -m pip install -q --upgrade pip && \
 	"$$tmp/venv/bin/python" -m pip install -q --upgrade '.[dev]' && \
 	echo "newest releases (differences from $(LOCK)):" && \
@@ -89,8 +94,8 @@ test-latest: deps
 test-lowest: deps
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
 	UV_PYTHON_DOWNLOADS=never $(BIN)/uv pip compile pyproject.toml --extra dev --group build \
-	  --resolution lowest-direct --python $(PYTHON) --quiet -o "$$tmp/lowest.txt" && \
-	$(PYTHON) -m venv "$$tmp/venv" && \
+	  --resolution lowest-direct --python $(PY) --quiet -o "$$tmp/lowest.txt" && \
+	$(PY) -m venv "$$tmp/venv" && \
 	"$$tmp/venv/bin/python" -m pip install -q --no-deps -r "$$tmp/lowest.txt" && \
 	"$$tmp/venv/bin/python" -m pip install -q --no-deps --no-build-isolation . && \
 	echo "lowest direct releases (differences from $(LOCK)):" && \
