@@ -168,3 +168,21 @@ def test_the_spread_bot_service_runs_the_example_with_arguments_it_accepts() -> 
     assert args.redis_url == "redis://redis:6379/0"
     for market in args.markets:  # one publisher service per exchange it reads
         assert f"publisher-{market.split(':')[0]}" in SERVICES
+
+
+@pytest.mark.parametrize("service", publishers())
+def test_each_publisher_waits_for_its_doctor_pre_flight(service: str) -> None:
+    """`marketbus doctor` with the publisher's own markets runs first; exit 2 keeps it down."""
+    exchange = parse_cli(SERVICES[service]["command"])["exchange"]
+    pre = f"preflight-{exchange}"
+    assert SERVICES[service]["depends_on"][pre] == {"condition": "service_completed_successfully"}
+    doctor = parse_cli(SERVICES[pre]["command"])  # parses with the real CLI: valid flags
+    assert SERVICES[pre]["command"][0] == "doctor"
+    publish = parse_cli(SERVICES[service]["command"])
+    for key in ("exchange", "symbols", "channels"):
+        assert doctor[key] == publish[key], key
+    assert (
+        SERVICES[pre]["environment"]["MARKETBUS_REDIS__URL"]
+        == (SERVICES[service]["environment"]["MARKETBUS_REDIS__URL"])
+    )
+    assert SERVICES[pre]["restart"] == "no"
