@@ -3,7 +3,7 @@
     python -m bench                 full run (< 5 minutes)
     python -m bench --quick         smoke run (~1 minute): smaller counts, 1 repeat
     python -m bench --only latency  one figure group: publisher, write, consumer, ringbuffer,
-                                    latency (``make soak`` runs ``python -m bench.soak``)
+                                    latency, peer (``make soak`` runs ``python -m bench.soak``)
     python -m bench --profile DIR   also write pyinstrument profiles (if installed) to DIR
 
 Each figure is repeated (3 times by default, ``--repeats``), min and median reported, next to
@@ -30,7 +30,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench import fig_consumer, fig_latency, fig_publisher, fig_ringbuffer, fig_write
+from bench import fig_consumer, fig_latency, fig_peer, fig_publisher, fig_ringbuffer, fig_write
 from bench.common import Context, Figure, quiet_logs, use_loop
 
 GROUPS: dict[str, Callable[[Context], Awaitable[list[Figure]]]] = {
@@ -39,6 +39,7 @@ GROUPS: dict[str, Callable[[Context], Awaitable[list[Figure]]]] = {
     "consumer": fig_consumer.run,
     "ringbuffer": fig_ringbuffer.run,
     "latency": fig_latency.run,
+    "peer": fig_peer.run,
 }
 
 
@@ -86,6 +87,23 @@ def table(figs: list[Figure], title: str) -> Table:
             met,
         )
     return t
+
+
+def extra_tables(figs: list[Figure]) -> list[Table]:
+    """Tables a group keeps in a figure's ``notes["table"]`` (title, columns, rows of text),
+    printed after the main table (the peer group's one row per load and publisher)."""
+    out = []
+    for f in figs:
+        spec = f.notes.get("table")
+        if not spec:
+            continue
+        t = Table(title=spec["title"])
+        for i, col in enumerate(spec["columns"]):
+            t.add_column(col, justify="left" if i < 2 else "right")
+        for row in spec["rows"]:
+            t.add_row(*row)
+        out.append(t)
+    return out
 
 
 def _versions() -> dict[str, str]:
@@ -148,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{os.cpu_count()} cpus)"
     )
     console.print(table(figs, title))
+    for extra in extra_tables(figs):
+        console.print(extra)
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, f"{stamp}.json")
     doc: dict[str, Any] = {
