@@ -86,6 +86,7 @@ class WatchMixin(WorkerParts):
                     tg.create_task(self._watch_books(client, [s]))
             return
         resyncs: list[float] = []
+        seen: dict[str, tuple[Any, Any]] = {}
         while True:
             try:
                 if many:
@@ -94,8 +95,31 @@ class WatchMixin(WorkerParts):
                     book = await client.watch_order_book(symbols[0])
             except ccxt.InvalidNonce as e:  # ChecksumError is one too
                 self._book_resync(symbols, e, resyncs)
+                seen.clear()
                 continue
+            if not many:
+                self._on_book(book)
+                continue
+            # A *_for_symbols watch returns one symbol's book a call: books of the others that
+            # changed while this task waited for its turn (frames handled back to back) would
+            # not be published until their next update, and a quiet market's last state
+            # never. Every book of the batch that moved since it was last seen goes out.
             self._on_book(book)
+            self._mark_seen(seen, book)
+            books = getattr(client, "orderbooks", None)
+            if not isinstance(books, dict):
+                continue
+            for s in symbols:
+                other = books.get(s)
+                if other is not None and other is not book and seen.get(s) != _version(other):
+                    self._on_book(other)
+                    self._mark_seen(seen, other)
+
+    @staticmethod
+    def _mark_seen(seen: dict[str, tuple[Any, Any]], book: Any) -> None:
+        symbol = book.get("symbol") if isinstance(book, dict) else None
+        if isinstance(symbol, str):
+            seen[symbol] = _version(book)
 
     def _book_resync(self, symbols: list[str], e: Exception, resyncs: list[float]) -> None:
         self.stats.book_resyncs += 1
@@ -187,3 +211,8 @@ class WatchMixin(WorkerParts):
                 if (Channel.CANDLES, candle.symbol) in self._allowed:
                     self._sink.put(candle)
                     self.stats.records += 1
+
+
+def _version(book: Any) -> tuple[Any, Any]:
+    """What tells one state of a CCXT book from the next: its nonce and timestamp."""
+    return (book.get("nonce"), book.get("timestamp"))
