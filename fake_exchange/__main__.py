@@ -1,5 +1,5 @@
 """`python -m fake_exchange --recording FILE --loop` (or `--synthetic 50 --rate 10000`,
-`--exchange okx`)."""
+`--exchange okx|bybit`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from fake_exchange.cli import EXCHANGES, run
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(
-        prog="fake_exchange", description="Fake Binance spot or OKX v5 public exchange"
+        prog="fake_exchange", description="Fake Binance spot, OKX v5 or Bybit v5 public exchange"
     )
     p.add_argument("--exchange", choices=EXCHANGES, default="binance", help="protocol to speak")
     p.add_argument("--recording", type=Path, default=None, help="recording (default: bundled)")

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Literal
 
+from fake_exchange.bybit import BybitReplaySource, BybitSyntheticSource, FakeBybit
+from fake_exchange.bybit.source import BybitFrameSource
 from fake_exchange.okx.server import FakeOkx
 from fake_exchange.okx.sources import OkxFrameSource, OkxReplaySource, OkxSyntheticSource
 from fake_exchange.recording import bundled_recording
@@ -17,8 +19,9 @@ from fake_exchange.sources import FrameSource, ReplaySource, SyntheticSource
 
 log = logging.getLogger("fake_exchange")
 
-Exchange = Literal["binance", "okx"]
-EXCHANGES: tuple[Exchange, ...] = ("binance", "okx")
+Exchange = Literal["binance", "okx", "bybit"]
+EXCHANGES: tuple[Exchange, ...] = ("binance", "okx", "bybit")
+Source = FrameSource | OkxFrameSource | BybitFrameSource
 
 
 def build_source(
@@ -28,8 +31,12 @@ def build_source(
     synthetic: int | None,
     rate: float,
     exchange: Exchange = "binance",
-) -> FrameSource | OkxFrameSource:
+) -> Source:
     """Synthetic when `synthetic` symbols are asked for, else a replay (bundled by default)."""
+    if exchange == "bybit":
+        if synthetic is not None:
+            return BybitSyntheticSource(synthetic, rate=rate)
+        return BybitReplaySource(recording, speed=speed, loop=loop)
     if exchange == "okx":
         if synthetic is not None:
             return OkxSyntheticSource(synthetic, rate=rate)
@@ -41,16 +48,18 @@ def build_source(
     return ReplaySource(recording or bundled_recording(), speed=speed, loop=loop)
 
 
-async def serve(
-    source: FrameSource | OkxFrameSource, host: str, port: int, exchange: Exchange = "binance"
-) -> None:
+async def serve(source: Source, host: str, port: int, exchange: Exchange = "binance") -> None:
     """Serve until SIGINT/SIGTERM; the base URL is the first line printed."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    server: FakeExchange | FakeOkx
-    if exchange == "okx":
+    server: FakeExchange | FakeOkx | FakeBybit
+    if exchange == "bybit":
+        if not isinstance(source, BybitReplaySource | BybitSyntheticSource):
+            raise ValueError(f"not a Bybit source: {source!r}")
+        server = FakeBybit(source, host=host, port=port)
+    elif exchange == "okx":
         if not isinstance(source, OkxReplaySource | OkxSyntheticSource):
             raise ValueError(f"not an OKX source: {source!r}")
         server = FakeOkx(source, host=host, port=port)

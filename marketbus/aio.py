@@ -11,6 +11,26 @@ import structlog
 log = structlog.get_logger("marketbus.aio")
 
 
+def loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop factory for ``kind`` (``auto``, ``asyncio``, ``uvloop``); None: asyncio's.
+
+    ``auto`` takes uvloop where it is installed (Linux and macOS CPython). Asking for
+    ``uvloop`` where it is not is a configuration error, said by name.
+    """
+    if kind == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if kind == "uvloop":
+            from marketbus.errors import ConfigError
+
+            raise ConfigError("loop: 'uvloop' is not installed here; use auto or asyncio") from None
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
 async def cancel_and_wait(
     task: asyncio.Task[object] | asyncio.Task[None],
     timeout: float = 2.0,

@@ -25,44 +25,75 @@ def squash(s: str) -> str:
     return "".join(ch for ch in s.upper() if ch.isalnum())
 
 
+class AmbiguousSymbolError(UnknownSymbolError):
+    """A spelling that names several listed markets and no rule picks one: refused, every
+    candidate named, so the caller writes the one it means."""
+
+    def __init__(self, exchange: str, symbol: str, candidates: tuple[str, ...]) -> None:
+        super().__init__(exchange, symbol, candidates)
+        self.candidates = candidates
+        self.args = (
+            f"ambiguous symbol {symbol!r} on {exchange}: it names {' and '.join(candidates)}; "
+            "write the one you mean",
+        )
+
+
 class SymbolResolver:
-    """Maps any common spelling of a market to CCXT's unified symbol."""
+    """Maps any common spelling of a market to CCXT's unified symbol.
+
+    A unified symbol is taken as written (``BTC/USDT``, ``BTC/USDT:USDT``). A loose spelling
+    (``BTCUSDT``, ``btc-usdt``, the exchange's own id) may name several markets where an
+    exchange lists spot and contracts under one id (Bybit's ``BTCUSDT``): the spot market
+    wins; without one, the market whose exchange id it is; a spelling still naming several
+    markets is refused (:class:`AmbiguousSymbolError`) with each of them named.
+    """
 
     def __init__(self, exchange: str, markets: Iterable[Mapping[str, Any]]) -> None:
         self.exchange = exchange
         self._unified: dict[str, str] = {}
-        self._loose: dict[str, str] = {}
+        self._loose: dict[str, list[str]] = {}
+        self._spot: set[str] = set()
+        self._ids: dict[str, set[str]] = {}
         for m in markets:
             symbol = m.get("symbol")
             if not isinstance(symbol, str):
                 continue
             self._unified[symbol.upper()] = symbol
-            # spot markets win a loose-key collision (BTCUSDT spot vs BTC/USDT:USDT swap)
             keys = {squash(symbol)}
             if isinstance(m.get("id"), str):
                 keys.add(squash(m["id"]))
+                self._ids.setdefault(squash(m["id"]), set()).add(symbol)
             if isinstance(m.get("base"), str) and isinstance(m.get("quote"), str):
                 keys.add(squash(m["base"] + m["quote"]))
-            spot = m.get("spot", True) is not False
+            if m.get("spot", True) is not False:
+                self._spot.add(symbol)
             for k in keys:
-                if spot or k not in self._loose:
-                    self._loose[k] = symbol
+                named = self._loose.setdefault(k, [])
+                if symbol not in named:
+                    named.append(symbol)
 
     @property
     def symbols(self) -> list[str]:
         return sorted(self._unified.values())
 
     def resolve(self, raw: str) -> str:
-        """The unified symbol for ``raw``, or :class:`UnknownSymbolError` naming it."""
+        """The unified symbol for ``raw``, or :class:`UnknownSymbolError` naming it
+        (:class:`AmbiguousSymbolError` when it names several markets)."""
         text = raw.strip()
         if not text:
             raise UnknownSymbolError(self.exchange, raw)
         exact = self._unified.get(normalize_symbol(text))
         if exact is not None:
             return exact
-        loose = self._loose.get(squash(text))
-        if loose is not None:
-            return loose
+        key = squash(text)
+        named = self._loose.get(key)
+        if named:
+            spot = [s for s in named if s in self._spot]
+            by_id = [s for s in named if s in self._ids.get(key, ())]
+            for rule in (named, spot, by_id):  # the only one, the spot one, the one of that id
+                if len(rule) == 1:
+                    return rule[0]
+            raise AmbiguousSymbolError(self.exchange, raw, tuple(sorted(named)))
         close = difflib.get_close_matches(text.upper(), list(self._unified), n=3, cutoff=0.75)
         raise UnknownSymbolError(self.exchange, raw, tuple(self._unified[c] for c in close))
 

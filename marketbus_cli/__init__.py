@@ -103,12 +103,15 @@ def _redis_settings(redis_url: str | None, password_file: Path | None) -> Any:
     return load_settings(None, **({"redis": over} if over else {})).redis
 
 
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro``; our errors (and redis-py's, translated) become one red line and an exit code."""
+def _run(coro: Coroutine[Any, Any, T], loop: str = "asyncio") -> T:
+    """Run ``coro`` on the ``loop`` asked for (auto, asyncio, uvloop); our errors (and
+    redis-py's, translated) become one red line and an exit code."""
+    from marketbus.aio import loop_factory
     from marketbus.redis_client import from_redis
 
     try:
-        return asyncio.run(coro)
+        with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
+            return runner.run(coro)
     except MarketbusError as e:
         raise _fail(e) from None
     except BrokenPipeError:  # `marketbus tail --json | head`: the reader left, so do we
@@ -134,7 +137,7 @@ ExchangeUrlOpt = Annotated[
 ParserOpt = Annotated[
     str | None,
     typer.Option(
-        help="auto (default: native where marketbus has a parser, binance), ccxt, or native: "
+        help="auto (default: native where marketbus has a parser: binance, okx), ccxt, or native: "
         "parse trade/ticker frames ourselves"
     ),
 ]
@@ -239,7 +242,7 @@ def publish(
         )  # fmt: skip
     except MarketbusError as e:
         raise _fail(e) from None
-    _run(_publish(settings))
+    _run(_publish(settings), settings.loop)
 
 
 async def _publish(settings: Any) -> None:
@@ -530,7 +533,9 @@ def doctor_command(
 
 @app.command("fake-exchange")
 def fake_exchange(
-    exchange: Annotated[str, typer.Option(help="protocol to speak: binance or okx")] = "binance",
+    exchange: Annotated[
+        str, typer.Option(help="protocol to speak: binance, okx or bybit")
+    ] = "binance",
     recording: Annotated[
         Path | None, typer.Option(help="JSONL recording to replay (default: the bundled one)")
     ] = None,
@@ -545,17 +550,17 @@ def fake_exchange(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535)] = 0,
 ) -> None:
-    """A local exchange speaking Binance spot or OKX v5 (first stdout line: its URL)."""
-    from fake_exchange.cli import run
+    """A local exchange speaking Binance spot, OKX v5 or Bybit v5 (first stdout line: its URL)."""
+    from fake_exchange.cli import EXCHANGES, run
 
-    if exchange not in ("binance", "okx"):
-        raise _fail(ConfigError(f"--exchange: binance or okx, not {exchange!r}"))
+    if exchange not in EXCHANGES:
+        raise _fail(ConfigError(f"--exchange: one of {', '.join(EXCHANGES)}, not {exchange!r}"))
     if rate <= 0:
         raise _fail(ConfigError(f"--rate: must be > 0 (got {rate:g})"))
     if recording is not None and not recording.is_file():
         raise _fail(ConfigError(f"--recording: no such file: {recording}"))
     try:
-        run(recording, speed, loop, synthetic, rate, host, port, exchange)  # type: ignore[arg-type]
+        run(recording, speed, loop, synthetic, rate, host, port, exchange)
     except (ValueError, OSError) as e:  # a recording we cannot replay, a port in use
         raise _fail(e, 2 if isinstance(e, ValueError) else 1) from None
     except KeyboardInterrupt:

@@ -2,10 +2,12 @@
 
 CCXT keeps each book right (Binance: REST snapshot + diff-depth with the update-id
 rules; OKX: snapshot + updates with seqId continuity, plus the CRC32 checksum that we
-verify in front of CCXT: ``publisher.okx_books``) and raises ``InvalidNonce``/
-``ChecksumError`` on a gap, after which the next watch call resubscribes and refetches. What is left for us: cut the top N levels, never publish
-a crossed or disordered book, skip updates that leave the top N unchanged, and throttle
-to at most one record per interval per market, trailing (the last state always goes out).
+verify in front of CCXT: ``publisher.okx_books``; Bybit: snapshot + deltas whose ``u``
+chain we check in front of CCXT, which does not: ``publisher.bybit``) and raises
+``InvalidNonce``/``ChecksumError`` on a gap, after which the next watch call resubscribes
+and refetches. What is left for us: cut the top N levels, never publish a crossed or
+disordered book, skip updates that leave the top N unchanged, and throttle to at most one
+record per interval per market, trailing (the last state always goes out).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ import ccxt.pro
 from marketbus.errors import UnknownExchangeError
 from marketbus.models import Channel
 from marketbus.settings import ExchangeSettings
+from publisher import bybit
 from publisher.endpoints import rebase_urls
 from publisher.okx_books import checked_book_message
 
@@ -31,13 +32,16 @@ class Tap:
 
     ``within``: only while CCXT runs this (websocket) handler, for adapters whose websocket
     and REST paths share one parse method (OKX's ``parse_trade``): REST results are the
-    caller's to publish.
+    caller's to publish. ``event_time``: where the exchange time is when the parsed structure
+    has none yet (Bybit's tickers: CCXT stamps them after parsing), read from the arguments
+    of the ``within`` handler.
     """
 
     method: str
     channel: Channel
     accept: Callable[[tuple[Any, ...]], bool] = lambda args: True
     within: str | None = None
+    event_time: Callable[[tuple[Any, ...]], Any] | None = None
 
 
 def _binance_ticker_event(args: tuple[Any, ...]) -> bool:
@@ -55,12 +59,35 @@ TAPS: dict[str, tuple[Tap, ...]] = {
         Tap("parse_trade", Channel.TRADES, within="handle_trades"),
         Tap("parse_ticker", Channel.TICKER, within="handle_ticker"),
     ),
+    "bybit": (
+        Tap("parse_ws_trade", Channel.TRADES, within="handle_trades"),
+        Tap(
+            "parse_ticker",
+            Channel.TICKER,
+            within="handle_ticker",
+            event_time=bybit.ticker_event_time,
+        ),
+    ),
 }
 
 OVERRIDES: dict[str, dict[str, Callable[[Any], Any]]] = {
     # ccxt 4.5.90 does not verify OKX's book checksum: we do, in front of its handler
     "okx": {"handle_order_book_message": checked_book_message},
+    # nor Bybit's update ids (u): a lost delta would leave a wrong book (publisher.bybit)
+    "bybit": {
+        "handle_order_book": bybit.checked_order_book,
+        "watch_topics": bybit.resubscribing_watch_topics,
+    },
 }
+
+MARKET_TYPES: dict[str, tuple[str, ...]] = {"bybit": ("spot", "linear")}
+"""What ``load_markets`` loads (CCXT's ``fetchMarkets.types``); every other exchange: spot.
+Bybit's perpetuals are what most of its bots trade; its spot and linear ids are the same
+strings (``BTCUSDT``), told apart by the websocket url each arrives on."""
+
+SUBSCRIBE_LIMITS: dict[str, int] = {"bybit": 10}
+"""Symbols per subscribe request (one ``watch_*_for_symbols`` call): Bybit spot refuses a
+request with more than 10 topics."""
 
 
 def has_taps(exchange_id: str) -> bool:
@@ -84,7 +111,7 @@ def _tapped_class(
                 and (_tap.within is None or self.__dict__.get(_depth_key(_tap.within)))
                 and _tap.accept(args)
             ):
-                hook(_tap.channel, result)
+                hook(_tap.channel, _stamped(self, _tap, result))
             return result
 
         namespace[tap.method] = wrapper
@@ -93,21 +120,38 @@ def _tapped_class(
     return type(f"Tapped{base.__name__}", (base,), namespace)
 
 
+def _stamped(client: Any, tap: Tap, result: Any) -> Any:
+    """``result``, or a copy with the exchange time the handler will stamp it with."""
+    if tap.event_time is None or tap.within is None or not isinstance(result, dict):
+        return result
+    if result.get("timestamp") is not None:
+        return result
+    ts = tap.event_time(client.__dict__.get(_args_key(tap.within), ()))
+    return result if ts is None else {**result, "timestamp": ts}
+
+
 def _depth_key(method: str) -> str:
     return f"_marketbus_in_{method}"
 
 
+def _args_key(method: str) -> str:
+    return f"_marketbus_args_{method}"
+
+
 def _counting(original: Any, method: str) -> Any:
-    """``method`` with a flag telling the taps they run inside it."""
-    key = _depth_key(method)
+    """``method`` with a flag telling the taps they run inside it (and its arguments)."""
+    key, args_key = _depth_key(method), _args_key(method)
 
     def inside(self: Any, *args: Any, **kwargs: Any) -> Any:
         d = self.__dict__
         d[key] = d.get(key, 0) + 1
+        outer = d.get(args_key)
+        d[args_key] = args
         try:
             return original(self, *args, **kwargs)
         finally:
             d[key] -= 1
+            d[args_key] = outer
 
     return inside
 
@@ -119,7 +163,7 @@ def ccxt_config(cfg: ExchangeSettings) -> dict[str, Any]:
         # full-GC time (every cached trade is a few dicts the collector walks)
         "tradesLimit": cfg.trades_limit or (10 if has_taps(cfg.name) else 100_000),
         "defaultType": "spot",
-        "fetchMarkets": {"types": ["spot"]},
+        "fetchMarkets": {"types": list(MARKET_TYPES.get(cfg.name, ("spot",)))},
     }
     config: dict[str, Any] = {"enableRateLimit": True, "options": options, "newUpdates": True}
     if cfg.url:
@@ -157,6 +201,11 @@ def make_client(cfg: ExchangeSettings, on_parsed: OnParsed | None) -> Any:
         client.urls = {**client.urls, "api": rebase_urls(client.urls["api"], cfg.url)}
     client.__dict__["_marketbus_on_parsed"] = on_parsed if taps else None
     return client
+
+
+def subscribe_limit(exchange_id: str, default: int) -> int:
+    """Most symbols one watch loop (one subscribe request) may hold on this exchange."""
+    return SUBSCRIBE_LIMITS.get(exchange_id, default)
 
 
 def watch_params(exchange_id: str, channel: Channel, cfg: ExchangeSettings) -> dict[str, Any]:

@@ -1,8 +1,10 @@
 """Point a CCXT exchange at another host (the fake exchange) by rewriting only its URLs.
 
 Every URL under ``urls.api`` keeps its path and loses its scheme and host, so the
-same adapter code path runs against the fake and the live exchange. Nothing else
-changes except what a local server needs (no rate limiter, spot markets only).
+same adapter code path runs against the fake and the live exchange (Bybit's 14: five REST
+groups, the spot/linear/inverse/option public and the private websockets). Nothing else
+changes except what a local server needs (no rate limiter); which market types are loaded
+is the same as live (``publisher.ccxt_client.MARKET_TYPES``).
 """
 
 from __future__ import annotations

@@ -1,21 +1,51 @@
-"""A native parser for the busiest venue: Binance spot push frames straight into our records.
+"""Native parsers: trade and ticker push frames straight into our records, before CCXT.
 
 CCXT spends ~35-45 µs a frame in its generic parsing; the frames we publish have a fixed,
 documented shape, so reading them with orjson and building the record directly costs a few
 µs. CCXT still does everything else (markets, symbols, subscriptions, REST, reconnects).
-Selected per exchange with ``parser = "native"``; the output is the same record CCXT's path
-produces for the same frame (tested on recorded and synthetic frames).
+Binance's parser is here, OKX's in :mod:`publisher.native_okx`; :data:`FAST_PATHS` says which
+exchange has one. Selected per exchange with ``parser = "native"`` (``auto``: wherever one
+exists); the output is the same record CCXT's path produces for the same frame (tested on
+recorded and synthetic frames).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from marketbus.models import Channel, Record, Trade
+from publisher.native_okx import OkxFastPath
 from publisher.normalize import NormalizeError, ticker_record
+
+
+class FastPath(Protocol):
+    """What the worker and the frame guard need from a native parser.
+
+    ``fast(data, recv_ns)`` is handed every websocket frame before CCXT parses it: True means
+    it was consumed (its records emitted, its bad rows counted), False sends it on to CCXT.
+    """
+
+    symbols: dict[str, str]
+    """Exchange market ids -> the unified symbols published (set on every subscription change)."""
+    frames: int
+    """Frames consumed so far."""
+
+    def __call__(self, data: str | bytes, recv_ns: int) -> bool: ...
+
+
+class FastPathFactory(Protocol):
+    def __call__(
+        self,
+        exchange: str,
+        symbols: Mapping[str, str],
+        channels: frozenset[Channel],
+        emit: Callable[[Record], None],
+        on_invalid: Callable[[Exception], None],
+    ) -> FastPath: ...
+
 
 # what the frame's "e" says -> the channel it feeds
 BINANCE_EVENTS: dict[str, Channel] = {
@@ -101,3 +131,7 @@ class BinanceFastPath:
             return True
         self._emit(record)
         return True
+
+
+FAST_PATHS: dict[str, FastPathFactory] = {"binance": BinanceFastPath, "okx": OkxFastPath}
+"""Exchange -> its native parser; ``marketbus.settings.NATIVE_PARSERS`` lists the same names."""

@@ -14,7 +14,7 @@ from typing import Any
 from marketbus.errors import InternalError, UnknownSymbolError
 from marketbus.models import Channel
 from marketbus.subscriptions import Change, effective, loose_symbol
-from publisher.ccxt_client import watch_params
+from publisher.ccxt_client import subscribe_limit, watch_params
 from publisher.errors_map import from_ccxt
 from publisher.worker_parts import MAX_SYMBOLS_PER_SUBSCRIBE, Batch, Wanted, WorkerParts, chunks
 
@@ -84,9 +84,10 @@ class SubscriptionsMixin(WorkerParts):
                     self._start_batch(client, batch.channel, keep)
             running.setdefault(batch.channel, set()).update(s for s in batch.symbols if s in want)
         added: dict[Channel, list[str]] = {}
+        limit = subscribe_limit(self.name, MAX_SYMBOLS_PER_SUBSCRIBE)
         for channel, symbols in desired.items():
             new = [s for s in symbols if s not in running.get(channel, set())]
-            for chunk in chunks(new, MAX_SYMBOLS_PER_SUBSCRIBE):
+            for chunk in chunks(new, limit, lambda s: _market_type(client, s)):
                 self._start_batch(client, channel, tuple(chunk))
             if new:
                 added[channel] = new
@@ -153,3 +154,10 @@ class SubscriptionsMixin(WorkerParts):
                 self.log.error("unwatch_bug", channel=channel.value, error=str(err), exc_info=e)
             else:
                 self.log.info("unwatch_failed", channel=channel.value, error=str(e)[:200])
+
+
+def _market_type(client: Any, symbol: str) -> object:
+    """spot, swap, future...: one watch loop holds markets of one type (one url)."""
+    markets = getattr(client, "markets", None)
+    market = markets.get(symbol) if isinstance(markets, dict) else None
+    return market.get("type") if isinstance(market, dict) else None

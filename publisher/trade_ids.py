@@ -11,6 +11,9 @@ suspect, the exchange moved to a new range: the tracker re-anchors there (a rese
 and reported). If it follows the old floor, the suspect was a one-off outlier (counted) and
 the market goes on as before. Ids beyond a signed 64-bit integer are not numbers any
 exchange uses: they are tracked as opaque ids (counted as out of range).
+
+Some exchanges' ids are unique but not consecutive per market (`UNIQUE_ONLY`): there a gap
+cannot be seen in the ids, so they are only de-duplicated, like opaque ids.
 """
 
 from __future__ import annotations
@@ -23,6 +26,10 @@ MAX_NUMERIC_ID = 2**63 - 1
 JUMP_LIMIT = 1_000_000
 """Ids further than this from the last one are suspect. Binance's busiest market makes a few
 million trades a day, so a real gap this wide means hours of outage; a backfill covers those."""
+
+UNIQUE_ONLY = frozenset({"bybit"})
+"""Exchanges whose trade ids never follow one another per market: Bybit's linear ids are
+UUIDs, its spot ids one counter shared by every spot symbol (so a symbol's ids jump)."""
 
 OnAnomaly = Callable[[str, str, int, int], None]
 """``(kind, symbol, last, id)``, kind "reset" or "outlier": for the caller to log."""
@@ -40,11 +47,20 @@ class TradeIdTracker:
     resets: int = 0
     outliers: int = 0
     out_of_range: int = 0
+    consecutive: bool = True
+    """False: ids are only checked for duplicates (see `UNIQUE_ONLY`)."""
     _suspect: dict[str, int] = field(default_factory=dict)
     _recent: OrderedDict[tuple[str, str], None] = field(default_factory=OrderedDict)
 
+    @classmethod
+    def for_exchange(cls, exchange: str, on_anomaly: OnAnomaly | None = None) -> TradeIdTracker:
+        """The tracker that fits ``exchange``'s ids."""
+        return cls(on_anomaly=on_anomaly, consecutive=exchange not in UNIQUE_ONLY)
+
     def admit(self, symbol: str, trade_id: str) -> bool:
         """True if this trade is new for ``symbol``; counts gaps on the way."""
+        if not self.consecutive:
+            return self._admit_opaque(symbol, trade_id)
         try:
             n = int(trade_id)
         except ValueError:

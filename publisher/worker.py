@@ -42,7 +42,7 @@ from publisher.books import BookGate
 from publisher.ccxt_client import make_client
 from publisher.errors_map import from_ccxt
 from publisher.klines import CandleTracker
-from publisher.native import BinanceFastPath
+from publisher.native import FAST_PATHS, FastPath
 from publisher.normalize import NormalizeError, ticker_from_ccxt, trade_from_ccxt
 from publisher.poller import polled
 from publisher.polling import PollingMixin
@@ -98,8 +98,8 @@ class ExchangeWorker(SubscriptionsMixin, WatchMixin, PollingMixin):
         self.klines = CandleTracker(cfg.name)
         self.dropped: dict[str, str] = {}
         self.stats = WorkerStats()
-        self._fast_path: BinanceFastPath | None = None
-        self.trade_ids = TradeIdTracker(on_anomaly=self._id_anomaly)
+        self._fast_path: FastPath | None = None
+        self.trade_ids = TradeIdTracker.for_exchange(cfg.name, on_anomaly=self._id_anomaly)
         self._failures = 0
         self._last_invalid_log = 0.0
         self._session_started = 0.0
@@ -329,8 +329,9 @@ class ExchangeWorker(SubscriptionsMixin, WatchMixin, PollingMixin):
         self._client = client
         hook_frames(client, self._on_frame)
         fast = self._fast_path = None
-        if self.cfg.native:
-            fast = self._fast_path = BinanceFastPath(
+        make_fast = FAST_PATHS.get(self.name)
+        if self.cfg.native and make_fast is not None:
+            fast = self._fast_path = make_fast(
                 self.name,
                 {},
                 frozenset((Channel.TICKER, Channel.TRADES)),

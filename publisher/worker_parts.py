@@ -10,7 +10,7 @@ methods they call on each other, so each module type-checks on its own.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -21,7 +21,7 @@ from marketbus.symbols import SymbolResolver
 from publisher.backfill import BackfillMode, TradeMark
 from publisher.books import BookGate
 from publisher.klines import CandleTracker
-from publisher.native import BinanceFastPath
+from publisher.native import FastPath
 from publisher.trade_ids import TradeIdTracker
 
 MAX_SYMBOLS_PER_SUBSCRIBE = 200
@@ -89,7 +89,7 @@ class WorkerParts:
     _client: Any
     _resolver: SymbolResolver | None
     _sink: RecordSink
-    _fast_path: BinanceFastPath | None
+    _fast_path: FastPath | None
     _poll_s: float
     _polled_tickers: dict[str, Ticker]
     _last_trade_ms: dict[str, int]
@@ -137,5 +137,13 @@ def int_or_none(s: str) -> int | None:
         return None
 
 
-def chunks(items: list[str], n: int) -> list[list[str]]:
-    return [items[i : i + n] for i in range(0, len(items), n)]
+def chunks(
+    items: list[str], n: int, group: Callable[[str], object] | None = None
+) -> list[list[str]]:
+    """``items`` in lists of at most ``n``; with ``group``, a list never mixes two groups
+    (CCXT subscribes a whole list on the url of its first symbol: Bybit's spot and linear
+    markets must not share one)."""
+    groups: dict[object, list[str]] = {}
+    for item in items:
+        groups.setdefault(None if group is None else group(item), []).append(item)
+    return [g[i : i + n] for g in groups.values() for i in range(0, len(g), n)]

@@ -1,25 +1,12 @@
-"""One websocket connection of the fake OKX: its outbox, its writer and what it wrote.
-
-Each connection owns an outbox and one writer task, so frames reach a socket in the order they
-were queued. Data frames are bounded: a slow reader slows the player (backpressure) instead of
-losing frames, while control frames (acks, snapshots, pongs) never wait, so the reader task is
-never blocked by its own replies.
-"""
+"""What the fake OKX logs for every data frame it writes; the connection itself (outbox,
+writer) is shared with the other push-protocol fakes: `fake_exchange.ws_conn`."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
-
-from aiohttp import web
+from dataclasses import dataclass
 
 from fake_exchange.okx.frames import Payload
-
-Key = tuple[str, str]
-"""(channel, instId)."""
+from fake_exchange.ws_conn import Connection, Key, Out, Outbox, write_loop
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,129 +23,6 @@ class OkxSentFrame:
     def stream(self) -> str:
         """'channel:instId', the Binance fake's `SentFrame.stream` counterpart."""
         return f"{self.channel}:{self.inst_id}"
-
-
-@dataclass(slots=True)
-class Out:
-    """A queued write; `key`/`frame` set for data frames (logged), `marker` for flushes."""
-
-    text: str = ""
-    key: Key | None = None
-    frame: Payload | None = None
-    marker: asyncio.Future[None] | None = None
-    counted: bool = False
-
-
-class Outbox:
-    """Write queue of one connection: data frames bounded, control frames never wait.
-
-    Control frames (acks, the snapshot sent on subscribe, pongs) must go out in order with the
-    data without blocking the reader task, so only frames from the player count against the
-    bound.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self._items: deque[Out] = deque()
-        self._limit = limit
-        self._data = 0
-        self._readable = asyncio.Event()
-        self._space = asyncio.Event()
-        self._space.set()
-        self.closed = False
-
-    def push_control(self, out: Out) -> None:
-        self._items.append(out)
-        self._readable.set()
-
-    def try_push_data(self, out: Out) -> bool:
-        if self._data >= self._limit:
-            return False
-        self._append_data(out)
-        return True
-
-    async def push_data(self, out: Out, still_wanted: Callable[[], bool]) -> None:
-        """Wait for room; drop the frame if its subscription ended meanwhile."""
-        while self._data >= self._limit and not self.closed:
-            self._space.clear()
-            await self._space.wait()
-        if not self.closed and still_wanted():
-            self._append_data(out)
-
-    def _append_data(self, out: Out) -> None:
-        out.counted = True
-        self._data += 1
-        self._items.append(out)
-        self._readable.set()
-
-    async def pop(self) -> Out:
-        while not self._items:
-            self._readable.clear()
-            await self._readable.wait()
-        out = self._items.popleft()
-        if out.counted:
-            self._data -= 1
-            self._space.set()
-        return out
-
-    def close(self) -> list[Out]:
-        """Wake any waiting pusher; hand back what was never written."""
-        self.closed = True
-        self._space.set()
-        left = list(self._items)
-        self._items.clear()
-        return left
-
-
-@dataclass(eq=False)
-class Connection:
-    conn_id: int
-    tag: str
-    kind: str
-    ws: web.WebSocketResponse
-    request: web.Request
-    outbox: Outbox
-    subs: dict[Key, int] = field(default_factory=dict)
-    """Subscribed (channel, instId) -> subscription epoch (new on every subscribe)."""
-    writer: asyncio.Task[None] | None = None
-    closed: bool = False
-
-    def still_subscribed(self, key: Key, epoch: int) -> Callable[[], bool]:
-        """Whether a frame waiting for room still belongs to this subscription (a new
-        subscribe sent a fresh snapshot that already contains it)."""
-        return lambda: not self.closed and self.subs.get(key) == epoch
-
-    async def release(self) -> None:
-        """Stop the writer and let flushes waiting on unwritten frames return."""
-        if self.writer is not None:
-            self.writer.cancel()
-            await asyncio.wait([self.writer])
-        for out in self.outbox.close():
-            if out.marker is not None and not out.marker.done():
-                out.marker.set_result(None)
-
-
-async def write_loop(
-    conn: Connection,
-    stalled_for: Callable[[], float],
-    record: Callable[[OkxSentFrame], None],
-) -> None:
-    """The writer task: send in queue order, hold while stalled, log every data frame."""
-    while True:
-        out = await conn.outbox.pop()
-        if out.marker is not None:
-            if not out.marker.done():
-                out.marker.set_result(None)
-            continue
-        stall = stalled_for()
-        while stall > 0:
-            await asyncio.sleep(stall)
-            stall = stalled_for()
-        try:
-            await conn.ws.send_str(out.text)
-        except ConnectionError:
-            return
-        if out.key is not None and out.frame is not None:
-            record(OkxSentFrame(conn.conn_id, *out.key, out.frame, time.time_ns()))
 
 
 __all__ = ["Connection", "Key", "OkxSentFrame", "Out", "Outbox", "write_loop"]

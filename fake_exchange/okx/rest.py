@@ -10,29 +10,17 @@ comes with HTTP 200; 50011 with 429), so CCXT maps them through its real error t
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
 
-import orjson
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from fake_exchange.faults import Faults, HttpFailure
 from fake_exchange.okx import frames as of
 from fake_exchange.okx.market import TRADE_HISTORY, OkxMarket
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
+from fake_exchange.push_server import fault_middleware, json_response
 
 # --------------------------------------------------------------------------- responses
-
-
-def json_response(
-    body: Any, status: int = 200, headers: dict[str, str] | None = None
-) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(body), status=status, headers=headers, content_type="application/json"
-    )
 
 
 def _error(status: int, code: str, msg: str) -> web.Response:
@@ -222,25 +210,14 @@ def okx_failure(failure: HttpFailure) -> web.Response:
 
 def okx_fault_middleware(faults: Faults, websocket_enabled: Callable[[], bool]) -> Middleware:
     """Refusals, a disabled websocket and planned REST errors first; OKX JSON for 404s."""
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        is_ws = request.path.startswith("/ws/")
-        if faults.refusing() or (is_ws and not websocket_enabled()):
-            # what a load balancer in front of a down backend says: no OKX JSON body
-            return web.Response(status=503, text="503 Service Unavailable")
-        if not is_ws:
-            failure = faults.take_http_error()
-            if failure is not None:
-                return okx_failure(failure)
-        try:
-            return await handler(request)
-        except web.HTTPNotFound:
-            return _error(404, "50005", "API endpoint is inactive or unavailable.")
-        except web.HTTPMethodNotAllowed:
-            return _error(405, "50115", "Invalid request method.")
-
-    return middleware
+    return fault_middleware(
+        faults,
+        websocket_enabled,
+        okx_failure,
+        lambda: _error(404, "50005", "API endpoint is inactive or unavailable."),
+        lambda: _error(405, "50115", "Invalid request method."),
+        ("/ws/",),
+    )
 
 
 __all__ = ["TRADE_HISTORY", "OkxMarket", "OkxRestApi", "okx_failure", "okx_fault_middleware"]

@@ -65,15 +65,16 @@ def okx_sent(fx: FakeOkx, channel: str) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+@pytest.mark.parametrize("parser", ["auto", "ccxt"])  # auto: the native OKX parser
 async def test_okx_trades_tickers_and_books_arrive_whole_through_ccxt(
-    redis_server: RedisServer,
+    redis_server: RedisServer, parser: str
 ) -> None:
     r = await fresh_redis(redis_server)
     source = OkxSyntheticSource(SYMBOLS, rate=600, total=2400, seed=4,
                                 channels=("trades", "tickers", "books"))  # fmt: skip
     async with FakeOkx(source, autoplay=False) as fx:
         cfg = {"name": "okx", "symbols": ["aaa-usdt", "BBBUSDT"], "url": fx.base_url,
-               "channels": ["trades", "ticker", "book"]}  # fmt: skip
+               "channels": ["trades", "ticker", "book"], "parser": parser}  # fmt: skip
         async with publisher(redis_server, [cfg]) as pub:
             keys = [(c, s.replace("/", "-")) for s in SYMBOLS for c in ("trades", "tickers")]
             await fx.wait_subscribed(keys, timeout=20)
@@ -110,6 +111,9 @@ async def test_okx_trades_tickers_and_books_arrive_whole_through_ccxt(
                 await assert_book_equals_exchange(fx, books[-1])
             st = pub.workers["okx"].status()
             assert st["trade_gaps"] == 0 and st["invalid"] == 0 and st["book_resyncs"] == 0
+            frames = sum(f.channel in ("trades", "tickers") for f in fx.sent)
+            assert st["parser"] == ("native" if parser == "auto" else "ccxt")
+            assert st["native_frames"] == (frames if parser == "auto" else 0)
     await r.aclose()
 
 

@@ -390,7 +390,7 @@ def _bad_configs(tmp_path: Path) -> list[tuple[list[str], tuple[str, ...]]]:
         (["publish", "--redis-url", "http://localhost"], ("redis.url", "http://localhost")),
         (["publish", "--log-level", "loud"], ("--log-level", "loud")),
         (["publish", "--parser", "fast"], ("parser", "'fast'")),
-        (["publish", "--exchange", "okx", "--parser", "native"], ("native", "binance")),
+        (["publish", "--exchange", "kraken", "--parser", "native"], ("native", "binance, okx")),
         (["tail", "--channels", "foo", "--json"], ("channels", "'foo'")),
     ]
 

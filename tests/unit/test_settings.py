@@ -351,8 +351,9 @@ def test_exchange_settings_options_are_kept() -> None:
         ("binance", "auto", True),  # the default: the native parser where one exists
         ("binance", "ccxt", False),
         ("binance", "native", True),
-        ("okx", "auto", False),
+        ("okx", "auto", True),
         ("okx", "ccxt", False),
+        ("kraken", "auto", False),  # no native parser: CCXT's path
     ],
 )
 def test_parser_auto_is_native_where_a_native_parser_exists(
@@ -364,8 +365,8 @@ def test_parser_auto_is_native_where_a_native_parser_exists(
 
 
 def test_native_parser_on_an_exchange_without_one_is_refused_by_name() -> None:
-    with pytest.raises(ValidationError, match="exists for binance only, not 'okx'"):
-        ExchangeSettings(name="okx", symbols=["BTC/USDT"], parser="native")
+    with pytest.raises(ValidationError, match="exists for binance, okx only, not 'kraken'"):
+        ExchangeSettings(name="kraken", symbols=["BTC/USDT"], parser="native")
 
 
 # every credential form redis-py accepts in a URL (redis.asyncio.connection.parse_url)
