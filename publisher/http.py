@@ -22,6 +22,21 @@ if TYPE_CHECKING:
 
 STATES = [s.value for s in ConnState]
 
+EXCHANGE_COUNTERS = (
+    # (key in the worker's status, metric name, help)
+    ("frames", "marketbus_frames", "frames received"),
+    ("records", "marketbus_records", "records published"),
+    ("invalid", "marketbus_invalid", "records skipped as invalid"),
+    ("reconnects", "marketbus_reconnects", "reconnects"),
+    ("errors", "marketbus_errors", "session errors"),
+    ("trade_gaps", "marketbus_trade_gaps", "trade id gaps seen"),
+    ("book_resyncs", "marketbus_book_resyncs", "order books resynchronized (gap or bad checksum)"),
+    ("trades_missing", "marketbus_trades_missing", "trades missing in id gaps"),
+    ("trade_id_resets", "marketbus_trade_id_resets", "exchange-side trade-id sequence resets"),
+    ("bugs", "marketbus_worker_bugs", "unmapped exceptions (bugs) that failed a worker"),
+)
+"""Per-exchange counters, read from ``ExchangeWorker.status()`` at scrape time."""
+
 
 class PublisherCollector(Collector):
     """Exposes a publisher's counters as Prometheus metrics."""
@@ -30,60 +45,31 @@ class PublisherCollector(Collector):
         self._p = publisher
 
     def collect(self) -> Iterator[Any]:
-        frames = CounterMetricFamily("marketbus_frames", "frames received", labels=["exchange"])
-        records = CounterMetricFamily("marketbus_records", "records published", labels=["exchange"])
-        invalid = CounterMetricFamily(
-            "marketbus_invalid", "records skipped as invalid", labels=["exchange"]
-        )
-        reconnects = CounterMetricFamily("marketbus_reconnects", "reconnects", labels=["exchange"])
-        errors = CounterMetricFamily("marketbus_errors", "session errors", labels=["exchange"])
-        gaps = CounterMetricFamily(
-            "marketbus_trade_gaps", "trade id gaps seen", labels=["exchange"]
-        )
+        counters = {
+            key: CounterMetricFamily(name, doc, labels=["exchange"])
+            for key, name, doc in EXCHANGE_COUNTERS
+        }
         state = GaugeMetricFamily(
             "marketbus_state", "1 for the current state", labels=["exchange", "state"]
         )
         age = GaugeMetricFamily(
             "marketbus_last_frame_age_seconds", "since the last frame", labels=["exchange"]
         )
-        resyncs = CounterMetricFamily(
-            "marketbus_book_resyncs", "order books resynchronized (gap or bad checksum)",
-            labels=["exchange"],
-        )  # fmt: skip
         subscribed = GaugeMetricFamily(
             "marketbus_subscribed_markets", "markets subscribed", labels=["exchange", "channel"]
         )
-        missing = CounterMetricFamily(
-            "marketbus_trades_missing", "trades missing in id gaps", labels=["exchange"]
-        )
-        id_resets = CounterMetricFamily(
-            "marketbus_trade_id_resets", "exchange-side trade-id sequence resets",
-            labels=["exchange"],
-        )  # fmt: skip
-        bugs = CounterMetricFamily(
-            "marketbus_worker_bugs", "unmapped exceptions (bugs) that failed a worker",
-            labels=["exchange"],
-        )  # fmt: skip
         for name, w in list(self._p.workers.items()):
             st = w.status()
-            frames.add_metric([name], st["frames"])
-            records.add_metric([name], st["records"])
-            invalid.add_metric([name], st["invalid"])
-            reconnects.add_metric([name], st["reconnects"])
-            errors.add_metric([name], st["errors"])
-            gaps.add_metric([name], st["trade_gaps"])
+            for key, family in counters.items():
+                family.add_metric([name], st[key])
             for s in STATES:
                 state.add_metric([name, s], 1.0 if st["state"] == s else 0.0)
             if st["last_frame_age_s"] is not None:
                 age.add_metric([name], st["last_frame_age_s"])
-            resyncs.add_metric([name], st["book_resyncs"])
-            missing.add_metric([name], st["trades_missing"])
-            id_resets.add_metric([name], st["trade_id_resets"])
-            bugs.add_metric([name], w.stats.bugs)
             for channel, symbols in st["subscriptions"].items():
                 subscribed.add_metric([name, channel], len(symbols))
-        yield from (frames, records, invalid, reconnects, errors, gaps, state, age, resyncs)
-        yield from (subscribed, missing, id_resets, bugs)
+        yield from counters.values()
+        yield from (state, age, subscribed)
         sink = self._p.sink.stats
         yield CounterMetricFamily(
             "marketbus_written", "records written to Redis", value=sink.written

@@ -11,41 +11,15 @@ recorded and synthetic frames).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
 
 from marketbus.models import Channel, Record, Trade
+from publisher.fast_path import FastPath, FastPathBase, FastPathFactory
 from publisher.native_okx import OkxFastPath
 from publisher.normalize import NormalizeError, ticker_record
-
-
-class FastPath(Protocol):
-    """What the worker and the frame guard need from a native parser.
-
-    ``fast(data, recv_ns)`` is handed every websocket frame before CCXT parses it: True means
-    it was consumed (its records emitted, its bad rows counted), False sends it on to CCXT.
-    """
-
-    symbols: dict[str, str]
-    """Exchange market ids -> the unified symbols published (set on every subscription change)."""
-    frames: int
-    """Frames consumed so far."""
-
-    def __call__(self, data: str | bytes, recv_ns: int) -> bool: ...
-
-
-class FastPathFactory(Protocol):
-    def __call__(
-        self,
-        exchange: str,
-        symbols: Mapping[str, str],
-        channels: frozenset[Channel],
-        emit: Callable[[Record], None],
-        on_invalid: Callable[[Exception], None],
-    ) -> FastPath: ...
-
 
 # what the frame's "e" says -> the channel it feeds
 BINANCE_EVENTS: dict[str, Channel] = {
@@ -87,27 +61,12 @@ def binance_record(exchange: str, frame: Mapping[str, Any], symbol: str, recv_ns
         raise NormalizeError(f"bad {e} frame from {exchange}: {err}") from err
 
 
-class BinanceFastPath:
+class BinanceFastPath(FastPathBase):
     """Takes the frames it knows off CCXT's hands; returns False for the rest (acks, books...).
 
     ``symbols`` maps Binance market ids (``BTCUSDT``) to the unified symbols we publish;
     frames for other markets, or of channels we do not publish, are left to CCXT.
     """
-
-    def __init__(
-        self,
-        exchange: str,
-        symbols: Mapping[str, str],
-        channels: frozenset[Channel],
-        emit: Callable[[Record], None],
-        on_invalid: Callable[[Exception], None],
-    ) -> None:
-        self.exchange = exchange
-        self.symbols = dict(symbols)
-        self.channels = channels
-        self._emit = emit
-        self._on_invalid = on_invalid
-        self.frames = 0
 
     def __call__(self, data: str | bytes, recv_ns: int) -> bool:
         if not isinstance(data, str | bytes) or not data or data[0] not in ("{", 123):
@@ -132,6 +91,8 @@ class BinanceFastPath:
         self._emit(record)
         return True
 
+
+__all__ = ["FAST_PATHS", "BinanceFastPath", "FastPath", "binance_record"]
 
 FAST_PATHS: dict[str, FastPathFactory] = {"binance": BinanceFastPath, "okx": OkxFastPath}
 """Exchange -> its native parser; ``marketbus.settings.NATIVE_PARSERS`` lists the same names."""

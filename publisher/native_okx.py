@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from marketbus.models import Channel, Record, Ticker, Trade
+from publisher.fast_path import FastPathBase
 from publisher.normalize import NormalizeError, ticker_record
 
 OKX_CHANNELS: dict[str, Channel] = {"trades": Channel.TRADES, "tickers": Channel.TICKER}
@@ -102,7 +103,7 @@ _BUILDERS: dict[Channel, Callable[[str, Mapping[str, Any], str, int], Record]] =
 }
 
 
-class OkxFastPath:
+class OkxFastPath(FastPathBase):
     """Takes OKX ``trades``/``tickers`` frames of followed SPOT instruments off CCXT's hands.
 
     Everything else returns False and goes to CCXT untouched: books, candles, subscribe acks
@@ -119,17 +120,12 @@ class OkxFastPath:
         emit: Callable[[Record], None],
         on_invalid: Callable[[Exception], None],
     ) -> None:
-        self.exchange = exchange
         self._ids: dict[str, str] = {}
-        self.symbols = dict(symbols)
-        self.channels = channels
+        super().__init__(exchange, symbols, channels, emit, on_invalid)
         # OKX channel name -> row builder, for the channels published
         self._builders: dict[str, Callable[[str, Mapping[str, Any], str, int], Record]] = {
             name: _BUILDERS[c] for name, c in OKX_CHANNELS.items() if c in channels
         }
-        self._emit = emit
-        self._on_invalid = on_invalid
-        self.frames = 0
 
     @property
     def symbols(self) -> dict[str, str]:

@@ -143,6 +143,7 @@ class ExchangeWorker(SubscriptionsMixin, WatchMixin, PollingMixin):
             "invalid": self.stats.invalid,
             "reconnects": self.stats.reconnects,
             "errors": self.stats.errors,
+            "bugs": self.stats.bugs,
             "last_error": self.stats.last_error,
             "trade_gaps": self.trade_ids.gaps,
             "trades_missing": self.trade_ids.missing,

@@ -20,8 +20,8 @@ from marketbus.subscriptions import Change
 from marketbus.symbols import SymbolResolver
 from publisher.backfill import BackfillMode, TradeMark
 from publisher.books import BookGate
+from publisher.fast_path import FastPath
 from publisher.klines import CandleTracker
-from publisher.native import FastPath
 from publisher.trade_ids import TradeIdTracker
 
 MAX_SYMBOLS_PER_SUBSCRIBE = 200
