@@ -141,11 +141,39 @@ ROLES: dict[Role, tuple[Need, ...]] = {
         ),
     ),
     Role.ARCHIVE: (
-        Need("scan", _SCAN, None, "lists the streams"),
-        Need("xlen", ("XLEN", KEY), STREAMS, "sizes a stream"),
-        Need("xrange", ("XRANGE", KEY, "-", "+", "COUNT", "1"), STREAMS, "reads history"),
-        Need("xread", _XREAD, STREAMS, "follows the streams"),
-        Need("hgetall", ("HGETALL", KEY), STATUS, "reads the publishers' status"),
+        Need("scan", _SCAN, None, "finds the streams (again, periodically, for new ones)"),
+        Need("exists", ("EXISTS", KEY), STREAMS, "tells a lost group from a removed stream"),
+        Need(
+            "xgroup|create",
+            ("XGROUP", "CREATE", KEY, "g", "not-an-id"),
+            STREAMS,
+            "creates its consumer group at 0 (everything the stream still holds)",
+        ),
+        Need(
+            "xreadgroup",
+            ("XREADGROUP", "GROUP", "g", "c", "COUNT", "not-a-number", "STREAMS", KEY, ">"),
+            STREAMS,
+            "reads as a consumer-group member",
+        ),
+        Need(
+            "xack",
+            ("XACK", KEY, "g", "not-an-id"),
+            STREAMS,
+            "acknowledges an entry once its Parquet file is on disk",
+        ),
+        Need(
+            "xpending",
+            ("XPENDING", KEY, "g", "-", "+", "not-a-number"),
+            STREAMS,
+            "measures its lag and finds what a dead member left",
+        ),
+        Need(
+            "xautoclaim",
+            ("XAUTOCLAIM", KEY, "g", "c", "0", "not-an-id"),
+            STREAMS,
+            "claims entries another archiver left pending",
+        ),
+        Need("xinfo|groups", ("XINFO", "GROUPS", KEY), STREAMS, "reads its group's lag"),
     ),
 }
 

@@ -589,4 +589,8 @@ def demo(
     _run(run_demo(redis, offline=offline, speed=speed))
 
 
+from marketbus_cli.history_cmds import register as _register_history  # noqa: E402
+
+_register_history(app)
+
 __all__ = ["app"]

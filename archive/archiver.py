@@ -1,0 +1,637 @@
+"""The archiver: every ``md:*`` stream, read as a consumer-group member, into Parquet files.
+
+::
+
+    async with Archiver("redis://127.0.0.1:6379/0", "/data/archive") as a:
+        await a.run()          # until stop(): SIGTERM in ``marketbus archive``
+
+A dedicated ``XREADGROUP`` loop, not :class:`consumers.Consumer`: the consumer acknowledges
+each batch once it is in its ring buffers, and the archiver must acknowledge only after the
+file holding an entry is on disk (seconds to a minute later, a whole roll of entries at a
+time); it also finds new streams while it runs and keeps no ring buffers. What the two share
+is reused: the raw reads (:func:`consumers.streams.raw_command`), the reply shapes and the
+decoding (:mod:`archive.decode`).
+
+The loop: streams found by ``SCAN`` (again every ``rescan_s``) join with their group created
+at ``0`` (the whole stream is archived) and the entries other members left pending claimed;
+this member's own pending entries are read again first (from id 0: a restart, or an error),
+then new ones (``>``). Entries held are committed (:mod:`archive.store`) when they reach
+``roll_bytes`` or ``roll_age_s``, one commit in flight while reading goes on, and
+acknowledged once the commit is durable. Per stream, entries at or below the last id already
+archived or held are skipped (counted): the seam where a restart or a lost reply reads them
+again. A commit that fails (disk full, unwritable directory) is retried with backoff, reading
+stops meanwhile, nothing is acknowledged: Redis keeps the entries (docs/history.md says how
+long MAXLEN lets it).
+
+One archiver per consumer group and directory (the directory is locked; the group's pending
+entries are all claimed at start). Standalone Redis only, for now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import ResponseError
+
+from archive.config import ArchiveConfig
+from archive.decode import decode, parse_id
+from archive.schema import valid_name
+from archive.store import Committed, Partition, Store
+from consumers.consumer_parts import as_str, reply_items
+from consumers.streams import ReplyPipe, gc_paused, raw_command
+from marketbus.errors import ConfigError, DecodeError, RedisAuthError
+from marketbus.keys import StreamKey, parse_stream_key
+from marketbus.redis_client import connect, from_redis
+from marketbus.settings import RedisSettings
+
+log = structlog.get_logger("marketbus.archive")
+
+_NO_ID = (0, 0)  # below every entry id (Redis never writes 0-0)
+_ACK_CHUNK = 10_000
+
+
+@dataclass
+class ArchiverStats:
+    rows: int = 0  # rows in committed files
+    bytes: int = 0  # bytes of committed files
+    files: int = 0
+    commits: int = 0
+    acked: int = 0  # entries Redis confirmed acknowledged
+    skipped: int = 0  # entries read again that were archived or held already (the seam)
+    invalid: int = 0  # entries that are not marketbus records: acknowledged, not archived
+    trimmed: int = 0  # pending entries Redis deleted (MAXLEN) before they were archived
+    write_errors: int = 0  # failed commits
+    redis_errors: int = 0
+    resets: int = 0  # streams whose group Redis lost (created again at 0)
+    streams: int = 0
+    buffered: int = 0  # rows read, not yet committed
+    lag: int | None = None  # entries in Redis not yet archived (group lag + pending), per rescan
+    writable: bool = True  # False while commits fail
+    last_error: str | None = None
+
+    @property
+    def errors(self) -> int:
+        return self.write_errors + self.redis_errors
+
+
+@dataclass
+class _Stream:
+    key: str
+    sk: StreamKey
+    last: tuple[int, int]  # highest entry id archived or held
+    cursor: str | None = "0"  # re-reading own pending entries from here; None: new ones
+
+
+@dataclass
+class _Batch:
+    """What the next commit holds."""
+
+    parts: dict[Partition, list[pa.RecordBatch]] = field(default_factory=dict)
+    acks: dict[str, list[bytes]] = field(default_factory=dict)
+    last: dict[str, str] = field(default_factory=dict)  # stream -> last id read into it
+    rows: int = 0
+    nbytes: int = 0
+    started: float | None = None  # monotonic time of its first entry
+
+    def merge(self, later: _Batch) -> _Batch:
+        """This batch (a commit that failed) followed by ``later``: retried as one."""
+        for part, batches in later.parts.items():
+            self.parts.setdefault(part, []).extend(batches)
+        for key, ids in later.acks.items():
+            self.acks.setdefault(key, []).extend(ids)
+        self.last.update(later.last)
+        self.rows += later.rows
+        self.nbytes += later.nbytes
+        return self
+
+
+class Archiver:
+    """Follows marketbus streams into a Parquet archive (see the module docstring)."""
+
+    def __init__(
+        self,
+        redis: str | RedisSettings | Any,
+        dir: str | Path,
+        config: ArchiveConfig | None = None,
+    ) -> None:
+        self.config = config or ArchiveConfig()
+        self._owns_redis = isinstance(redis, str | RedisSettings)
+        if isinstance(redis, str):
+            redis = RedisSettings(url=redis)
+        if isinstance(redis, RedisSettings) and redis.cluster:
+            raise ConfigError("the archiver reads a standalone Redis (cluster: not yet)")
+        self.redis: Any = connect(redis) if isinstance(redis, RedisSettings) else redis
+        self.dir = Path(dir)
+        self._store = Store(
+            self.dir, zstd_level=self.config.zstd_level, row_group_rows=self.config.row_group_rows
+        )
+        self.stats = ArchiverStats()
+        self._streams: dict[str, _Stream] = {}
+        self._ignored: set[str] = set()
+        self._batch = _Batch()
+        self._commit_task: asyncio.Task[Committed] | None = None
+        self._committing: _Batch | None = None
+        self._unsent_acks: dict[str, list[bytes]] = {}
+        self._retry_at = 0.0
+        self._retry_delay = self.config.retry_min_s
+        self._next_scan = 0.0
+        self._task: asyncio.Task[None] | None = None
+        self._read: asyncio.Task[Any] | None = None
+        # raw reads with read-ahead on a standalone client with a pool, else redis-py's
+        pooled = getattr(self.redis, "connection", 1) is None  # not a single-connection client
+        self._pipe = (
+            ReplyPipe(self.redis) if isinstance(self.redis, aioredis.Redis) and pooled else None
+        )
+        self._behind = True  # the last read was full: more is waiting
+        self._ahead: list[_Stream] = []  # the streams of the read sent ahead
+        self._stopping = False
+        self._stop_event = asyncio.Event()
+        self._opened = False
+        self._last_log: dict[str, float] = {}
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Lock and recover the directory, find the streams, start following them."""
+        manifest = await asyncio.to_thread(self._store.open)
+        self._opened = True
+        log.info(
+            "archive_opened", dir=str(self.dir), commit=manifest.commit,
+            streams=len(manifest.last), group=self.config.group, name=self.config.name,
+        )  # fmt: skip
+        try:
+            await self._rescan()
+        except Exception as e:
+            raise from_redis(e) from e
+        self._task = asyncio.create_task(self._run(), name="marketbus-archiver")
+
+    async def stop(self) -> None:
+        """Stop reading, commit what is held, acknowledge it. What cannot be committed within
+        ``stop_timeout_s`` stays pending in Redis (read again at the next start)."""
+        self._stopping = True
+        self._stop_event.set()
+        if self._read is not None:
+            self._read.cancel()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(self._task), 5.0)
+            if not self._task.done():
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._task
+        if self._pipe is not None:
+            await self._pipe.close()
+        try:
+            if self._opened:
+                await self._drain()
+        finally:
+            if self._opened:
+                self._opened = False
+                await asyncio.to_thread(self._store.close)
+            if self._owns_redis:
+                with contextlib.suppress(Exception):
+                    await self.redis.aclose()
+
+    async def __aenter__(self) -> Archiver:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def run(self) -> None:
+        """Wait for the loop: returns after :meth:`stop`, raises its fatal error (credentials)."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+    # -- the loop -------------------------------------------------------------------------
+    async def _run(self) -> None:
+        delay = self.config.retry_min_s
+        while not self._stopping:
+            try:
+                if time.monotonic() >= self._next_scan:
+                    await self._rescan()
+                await self._commit_step()
+                if self._unsent_acks:
+                    await self._send_acks()
+                if self._holding():
+                    await self._wait_for_commit()
+                else:
+                    await self._read_once()
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if self._stopping and (task is None or not task.cancelling()):
+                    return  # stop() cancelled the read
+                raise
+            except Exception as e:
+                if self._stopping:
+                    return
+                delay = await self._redis_error(e, delay)
+                continue
+            delay = self.config.retry_min_s
+
+    async def _redis_error(self, e: Exception, delay: float) -> float:
+        """A Redis error: credentials end the loop; NOGROUP re-creates lost groups; anything
+        else is retried with backoff. Own pending entries are read again after it (a reply
+        lost with the connection left them pending here)."""
+        err = from_redis(e)
+        if isinstance(err, RedisAuthError):
+            raise err from e
+        for s in self._streams.values():
+            s.cursor = "0"
+        if self._pipe is not None:
+            await self._pipe.close()  # a read-ahead in flight is dropped: its entries re-read
+        if isinstance(e, ResponseError) and str(e).startswith("NOGROUP"):
+            with contextlib.suppress(Exception):
+                await self._recreate_groups()
+                return delay
+        self.stats.redis_errors += 1
+        self.stats.last_error = str(err)[:300]
+        if self._may_log("redis"):
+            log.warning(
+                "archive_redis_error", error=str(err)[:300], retry_in_s=round(delay, 2),
+                total=self.stats.redis_errors,
+            )  # fmt: skip
+        await self._pause(delay * (0.5 + random.random() / 2))
+        return min(delay * 2, self.config.retry_max_s)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, cut short by :meth:`stop`."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop_event.wait(), seconds)
+
+    def _holding(self) -> bool:
+        """Reading waits while the batch is full (one commit in flight already), and while
+        commits fail (until one succeeds): the entries wait in Redis, not in memory."""
+        if self._batch.nbytes >= self.config.roll_bytes and self._commit_task is not None:
+            return True
+        return not self.stats.writable
+
+    async def _wait_for_commit(self) -> None:
+        wait = max(0.01, min(self._retry_at - time.monotonic(), 1.0))
+        if self._commit_task is not None:
+            await asyncio.wait({self._commit_task}, timeout=wait)
+        else:
+            await self._pause(wait)
+
+    async def _read_once(self) -> None:
+        if self._pipe is not None and self._pipe.in_flight:
+            streams, history = self._ahead, False  # the read sent ahead, for these streams
+        else:
+            streams = list(self._streams.values())
+            if not streams:
+                await self._pause(max(0.01, min(self._next_scan - time.monotonic(), 1.0)))
+                return
+            history = any(s.cursor is not None for s in streams)
+        # while behind, the read returns at once with a big reply: GC paused for it and its
+        # decoding (consumers.streams.gc_paused says why), never for a read that may block
+        with gc_paused(self.config.pause_gc and (history or self._behind)):
+            self._behind = await self._read_reply(streams, history)
+
+    def _read_command(self, streams: list[_Stream], *, block: bool) -> tuple[Any, ...]:
+        args: list[Any] = [
+            "XREADGROUP", "GROUP", self.config.group, self.config.name,
+            "COUNT", self.config.count,
+        ]  # fmt: skip
+        if block:
+            args += ["BLOCK", self._block_ms()]
+        keys = [s.key for s in streams]
+        return (*args, "STREAMS", *keys, *(s.cursor or ">" for s in streams))
+
+    async def _read_reply(self, streams: list[_Stream], history: bool) -> bool:
+        """One XREADGROUP reply into the batch; whether a stream returned a full ``count``.
+
+        While behind, the next read is sent before this reply is decoded (read-ahead, on a
+        standalone client): Redis builds it meanwhile. A read-ahead already in flight is
+        this read (sent without BLOCK, with ``>`` for every stream it named)."""
+        pipe = self._pipe
+        if pipe is None:
+            command = self._read_command(streams, block=not history)
+            self._read = asyncio.create_task(raw_command(self.redis, *command))
+        else:
+            if not pipe.in_flight:
+                await pipe.send([self._read_command(streams, block=not history)])
+            self._read = asyncio.create_task(pipe.reply())
+        try:
+            resp = await self._read
+        finally:
+            self._read = None
+        if isinstance(resp, Exception):
+            raise resp
+        items = reply_items(resp)
+        resp = None
+        full = any(len(entries) >= self.config.count for _, entries in items)
+        if full and not history and pipe is not None and not self._stopping:
+            ahead = self._ahead = list(self._streams.values())
+            if not any(s.cursor is not None for s in ahead):  # (none joined since)
+                await pipe.send([self._read_command(ahead, block=False)])
+        if history:  # a stream whose own pending entries are all read again is done
+            if not items:
+                for s in streams:
+                    s.cursor = None
+            for k, entries in items:
+                done = self._streams.get(as_str(k))
+                if done is not None and not entries:
+                    done.cursor = None
+        for k, entries in items:
+            if entries:
+                self._ingest(as_str(k), entries)
+        return full
+
+    def _block_ms(self) -> int:
+        """Block no longer than the batch's age deadline (unless a commit is in flight: its
+        end is seen after the read), the next scan, or ``block_ms``."""
+        now = time.monotonic()
+        until = [self.config.block_ms / 1000, self._next_scan - now]
+        if self._batch.started is not None and self._commit_task is None:
+            until.append(self._batch.started + self.config.roll_age_s - now)
+        return max(1, int(min(until) * 1000))
+
+    def _ingest(self, key: str, entries: Sequence[Sequence[Any]]) -> None:
+        """One stream's entries (increasing ids) into the batch; those at or below what is
+        archived or held are skipped, every one is acknowledged with the batch's commit."""
+        s = self._streams.get(key)
+        if s is None:
+            return
+        if s.cursor is not None:
+            s.cursor = as_str(entries[-1][0])
+        start = 0
+        while start < len(entries) and _id(entries[start][0]) <= s.last:
+            start += 1
+        self.stats.skipped += start
+        batch = self._batch
+        batch.acks.setdefault(key, []).extend(e[0] for e in entries)
+        if start == len(entries):
+            return
+        fresh = entries[start:]
+        decoded = decode(s.sk, fresh)
+        s.last = _id(fresh[-1][0])
+        batch.last[key] = f"{s.last[0]}-{s.last[1]}"
+        if batch.started is None:
+            batch.started = time.monotonic()
+        for date, rb in decoded.batches.items():
+            batch.parts.setdefault((s.sk.channel, s.sk.exchange, date), []).append(rb)
+            batch.nbytes += rb.nbytes
+        batch.rows += decoded.rows
+        self.stats.buffered += decoded.rows
+        self.stats.trimmed += decoded.trimmed
+        if decoded.trimmed and self._may_log("trimmed"):
+            log.warning(
+                "archive_entries_trimmed", stream=key, count=decoded.trimmed,
+                total=self.stats.trimmed,
+                why="pending entries deleted by MAXLEN before they were archived",
+            )  # fmt: skip
+        if decoded.invalid:
+            self.stats.invalid += len(decoded.invalid)
+            if self._may_log("invalid"):
+                entry_id, why = decoded.invalid[0]
+                log.warning(
+                    "invalid_entry_skipped", stream=key, id=entry_id.decode(errors="replace"),
+                    error=why, total=self.stats.invalid,
+                )  # fmt: skip
+
+    # -- commits --------------------------------------------------------------------------
+    def _due(self) -> bool:
+        b = self._batch
+        if not b.acks:
+            return False
+        if b.nbytes >= self.config.roll_bytes or b.started is None:
+            return True  # full, or only entries with no row (skipped, invalid): ack them
+        return time.monotonic() - b.started >= self.config.roll_age_s
+
+    async def _commit_step(self, force: bool = False) -> None:
+        """Collect a finished commit (acknowledge, or take its entries back to retry); start
+        the next when the batch is due and no commit is in flight or waiting to retry."""
+        task = self._commit_task
+        if task is not None and task.done():
+            await self._finish(task)
+        if (
+            self._commit_task is None
+            and (self._due() or (force and self._batch.acks))
+            and time.monotonic() >= self._retry_at
+        ):
+            batch, self._batch = self._batch, _Batch()
+            self._committing = batch
+            self._commit_task = asyncio.create_task(self._commit(batch))
+
+    async def _commit(self, batch: _Batch) -> Committed:
+        store = self._store
+        news = {
+            k: v for k, v in batch.last.items() if _id(v) > _id(store.manifest.last.get(k, "0-0"))
+        }
+        if not batch.parts and not news:
+            return Committed(0, 0, 0)  # only entries archived before: acknowledge them
+
+        def write() -> Committed:
+            commit = store.manifest.commit + 1
+            log.debug("archive_commit_started", commit=commit, rows=batch.rows)
+            tables = {p: pa.Table.from_batches(bs) for p, bs in batch.parts.items()}
+            done = store.commit(commit, tables, news)
+            log.debug("archive_commit_done", commit=commit, files=done.files, bytes=done.bytes)
+            return done
+
+        return await asyncio.to_thread(write)
+
+    async def _finish(self, task: asyncio.Task[Committed]) -> None:
+        batch = self._committing
+        assert batch is not None
+        self._commit_task = None
+        self._committing = None
+        try:
+            done = task.result()
+        except Exception as e:  # OSError mostly: disk full, unwritable, gone
+            self._batch = batch.merge(self._batch)
+            self.stats.write_errors += 1
+            self.stats.writable = False
+            self.stats.last_error = f"{type(e).__name__}: {e}"[:300]
+            self._retry_at = time.monotonic() + self._retry_delay
+            if self._may_log("write"):
+                log.error(
+                    "archive_write_failed", error=self.stats.last_error, dir=str(self.dir),
+                    rows_held=batch.rows, retry_in_s=round(self._retry_delay, 2),
+                    total=self.stats.write_errors,
+                    effect="not acknowledging: Redis keeps the entries until this recovers",
+                )  # fmt: skip
+            self._retry_delay = min(self._retry_delay * 2, self.config.retry_max_s)
+            return
+        if not self.stats.writable:
+            log.info("archive_write_recovered", dir=str(self.dir), failures=self.stats.write_errors)
+        self.stats.writable = True
+        self._retry_delay = self.config.retry_min_s
+        self.stats.buffered -= batch.rows
+        self.stats.rows += done.rows
+        self.stats.bytes += done.bytes
+        self.stats.files += done.files
+        self.stats.commits += 1 if done.files or batch.last else 0
+        for key, ids in batch.acks.items():  # sent by the loop next (Redis errors are its job)
+            self._unsent_acks.setdefault(key, []).extend(ids)
+
+    async def _send_acks(self) -> None:
+        """XACK every id whose commit is durable, in one pipelined round trip. On an error
+        they stay queued and go again with the next try; if they never reach Redis, the
+        entries are read again after a restart and skipped (the manifest has them)."""
+        todo = self._unsent_acks
+        pipe = self.redis.pipeline(transaction=False)
+        for key, ids in todo.items():
+            for i in range(0, len(ids), _ACK_CHUNK):
+                pipe.xack(key, self.config.group, *ids[i : i + _ACK_CHUNK])
+        replies = await pipe.execute(raise_on_error=False) if len(pipe) else []
+        todo.clear()
+        for r in replies:
+            if isinstance(r, Exception):
+                log.warning("archive_ack_refused", error=str(r)[:200])  # read again, skipped
+            else:
+                self.stats.acked += int(r)
+
+    async def _drain(self) -> None:
+        """At stop: every entry held committed and acknowledged, within ``stop_timeout_s``."""
+        deadline = time.monotonic() + self.config.stop_timeout_s
+        while True:
+            if self._commit_task is not None:
+                await asyncio.wait({self._commit_task})
+            await self._commit_step(force=True)
+            if self._commit_task is None and not self._batch.acks:
+                break
+            if self._commit_task is None:  # failed: wait for the retry, if time allows
+                if self._retry_at >= deadline:
+                    log.error(
+                        "archive_stopped_uncommitted", rows=self._batch.rows,
+                        why="commits kept failing: the entries stay pending in Redis and "
+                        "are archived at the next start",
+                    )  # fmt: skip
+                    break
+                await asyncio.sleep(max(0.0, self._retry_at - time.monotonic()))
+        if self._unsent_acks:
+            try:
+                async with asyncio.timeout(2.0):
+                    await self._send_acks()
+            except Exception as e:
+                log.warning("archive_acks_left_pending", error=str(from_redis(e))[:200])
+
+    # -- streams --------------------------------------------------------------------------
+    async def _rescan(self) -> None:
+        """New streams matching the pattern join; the lag is measured."""
+        self._next_scan = time.monotonic() + self.config.rescan_s
+        new: list[tuple[str, StreamKey]] = []
+        async for raw in self.redis.scan_iter(
+            match=self.config.streams, count=1000, _type="stream"
+        ):
+            key = as_str(raw)
+            if key in self._streams or key in self._ignored:
+                continue
+            try:
+                sk = parse_stream_key(key)
+            except DecodeError:
+                self._ignored.add(key)
+                continue
+            if not valid_name(sk.exchange):
+                self._ignored.add(key)
+                log.warning("archive_stream_ignored", stream=key, why="exchange name unusable")
+                continue
+            new.append((key, sk))
+        if new:
+            await self._join([k for k, _ in new])
+            last = self._store.manifest.last
+            for key, sk in new:
+                self._streams[key] = _Stream(key, sk, _id(last.get(key, "0-0")))
+            self.stats.streams = len(self._streams)
+            log.info("archive_streams_added", count=len(new), total=len(self._streams))
+        await self._measure_lag()
+
+    async def _join(self, keys: list[str]) -> None:
+        """Each stream's group created at 0 (unless it exists), and the entries other
+        members left pending claimed by this one, so they are read again first, in order."""
+        group, name = self.config.group, self.config.name
+        pipe = self.redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.xgroup_create(key, group, id="0")
+        for r in await pipe.execute(raise_on_error=False):
+            if isinstance(r, Exception) and "BUSYGROUP" not in str(r):
+                raise r
+        pipe = self.redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.xpending(key, group)
+        for key, info in zip(keys, await pipe.execute(), strict=True):
+            others = [c for c in info.get("consumers") or () if as_str(c.get("name", b"")) != name]
+            if others:
+                await self._claim_all(key)
+
+    async def _claim_all(self, key: str) -> None:
+        start: Any = "0-0"
+        for _ in range(1_000_000):  # bounded: each round claims up to 1000 entries
+            res = await raw_command(
+                self.redis, "XAUTOCLAIM", key, self.config.group, self.config.name, 0, start,
+                "COUNT", 1000, "JUSTID",
+            )  # fmt: skip
+            start = res[0]
+            if as_str(start) == "0-0":
+                return
+
+    async def _recreate_groups(self) -> None:
+        """NOGROUP: a stream deleted is dropped (a rescan finds it again if it comes back);
+        a group Redis lost (restart without persistence, FLUSHALL) is created again at 0."""
+        for key in list(self._streams):
+            if not await self.redis.exists(key):
+                del self._streams[key]
+                log.warning("archive_stream_gone", stream=key)
+                continue
+            try:
+                await self.redis.xgroup_create(key, self.config.group, id="0")
+            except ResponseError as e:
+                if "BUSYGROUP" in str(e):
+                    continue
+                raise
+            self.stats.resets += 1
+            log.warning("stream_reset", stream=key, group=self.config.group, resume_from="0")
+        self.stats.streams = len(self._streams)
+
+    async def _measure_lag(self) -> None:
+        """Entries not yet archived: per stream, the group's lag (not yet delivered) plus its
+        pending entries (delivered, not acknowledged), summed. None when Redis cannot tell."""
+        keys = list(self._streams)
+        if not keys:
+            self.stats.lag = 0
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.xinfo_groups(key)
+        total: int | None = 0
+        for groups in await pipe.execute(raise_on_error=False):
+            if isinstance(groups, Exception):
+                continue
+            for g in groups:
+                if as_str(g.get("name", b"")) != self.config.group:
+                    continue
+                lag = g.get("lag")
+                if lag is None or total is None:
+                    total = None
+                else:
+                    total += int(lag) + int(g.get("pending") or 0)
+        self.stats.lag = total
+
+    def _may_log(self, what: str) -> bool:
+        now = time.monotonic()
+        if now - self._last_log.get(what, -1e9) < self.config.log_every_s:
+            return False
+        self._last_log[what] = now
+        return True
+
+
+def _id(entry_id: bytes | str) -> tuple[int, int]:
+    try:
+        return parse_id(entry_id)
+    except ValueError:
+        return _NO_ID
