@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from marketbus.models import BookTop, Channel, Record
 from marketbus.settings import ExchangeSettings
 from publisher.worker import ExchangeWorker
@@ -26,16 +28,18 @@ class _Client:
     def __init__(self) -> None:
         self.orderbooks: dict[str, dict[str, Any]] = {}
         self.calls = 0
-        self.returned = asyncio.Event()
 
     async def watch_order_book_for_symbols(self, symbols: list[str]) -> dict[str, Any]:
         self.calls += 1
         if self.calls > 2:
-            self.returned.set()
-            await asyncio.sleep(3600)
+            raise _Done  # ends the watch loop: anything else it raised would show instead
         for i, s in enumerate(symbols):
             self.orderbooks[s] = _book(s, self.calls * 10 + i, 100.0 * self.calls + i)
         return self.orderbooks[symbols[0]]
+
+
+class _Done(Exception):
+    pass
 
 
 class _Sink:
@@ -52,9 +56,8 @@ async def test_every_moved_book_of_the_batch_is_published() -> None:
     worker = ExchangeWorker(cfg, sink)
     worker._allowed = frozenset((Channel.BOOK, s) for s in SYMBOLS)
     client = _Client()
-    task = asyncio.create_task(worker._watch_books(client, SYMBOLS))
-    await asyncio.wait_for(client.returned.wait(), 5)
-    task.cancel()
+    with pytest.raises(_Done):
+        await asyncio.wait_for(worker._watch_books(client, SYMBOLS), 30)
     books = [r for r in sink.records if isinstance(r, BookTop)]
     # two returns, each after all three books moved: 6 states, not the 2 returned
     assert sorted((b.symbol, b.seq) for b in books) == sorted(
