@@ -3,7 +3,8 @@
     python -m bench                 full run (< 5 minutes)
     python -m bench --quick         smoke run (~1 minute): smaller counts, 1 repeat
     python -m bench --only latency  one figure group: publisher, write, consumer, ringbuffer,
-                                    latency, peer (``make soak`` runs ``python -m bench.soak``)
+                                    latency, peer, scale (``make soak`` runs
+                                    ``python -m bench.soak``)
     python -m bench --profile DIR   also write pyinstrument profiles (if installed) to DIR
 
 Each figure is repeated (3 times by default, ``--repeats``), min and median reported, next to
@@ -30,7 +31,15 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench import fig_consumer, fig_latency, fig_peer, fig_publisher, fig_ringbuffer, fig_write
+from bench import (
+    fig_consumer,
+    fig_latency,
+    fig_peer,
+    fig_publisher,
+    fig_ringbuffer,
+    fig_scale,
+    fig_write,
+)
 from bench.common import Context, Figure, quiet_logs, use_loop
 
 GROUPS: dict[str, Callable[[Context], Awaitable[list[Figure]]]] = {
@@ -40,6 +49,7 @@ GROUPS: dict[str, Callable[[Context], Awaitable[list[Figure]]]] = {
     "ringbuffer": fig_ringbuffer.run,
     "latency": fig_latency.run,
     "peer": fig_peer.run,
+    "scale": fig_scale.run,
 }
 
 
@@ -145,10 +155,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", metavar="DIR", default=None, help="pyinstrument profiles")
     ap.add_argument("--out", default="bench-results", help="where the JSON goes")
     ap.add_argument(
-        "--loop", choices=("asyncio", "uvloop"), default="asyncio", help="event loop to run on"
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default=None,
+        help="every process on this loop (default: publishers on uvloop as the product runs, "
+        "the rest on asyncio)",
     )
     args = ap.parse_args(argv)
     loop_name = use_loop(args.loop)
+    if args.loop is None:
+        loop_name = (
+            f"publishers on {use_loop(publisher=True)} (as marketbus publish), the rest {loop_name}"
+        )
+        use_loop()  # this process (bare readers, consumers) stays on asyncio
     repeats = args.repeats or (1 if args.quick else 3)
     ctx = Context(quick=args.quick, repeats=repeats, profile_dir=args.profile)
     quiet_logs()

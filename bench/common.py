@@ -165,13 +165,24 @@ class Profiler:
 LOOP_ENV = "MARKETBUS_BENCH_LOOP"
 
 
-def use_loop(name: str | None = None) -> str:
-    """Install the event loop the benchmarks run on (``asyncio`` or ``uvloop``), here and, via
-    the environment, in the child processes (fake exchange, publisher, consumer)."""
-    name = name or os.environ.get(LOOP_ENV, "asyncio")
-    os.environ[LOOP_ENV] = name
-    if name == "uvloop":
+def use_loop(name: str | None = None, *, publisher: bool = False) -> str:
+    """Install the event loop a benchmark process runs on, here and (when given) via the
+    environment in the child processes.
+
+    ``--loop asyncio|uvloop`` puts every process on that loop. Without it each runs as the
+    product does: a publisher on ``settings.loop``'s default (``auto``: uvloop where
+    installed, as ``marketbus publish``), everything else (fake exchange, consumers, the
+    bare reader) on asyncio's default loop.
+    """
+    if name is not None:
+        os.environ[LOOP_ENV] = name
+    name = os.environ.get(LOOP_ENV) or ("auto" if publisher else "asyncio")
+    from marketbus.aio import loop_factory
+
+    factory = loop_factory(name)
+    if factory is not None:
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    return name
+        return "uvloop"
+    return "asyncio"

@@ -151,7 +151,7 @@ def main() -> None:
     if role != "marketbus":
         raise SystemExit(f"unknown role {role!r}")
     quiet_logs()
-    use_loop()
+    use_loop(publisher=True)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_marketbus(spec))
 

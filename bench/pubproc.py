@@ -181,7 +181,7 @@ class Proc:
 def main() -> None:
     role, spec = sys.argv[1], orjson.loads(sys.argv[2])
     quiet_logs()
-    use_loop()
+    use_loop(publisher=role == "publisher")
     run = {"publisher": _publisher, "consumer": _consumer}[role]
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run(spec))
