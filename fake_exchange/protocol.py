@@ -93,3 +93,17 @@ def streams_from_path(path: str, query_streams: str | None) -> list[str]:
         return [s for s in query_streams.split("/") if s]
     tail = path.removeprefix("/ws").strip("/")
     return [s for s in tail.split("/") if "@" in s]
+
+
+def too_many_streams(current: set[str], ctl: Control, limit: int) -> Payload | None:
+    """The error reply for a SUBSCRIBE that would hold more than ``limit`` streams on one
+    connection (Binance: 1,024), or None when it fits. Nothing of a refused request is
+    subscribed."""
+    after = len(current | set(ctl.streams))
+    if after <= limit:
+        return None
+    msg = (
+        f"Invalid request: too many streams on this connection "
+        f"({after} after this request, {limit} at most)"
+    )
+    return bf.ws_error(2, msg, ctl.request_id)

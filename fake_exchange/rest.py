@@ -20,6 +20,7 @@ from fake_exchange import binance_frames as bf
 from fake_exchange.binance_frames import Payload
 from fake_exchange.derive import INTERVAL_MS
 from fake_exchange.faults import Faults
+from fake_exchange.limits import BinanceLimits, Verdict, WeightLimiter, rest_weight
 from fake_exchange.market_state import MarketState
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -204,5 +205,42 @@ def fault_middleware(faults: Faults) -> Middleware:
             return _error(404, -1020, "This operation is not supported.")
         except web.HTTPMethodNotAllowed:
             return _error(405, -1020, "This operation is not supported.")
+
+    return middleware
+
+
+def _limit_message(verdict: Verdict, limits: BinanceLimits) -> str:
+    """Binance's -1003 texts."""
+    if verdict.status == 418:
+        until = int((time.time() + verdict.retry_after) * 1000)
+        return (
+            f"Way too much request weight used; IP banned until {until}. "
+            "Please use WebSocket Streams for live updates to avoid bans."
+        )
+    per = "1 MINUTE" if limits.window_s == 60 else f"{limits.window_s:g} SECOND"
+    return (
+        f"Too much request weight used; current limit is {limits.weight_per_window} request "
+        f"weight per {per}. Please use WebSocket Streams for live updates to avoid polling "
+        "the API."
+    )
+
+
+def limit_middleware(limiter: WeightLimiter, clock: Callable[[], float] = time.time) -> Middleware:
+    """Binance's request weight on every REST call (the websocket handshake is not REST)."""
+    header = limiter.limits.weight_header
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith(("/ws", "/stream")):
+            return await handler(request)
+        weight = rest_weight(request.path, request.query)
+        verdict = limiter.charge(request.remote or "?", weight, clock())
+        if verdict.status != 200:
+            body = bf.error_body(-1003, _limit_message(verdict, limiter.limits))
+            headers = {header: str(verdict.used), "Retry-After": str(verdict.retry_after)}
+            return json_response(body, verdict.status, headers)
+        response = await handler(request)
+        response.headers[header] = str(verdict.used)
+        return response
 
     return middleware

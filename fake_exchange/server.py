@@ -15,7 +15,7 @@ import enum
 import itertools
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -27,9 +27,10 @@ from fake_exchange import binance_frames as bf
 from fake_exchange.binance_frames import Payload
 from fake_exchange.ccxt_config import ccxt_config
 from fake_exchange.faults import Faults
+from fake_exchange.limits import BinanceLimits, LimitStats, MessageMeter, WeightLimiter
 from fake_exchange.market_state import MarketState
-from fake_exchange.protocol import parse_control, stream_ok, streams_from_path
-from fake_exchange.rest import RestApi, fault_middleware
+from fake_exchange.protocol import parse_control, stream_ok, streams_from_path, too_many_streams
+from fake_exchange.rest import RestApi, fault_middleware, limit_middleware
 from fake_exchange.sources import FrameSource, unified_symbols
 from fake_exchange.wsframes import text_frames
 
@@ -76,6 +77,7 @@ class _Connection:
     streams: set[str] = field(default_factory=set)
     writer: asyncio.Task[None] | None = None
     closed: bool = False
+    meter: MessageMeter | None = None
 
 
 class State(enum.Enum):
@@ -97,6 +99,8 @@ class FakeExchange:
         queue_size: int = 10_000,
         sent_limit: int = 1_000_000,
         websocket: bool = True,
+        limits: BinanceLimits | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.source = source
         self.host = host
@@ -118,6 +122,11 @@ class FakeExchange:
         self._symbol_ids: frozenset[str] = frozenset()
         self._markets: list[str] = []
         self._websocket = websocket
+        self.limits = limits
+        """Binance's limits (request weight, streams and messages per connection), or None:
+        off (the default)."""
+        self._limiter = WeightLimiter(limits) if limits is not None else None
+        self._clock = clock
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -130,7 +139,10 @@ class FakeExchange:
         self._market = MarketState(self.source.snapshots(), self.source.kline_intervals)
         self._symbol_ids = frozenset(s["symbol"] for s in info["symbols"])
         self._markets = sorted(unified_symbols(info).values())
-        app = web.Application(middlewares=[fault_middleware(self.faults)])
+        middlewares = [fault_middleware(self.faults)]
+        if self._limiter is not None:
+            middlewares.append(limit_middleware(self._limiter, self._clock))
+        app = web.Application(middlewares=middlewares)
         app.add_routes(RestApi(info, self._state).routes())
         app.add_routes(
             [
@@ -209,6 +221,11 @@ class FakeExchange:
         was, self._websocket = self._websocket, enabled
         if was and not enabled and self.state is State.RUNNING:
             self.close_connections(abrupt=False)
+
+    @property
+    def limit_stats(self) -> LimitStats | None:
+        """What the Binance limits did (429s, 418s, closed connections...); None when off."""
+        return self._limiter.stats if self._limiter is not None else None
 
     @property
     def markets(self) -> list[str]:
@@ -477,27 +494,59 @@ class FakeExchange:
     async def _ws_handler(self, request: web.Request) -> web.StreamResponse:
         if not self._websocket:
             return web.Response(status=503, text="503 Service Unavailable: websocket is off")
+        initial = streams_from_path(request.path, request.query.get("streams"))
+        # streams named in the url are subscribed when valid, skipped otherwise
+        known = self._symbol_ids.__contains__
+        initial = [s for s in initial if stream_ok(s, known)]
+        lim = self.limits
+        if lim is not None and len(set(initial)) > lim.streams_per_connection:
+            self._limit_stats().refused_connections += 1
+            return web.json_response(
+                bf.error_body(-1, f"Too many streams: {lim.streams_per_connection} at most"),
+                status=400,
+            )
         ws = web.WebSocketResponse(compress=False, autoping=True, max_msg_size=1 << 20)
         await ws.prepare(request)
         combined = request.path.startswith("/stream")
         conn = _Connection(next(self._ids), ws, request, combined, asyncio.Queue(self._queue_size))
+        if lim is not None:
+            conn.meter = MessageMeter(lim.messages_per_second)
         self._conns[conn.conn_id] = conn
         conn.writer = asyncio.create_task(self._writer(conn), name=f"ws-writer-{conn.conn_id}")
         log.debug("ws connection %d on %s", conn.conn_id, request.path_qs)
-        initial = streams_from_path(request.path, request.query.get("streams"))
-        # streams named in the url are subscribed when valid, skipped otherwise
-        known = self._symbol_ids.__contains__
-        self._subscribe(conn, [s for s in initial if stream_ok(s, known)])
+        self._subscribe(conn, initial)
+        loop = asyncio.get_running_loop()
         try:
             async for msg in ws:
-                if msg.type == web.WSMsgType.TEXT:
-                    self._on_control(conn, msg.data)
+                if msg.type != web.WSMsgType.TEXT:
+                    continue
+                if conn.meter is not None and not conn.meter.allow(loop.time()):
+                    # Binance: "a connection that goes beyond the limit will be disconnected"
+                    self._limit_stats().closed_for_messages += 1
+                    log.info("ws connection %d closed: too many messages", conn.conn_id)
+                    with contextlib.suppress(TimeoutError):  # the replies already due first
+                        async with asyncio.timeout(1.0):
+                            await self._flush([conn])
+                    await ws.close(code=1008, message=b"Too many requests")
+                    break
+                self._on_control(conn, msg.data)
         finally:
             await self._drop(conn)
         return ws
 
+    def _limit_stats(self) -> LimitStats:
+        if self._limiter is None:
+            raise RuntimeError("no limits configured")
+        return self._limiter.stats
+
     def _on_control(self, conn: _Connection, text: str) -> None:
         ctl = parse_control(text, self._symbol_ids.__contains__)
+        lim = self.limits
+        if ctl.method == "SUBSCRIBE" and lim is not None:
+            refusal = too_many_streams(conn.streams, ctl, lim.streams_per_connection)
+            if refusal is not None:
+                self._limit_stats().refused_subscriptions += 1
+                ctl.method, ctl.reply = "ERROR", refusal
         if ctl.method == "SUBSCRIBE":
             self._subscribe(conn, ctl.streams)
         elif ctl.method == "UNSUBSCRIBE":

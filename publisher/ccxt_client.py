@@ -22,6 +22,7 @@ from marketbus.settings import ExchangeSettings
 from publisher import bybit
 from publisher.endpoints import rebase_urls
 from publisher.okx_books import checked_book_message
+from publisher.pacing import snapshot_limit
 
 OnParsed = Callable[[Channel, dict[str, Any]], None]
 
@@ -88,6 +89,14 @@ strings (``BTCUSDT``), told apart by the websocket url each arrives on."""
 SUBSCRIBE_LIMITS: dict[str, int] = {"bybit": 10}
 """Symbols per subscribe request (one ``watch_*_for_symbols`` call): Bybit spot refuses a
 request with more than 10 topics."""
+
+STREAMS_PER_CONNECTION: dict[str, dict[str, int]] = {
+    "binance": {"spot": 1_024, "margin": 1_024, "linear": 1_024, "inverse": 1_024},
+}
+"""Streams one websocket connection may hold, by market type (CCXT's
+``subscriptionLimitByStream``: it counts the streams it puts on each connection and refuses
+a watch past the limit). CCXT 4.5 still assumes Binance's old 200; spot and futures take
+1,024 (options keep CCXT's 200)."""
 
 
 def has_taps(exchange_id: str) -> bool:
@@ -165,6 +174,12 @@ def ccxt_config(cfg: ExchangeSettings) -> dict[str, Any]:
         "defaultType": "spot",
         "fetchMarkets": {"types": list(MARKET_TYPES.get(cfg.name, ("spot",)))},
     }
+    if cfg.name in STREAMS_PER_CONNECTION:
+        options["subscriptionLimitByStream"] = dict(STREAMS_PER_CONNECTION[cfg.name])
+    snapshot = snapshot_limit(cfg.name, cfg.book_depth)
+    if snapshot is not None:
+        # the REST snapshot a book starts from: CCXT asks 1,000 levels (Binance weight 50)
+        options["watchOrderBookLimit"] = snapshot
     config: dict[str, Any] = {"enableRateLimit": True, "options": options, "newUpdates": True}
     if cfg.url:
         config["enableRateLimit"] = False  # a local fake: no 0.25 s per subscribe
@@ -206,6 +221,15 @@ def make_client(cfg: ExchangeSettings, on_parsed: OnParsed | None) -> Any:
 def subscribe_limit(exchange_id: str, default: int) -> int:
     """Most symbols one watch loop (one subscribe request) may hold on this exchange."""
     return SUBSCRIBE_LIMITS.get(exchange_id, default)
+
+
+def streams_per_connection(client: Any, market_type: object) -> int | None:
+    """Streams CCXT lets one connection of ``market_type`` hold (its
+    ``subscriptionLimitByStream`` option; None where the adapter has no such limit)."""
+    options = getattr(client, "options", None)
+    limits = options.get("subscriptionLimitByStream") if isinstance(options, dict) else None
+    value = limits.get(market_type) if isinstance(limits, dict) else None
+    return value if isinstance(value, int) and value > 0 else None
 
 
 def watch_params(exchange_id: str, channel: Channel, cfg: ExchangeSettings) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 from marketbus.errors import InternalError, UnknownSymbolError
 from marketbus.models import Channel
 from marketbus.subscriptions import Change, effective, loose_symbol
-from publisher.ccxt_client import subscribe_limit, watch_params
+from publisher.ccxt_client import streams_per_connection, subscribe_limit, watch_params
 from publisher.errors_map import from_ccxt
 from publisher.worker_parts import MAX_SYMBOLS_PER_SUBSCRIBE, Batch, Wanted, WorkerParts, chunks
 
@@ -87,7 +87,15 @@ class SubscriptionsMixin(WorkerParts):
         limit = subscribe_limit(self.name, MAX_SYMBOLS_PER_SUBSCRIBE)
         for channel, symbols in desired.items():
             new = [s for s in symbols if s not in running.get(channel, set())]
-            for chunk in chunks(new, limit, lambda s: _market_type(client, s)):
+            per_symbol = len(self.cfg.candle_intervals) if channel is Channel.CANDLES else 1
+
+            def size(market_type: object, per_symbol: int = per_symbol) -> int:
+                # a watch loop's streams all go on one of CCXT's connections, which holds
+                # at most so many (Binance: 1,024 a connection; CCXT refuses past it)
+                per_conn = streams_per_connection(client, market_type)
+                return limit if per_conn is None else min(limit, per_conn // per_symbol)
+
+            for chunk in chunks(new, size, lambda s: _market_type(client, s)):
                 self._start_batch(client, channel, tuple(chunk))
             if new:
                 added[channel] = new

@@ -18,6 +18,7 @@ from marketbus.models import Channel
 from publisher.books import book_from_ccxt
 from publisher.ccxt_client import has_taps, watch_params
 from publisher.normalize import NormalizeError
+from publisher.pacing import snapshot_limit
 from publisher.worker_parts import MAX_BOOK_RESYNCS, WorkerParts
 
 
@@ -78,13 +79,20 @@ class WatchMixin(WorkerParts):
 
     async def _watch_books(self, client: Any, symbols: list[str]) -> None:
         """CCXT keeps each book in sync; a gap or bad checksum raises, and the next call
-        resubscribes and refetches the snapshot: counted, and the session goes on."""
+        resubscribes and refetches the snapshot: counted, and the session goes on.
+
+        Where a book starts from a REST snapshot (Binance: of the size
+        ``publisher.pacing.snapshot_limit`` picks, CCXT's ``watchOrderBookLimit``), a batch
+        is subscribed only once few books still wait for theirs: CCXT caches every diff of
+        a book until its snapshot is in."""
         many = len(symbols) > 1 and client.has.get("watchOrderBookForSymbols")
         if not many and len(symbols) > 1:
             async with asyncio.TaskGroup() as tg:
                 for s in symbols:
                     tg.create_task(self._watch_books(client, [s]))
             return
+        if snapshot_limit(self.name, self.cfg.book_depth) is not None:
+            await self.pacer.books.admit(symbols)
         resyncs: list[float] = []
         seen: dict[str, tuple[Any, Any]] = {}
         while True:

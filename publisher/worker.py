@@ -44,14 +44,16 @@ from publisher.errors_map import from_ccxt
 from publisher.klines import CandleTracker
 from publisher.native import FAST_PATHS, FastPath
 from publisher.normalize import NormalizeError, ticker_from_ccxt, trade_from_ccxt
+from publisher.pacing import Pacer
 from publisher.poller import polled
 from publisher.polling import PollingMixin
+from publisher.rest_hooks import pace_rest
 from publisher.state import ConnState
 from publisher.subscribing import SubscriptionsMixin
 from publisher.trade_ids import TradeIdTracker
 from publisher.watching import WatchMixin
 from publisher.worker_parts import Batch, RecordSink, WorkerStats, int_or_none
-from publisher.ws_hooks import ReadGate, guard_frames, hook_frames, pace_reading
+from publisher.ws_hooks import ReadGate, guard_frames, hook_frames, pace_reading, pace_sending
 
 log = structlog.get_logger("marketbus.worker")
 
@@ -100,6 +102,7 @@ class ExchangeWorker(SubscriptionsMixin, WatchMixin, PollingMixin):
         self.stats = WorkerStats()
         self._fast_path: FastPath | None = None
         self.trade_ids = TradeIdTracker.for_exchange(cfg.name, on_anomaly=self._id_anomaly)
+        self.pacer = Pacer(cfg.name)
         self._failures = 0
         self._last_invalid_log = 0.0
         self._session_started = 0.0
@@ -160,6 +163,7 @@ class ExchangeWorker(SubscriptionsMixin, WatchMixin, PollingMixin):
             "books_unchanged": self.books.stats.unchanged,
             "books_throttled": self.books.stats.throttled,
             "subscription_changes": self.stats.subscription_changes,
+            **self.pacer.status(),
             "mode": self.cfg.mode,
             "polled": sorted(c.value for c in self.polled if c in self.active),
         }
@@ -343,6 +347,10 @@ class ExchangeWorker(SubscriptionsMixin, WatchMixin, PollingMixin):
             guard_frames(client, self._on_malformed, fast, self._on_frame)
         if isinstance(self._sink, ReadGate):
             pace_reading(client, self._sink)
+        pace_rest(client, self.pacer)  # within the exchange's limits, fake or live
+        if self.pacer.limits.messages_per_second:
+            pace_sending(client, self.pacer.limits.messages_per_second)
+        self.pacer.books.clear()
         try:
             await client.load_markets()
             if self._sup.gc_freeze:

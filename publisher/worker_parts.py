@@ -22,6 +22,7 @@ from publisher.backfill import BackfillMode, TradeMark
 from publisher.books import BookGate
 from publisher.fast_path import FastPath
 from publisher.klines import CandleTracker
+from publisher.pacing import Pacer
 from publisher.trade_ids import TradeIdTracker
 
 MAX_SYMBOLS_PER_SUBSCRIBE = 200
@@ -82,6 +83,7 @@ class WorkerParts:
     books: BookGate
     klines: CandleTracker
     trade_ids: TradeIdTracker
+    pacer: Pacer
     _changes: list[Change]
     _allowed: frozenset[tuple[Channel, str]]
     _batches: list[Batch]
@@ -138,12 +140,19 @@ def int_or_none(s: str) -> int | None:
 
 
 def chunks(
-    items: list[str], n: int, group: Callable[[str], object] | None = None
+    items: list[str],
+    n: int | Callable[[object], int],
+    group: Callable[[str], object] | None = None,
 ) -> list[list[str]]:
     """``items`` in lists of at most ``n``; with ``group``, a list never mixes two groups
     (CCXT subscribes a whole list on the url of its first symbol: Bybit's spot and linear
-    markets must not share one)."""
+    markets must not share one). ``n`` may depend on the group (``n(group)``: a connection
+    of one market type holds fewer streams than another's)."""
     groups: dict[object, list[str]] = {}
     for item in items:
         groups.setdefault(None if group is None else group(item), []).append(item)
-    return [g[i : i + n] for g in groups.values() for i in range(0, len(g), n)]
+    out: list[list[str]] = []
+    for key, g in groups.items():
+        size = max(1, n(key) if callable(n) else n)
+        out.extend(g[i : i + size] for i in range(0, len(g), size))
+    return out

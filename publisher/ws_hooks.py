@@ -1,6 +1,6 @@
 """Hooks on CCXT's websocket clients: count every frame, keep a bad one from wedging the
-connection (plus the native parser's entry point), and stop reading while the writer is
-behind (backpressure)."""
+connection (plus the native parser's entry point), stop reading while the writer is
+behind (backpressure), and space what we send within the exchange's message limit."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import asyncio
 import time
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
+
+from publisher.pacing import Spacing
 
 
 @runtime_checkable
@@ -108,4 +110,33 @@ def pace_reading(client: Any, gate: ReadGate) -> None:
     client.client = paced_client
 
 
-__all__ = ["ReadGate", "guard_frames", "hook_frames", "pace_reading"]
+def pace_sending(client: Any, per_second: float) -> None:
+    """At most ``per_second`` messages sent a second on each websocket connection CCXT opens.
+
+    Binance closes a connection that receives more than 5 messages in a second. CCXT spaces
+    its subscribe messages only with ``enableRateLimit`` (off against a fake exchange) and at
+    4 a second; a burst of resubscriptions after book resyncs, or live subscription changes,
+    would go out back to back. Each connection gets its own spacing, messages keep their order.
+    """
+    make_client = client.client
+
+    def spaced_client(url: str) -> Any:
+        ws = make_client(url)
+        if getattr(ws, "_marketbus_spaced", False):
+            return ws
+        original = ws.send
+        spacing = Spacing(per_second)
+
+        async def send(message: Any) -> Any:
+            await spacing.wait()
+            return await original(message)
+
+        ws.send = send
+        ws._marketbus_spaced = True
+        ws._marketbus_spacing = spacing
+        return ws
+
+    client.client = spaced_client
+
+
+__all__ = ["ReadGate", "guard_frames", "hook_frames", "pace_reading", "pace_sending"]
