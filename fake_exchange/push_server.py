@@ -17,6 +17,7 @@ import ipaddress
 import itertools
 import logging
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Generic, Protocol, Self, TypeVar
@@ -95,7 +96,7 @@ def fault_middleware(
     return middleware
 
 
-class PushServer(Generic[SentT]):
+class PushServer(ABC, Generic[SentT]):
     """A fake exchange whose clients subscribe to keys and get pushed frames; see the module."""
 
     label = "fake exchange"
@@ -133,32 +134,35 @@ class PushServer(Generic[SentT]):
 
     # ------------------------------------------------------------------ the protocol's part
 
+    @abstractmethod
     def _load(self) -> None:
         """Blocking preparation (files); runs in a thread before anything is served."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def _setup(self) -> None:
         """On the loop, after `_load`: build what the protocol answers from."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def _routes(self) -> list[web.RouteDef]:
         """REST and websocket routes (websocket ones use `self._ws_handler`)."""
-        raise NotImplementedError
+        ...
 
-    def _middleware(self) -> Middleware:
-        raise NotImplementedError
+    @abstractmethod
+    def _middleware(self) -> Middleware: ...
 
-    def _events(self, clock: Clock) -> Iterator[TimedEvent]:
-        raise NotImplementedError
+    @abstractmethod
+    def _events(self, clock: Clock) -> Iterator[TimedEvent]: ...
 
-    async def _publish(self, ev: Any) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    async def _publish(self, ev: Any) -> None: ...
 
-    def _on_text(self, conn: Connection, text: str) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def _on_text(self, conn: Connection, text: str) -> None: ...
 
-    def _sent_frame(self, conn_id: int, key: Key, frame: Payload, sent_ns: int) -> SentT:
-        raise NotImplementedError
+    @abstractmethod
+    def _sent_frame(self, conn_id: int, key: Key, frame: Payload, sent_ns: int) -> SentT: ...
 
     # ------------------------------------------------------------------ lifecycle
 
