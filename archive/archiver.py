@@ -45,8 +45,8 @@ from redis.exceptions import ResponseError
 
 from archive.config import ArchiveConfig
 from archive.decode import decode, parse_id
-from archive.schema import valid_name
 from archive.store import Committed, Partition, Store
+from consumers.archive_layout import valid_name
 from consumers.consumer_parts import as_str, reply_items
 from consumers.streams import ReplyPipe, gc_paused, raw_command
 from marketbus.errors import ConfigError, DecodeError, RedisAuthError

@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from archive.schema import DAY_MS, LEVEL, LEVELS, day_text, file_schema
+from consumers.archive_layout import DAY_MS, LEVEL, LEVELS, day_text, file_schema
 from consumers.columns import BATCH_CHANNELS, COLUMNS, batch_columns, row_at
 from consumers.ringbuffer import Column
 from consumers.streams import id_numbers, payload, payloads
@@ -116,7 +116,7 @@ def build(
     entry_seq: npt.NDArray[np.int64],
     extras: Sequence[pa.Array] = (),
 ) -> pa.RecordBatch:
-    """A record batch in :func:`archive.schema.file_schema` from ring-buffer column values
+    """A record batch in :func:`consumers.archive_layout.file_schema` from ring-buffer column values
     (in ``COLUMNS[channel]`` order), the entries' sequence numbers and the extra columns."""
     n = len(entry_seq)
     arrays: list[pa.Array] = [pa.repeat(pa.scalar(symbol, pa.string()), n)]

@@ -9,7 +9,7 @@ Views ``trades``, ``ticker``, ``book`` and ``candles`` always exist (empty until
 has files of that channel), plus one for any other channel directory found. Columns are the
 record's as docs/wire.md names them, with ``exchange``, ``symbol`` and ``entry_id`` first,
 the ring buffer's ``entry_ms`` (with ``entry_seq``) and the ``date`` partition (a DATE).
-Each view reads the files :class:`archive.catalog.Catalog` lets through (committed,
+Each view reads the files :class:`consumers.archive_catalog.Catalog` lets through (committed,
 readable, the channel's schema: a bad file is reported by name and left out), as they are
 when :func:`connect` runs: connect again to see later commits.
 """
@@ -21,8 +21,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from archive.catalog import Catalog
-from archive.schema import result_schema, valid_name
+from consumers.archive_catalog import Catalog
+from consumers.archive_layout import result_schema, valid_name
 from marketbus.errors import ConfigError
 from marketbus.models import Channel
 

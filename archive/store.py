@@ -23,8 +23,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +34,17 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import structlog
 
-from archive.schema import (
+from consumers.archive_catalog import (
+    STATE_DIR,
+    Manifest,
+    file_meta,
+    iter_part_files,
+    manifest_path,
+    read_manifest,
+)
+from consumers.archive_layout import (
     ARCHIVE_VERSION,
     META_KEY,
-    commit_of,
     parquet_options,
     part_name,
     partition_dir,
@@ -48,20 +55,10 @@ from marketbus.models import Channel
 
 log = structlog.get_logger("marketbus.archive")
 
-STATE_DIR = "_archive"  # a leading "_": pyarrow's dataset discovery skips it
-MANIFEST = "manifest.json"
 INTENT = "intent.json"
 LOCK = "lock"
 
 Partition = tuple[Channel, str, str]  # channel, exchange, date
-
-
-@dataclass
-class Manifest:
-    """What the directory holds: the last commit, and per stream the last entry id archived."""
-
-    commit: int = 0
-    last: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -69,33 +66,6 @@ class Committed:
     files: int
     rows: int
     bytes: int
-
-
-def manifest_path(root: Path) -> Path:
-    return root / STATE_DIR / MANIFEST
-
-
-def read_manifest(root: Path) -> Manifest | None:
-    """The manifest, or None when the directory has none. A manifest that does not parse is a
-    :class:`FatalError` naming it: it was written atomically, so the disk damaged it."""
-    path = manifest_path(root)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    try:
-        data = orjson.loads(raw)
-        version, commit, last = data["version"], data["commit"], data["streams"]
-        if not isinstance(commit, int) or not isinstance(last, dict):
-            raise TypeError("bad field types")
-    except (orjson.JSONDecodeError, KeyError, TypeError) as e:
-        raise FatalError(f"archive manifest {path} is damaged ({e}): restore it or move it") from e
-    if version != ARCHIVE_VERSION:
-        raise FatalError(
-            f"archive manifest {path} has layout version {version}, "
-            f"this marketbus writes {ARCHIVE_VERSION}"
-        )
-    return Manifest(commit, {str(k): str(v) for k, v in last.items()})
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -330,22 +300,3 @@ def _dirs_upto(root: Path, dirs: list[Path]) -> list[Path]:
                 break
             d = d.parent
     return list(out)
-
-
-def file_meta(schema: pa.Schema) -> dict[str, Any] | None:
-    """The ``marketbus.archive`` footer of a file, or None (not a file the archiver wrote)."""
-    raw = (schema.metadata or {}).get(META_KEY)
-    if raw is None:
-        return None
-    try:
-        meta = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    return meta if isinstance(meta, dict) else None
-
-
-def iter_part_files(root: Path) -> Iterator[Path]:
-    """Every ``part-<n>.parquet`` under the partition directories (hidden ones skipped)."""
-    for path in sorted(root.glob("channel=*/exchange=*/date=*/*.parquet")):
-        if commit_of(path.name) is not None:
-            yield path

@@ -10,10 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 from structlog.testing import capture_logs
 
-from archive.history import History
-from archive.schema import DAY_MS, META_KEY, result_schema
 from archive.store import STATE_DIR, Store
+from consumers.archive_layout import DAY_MS, META_KEY, result_schema
 from consumers.candles import CANDLE_SCHEMA, CandleBuilder
+from consumers.history import History
 from marketbus.errors import ConfigError, SchemaVersionError
 from marketbus.models import Channel, Trade
 from tests.archive_data import book, commit_records, part_files

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from archive.decode import decode, parse_id, split_by_date
-from archive.schema import (
+from consumers.archive_layout import (
     DAY_MS,
     commit_of,
     date_of,

@@ -11,10 +11,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from archive.history import History
-from archive.schema import META_KEY
 from archive.sql import connect
 from archive.store import Store
+from consumers.archive_layout import META_KEY
+from consumers.history import History
 from marketbus.errors import ConfigError
 from marketbus_cli.history_cmds import register
 from tests.archive_data import book, candle, commit_records, part_files

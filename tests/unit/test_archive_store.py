@@ -10,9 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 from structlog.testing import capture_logs
 
-from archive.catalog import Catalog
-from archive.history import History
 from archive.store import STATE_DIR, Store, read_manifest
+from consumers.archive_catalog import Catalog
+from consumers.history import History
 from marketbus.errors import FatalError
 from marketbus.models import Channel
 from tests.archive_data import commit_records, part_files

@@ -22,7 +22,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     "publisher": frozenset({"marketbus"}),
     "consumers": frozenset({"marketbus"}),
     "fake_exchange": frozenset({"marketbus"}),
-    # the archiver reads streams through the consumers' raw reads: history sits above them
+    # the archiver reads streams through the consumers' raw reads and writes the layout the
+    # consumers' History reads (consumers.archive_layout): the writer sits above the readers
     "archive": frozenset({"marketbus", "consumers"}),
     "marketbus_cli": frozenset({"marketbus", "publisher", "consumers", "fake_exchange", "archive"}),
 }

@@ -10,7 +10,7 @@ A read lists only the directories of its channel, exchange and dates (partition 
 then scans their files with a filter on ``symbol`` and ``ts_ms`` that Parquet's row-group
 statistics answer (files are sorted by symbol, then time), so one symbol and hour is read
 without a scan of the day. Rows come back ordered by ``ts_ms`` then entry id, each entry id
-once. Bad files are reported by name and skipped (:mod:`archive.catalog`).
+once. Bad files are reported by name and skipped (:mod:`consumers.archive_catalog`).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from archive.catalog import Catalog
-from archive.schema import date_of, file_schema, result_schema
+from consumers.archive_catalog import Catalog
+from consumers.archive_layout import date_of, file_schema, result_schema
 from consumers.candles import CANDLE_SCHEMA, CandleBuilder, interval_ms
 from marketbus.errors import ConfigError
 from marketbus.models import Channel
@@ -52,7 +52,7 @@ class History:
     ) -> pa.Table:
         """Records of one market and channel with ``start_ms <= ts_ms < end_ms`` (exchange
         time), ordered by ``ts_ms`` then entry id, each entry once. Columns:
-        :func:`archive.schema.result_schema` (the ring buffer's, plus ``exchange``,
+        :func:`consumers.archive_layout.result_schema` (the ring buffer's, plus ``exchange``,
         ``symbol``, ``entry_id``, ``entry_seq`` and, for books, ``bids``/``asks``)."""
         ch = _channel(channel)
         sym = normalize_symbol(symbol)

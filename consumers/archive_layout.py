@@ -52,7 +52,7 @@ def file_schema(channel: Channel) -> pa.Schema:
 
 @cache
 def result_schema(channel: Channel) -> pa.Schema:
-    """What :meth:`archive.history.History.read` returns: ``exchange``, ``symbol`` and
+    """What :meth:`consumers.history.History.read` returns: ``exchange``, ``symbol`` and
     ``entry_id`` (text, as Redis spells it) first, then the file's columns."""
     fs = file_schema(channel)
     head = [

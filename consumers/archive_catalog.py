@@ -1,6 +1,7 @@
 """Which Parquet files of an archive a reader may use: committed, ours, readable.
 
-Shared by :mod:`archive.history` and :mod:`archive.sql`. A file counts when its commit is one
+Shared by :mod:`consumers.history` and :mod:`archive.sql`; the manifest and footer readers
+here are also what the archiver's store (:mod:`archive.store`) recovers from. A file counts when its commit is one
 the manifest holds (so a reader never sees half a commit, nor a file a crashed archiver left
 behind), its footer reads, and its schema is its channel's. A truncated or foreign file is
 reported by name (logged once, kept in :attr:`Catalog.skipped`) and left out; a file of a
@@ -11,19 +12,79 @@ checks are cached by path, size and modification time.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import structlog
 
-from archive.schema import ARCHIVE_VERSION, commit_of, schema_problem
-from archive.store import file_meta, read_manifest
-from marketbus.errors import SchemaVersionError
+from consumers.archive_layout import ARCHIVE_VERSION, META_KEY, commit_of, schema_problem
+from marketbus.errors import FatalError, SchemaVersionError
 from marketbus.models import Channel
 
 log = structlog.get_logger("marketbus.archive")
+
+
+STATE_DIR = "_archive"  # a leading "_": pyarrow's dataset discovery skips it
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class Manifest:
+    """What the directory holds: the last commit, and per stream the last entry id archived."""
+
+    commit: int = 0
+    last: dict[str, str] = field(default_factory=dict)
+
+
+def manifest_path(root: Path) -> Path:
+    return root / STATE_DIR / MANIFEST
+
+
+def read_manifest(root: Path) -> Manifest | None:
+    """The manifest, or None when the directory has none. A manifest that does not parse is a
+    :class:`FatalError` naming it: it was written atomically, so the disk damaged it."""
+    path = manifest_path(root)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        data = orjson.loads(raw)
+        version, commit, last = data["version"], data["commit"], data["streams"]
+        if not isinstance(commit, int) or not isinstance(last, dict):
+            raise TypeError("bad field types")
+    except (orjson.JSONDecodeError, KeyError, TypeError) as e:
+        raise FatalError(f"archive manifest {path} is damaged ({e}): restore it or move it") from e
+    if version != ARCHIVE_VERSION:
+        raise FatalError(
+            f"archive manifest {path} has layout version {version}, "
+            f"this marketbus writes {ARCHIVE_VERSION}"
+        )
+    return Manifest(commit, {str(k): str(v) for k, v in last.items()})
+
+
+def file_meta(schema: pa.Schema) -> dict[str, Any] | None:
+    """The ``marketbus.archive`` footer of a file, or None (not a file the archiver wrote)."""
+    raw = (schema.metadata or {}).get(META_KEY)
+    if raw is None:
+        return None
+    try:
+        meta = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def iter_part_files(root: Path) -> Iterator[Path]:
+    """Every ``part-<n>.parquet`` under the partition directories (hidden ones skipped)."""
+    for path in sorted(root.glob("channel=*/exchange=*/date=*/*.parquet")):
+        if commit_of(path.name) is not None:
+            yield path
 
 
 @dataclass(frozen=True)
