@@ -6,6 +6,7 @@ channel of one market lives in one slot: ``md:{binance:BTC/USDT}:trades``.
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 from marketbus.errors import DecodeError
@@ -13,6 +14,7 @@ from marketbus.models import Channel
 
 DEFAULT_PREFIX = "md"
 STATUS_PREFIX = "mb:status"
+_NAMESPACE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 class StreamKey(NamedTuple):
@@ -52,6 +54,18 @@ def parse_stream_key(key: str | bytes, prefix: str = DEFAULT_PREFIX) -> StreamKe
         return StreamKey(exchange, symbol, Channel(channel))
     except ValueError as e:
         raise DecodeError(f"unknown channel in stream key: {text!r}") from e
+
+
+def namespace_prefix(namespace: str | None) -> str:
+    """The stream key prefix of a namespace: ``md`` for the live bus (None), ``md.<name>``
+    for a separate one (``marketbus replay --namespace bt1`` writes ``md.bt1:{...}:trades``),
+    so replayed or test data never mixes with live streams, and the live pattern ``md:{*}:*``
+    (what the archiver follows) does not match it."""
+    if namespace is None:
+        return DEFAULT_PREFIX
+    if not _NAMESPACE.match(namespace):
+        raise ValueError(f"a namespace is 1-64 letters, digits, '_' or '-': {namespace!r} is not")
+    return f"{DEFAULT_PREFIX}.{namespace}"
 
 
 def stream_pattern(prefix: str = DEFAULT_PREFIX) -> str:

@@ -136,3 +136,18 @@ def test_stream_pattern_matches_every_stream_key() -> None:
 def test_status_key() -> None:
     assert status_key("binance") == "mb:status:binance"
     assert status_key("binance") != status_key("kraken")
+
+
+def test_namespace_prefix_keeps_replayed_streams_apart_from_live_ones() -> None:
+    from marketbus.keys import namespace_prefix
+
+    assert namespace_prefix(None) == "md"
+    prefix = namespace_prefix("bt1")
+    key = stream_key("binance", "BTC/USDT", "trades", prefix=prefix)
+    assert key == "md.bt1:{binance:BTC/USDT}:trades"
+    assert parse_stream_key(key, prefix=prefix) == ("binance", "BTC/USDT", Channel.TRADES)
+    with pytest.raises(DecodeError):
+        parse_stream_key(key)  # not a live stream
+    for bad in ("", "a:b", "a{b}", "x" * 65, "a b"):
+        with pytest.raises(ValueError):
+            namespace_prefix(bad)
