@@ -33,6 +33,7 @@ from rich.table import Table
 
 from bench import (
     fig_consumer,
+    fig_cost,
     fig_latency,
     fig_peer,
     fig_publisher,
@@ -50,6 +51,7 @@ GROUPS: dict[str, Callable[[Context], Awaitable[list[Figure]]]] = {
     "latency": fig_latency.run,
     "peer": fig_peer.run,
     "scale": fig_scale.run,
+    "cost": fig_cost.run,
 }
 
 

@@ -5,6 +5,10 @@
 
 Prints ``{"ready": true}`` once started and runs until stdin closes (or a ``quit`` line).
 A ``stats`` line answers the process's counters as one JSON line.
+
+Consumer options: ``callback`` (a no-op ``on_record``), ``group`` (a group name: group mode,
+``XREADGROUP`` + ``XACK``, member ``bench-1``), ``ids`` (the stats also give the last
+entry id taken per stream, so a bench can count what it had to receive).
 """
 
 from __future__ import annotations
@@ -77,6 +81,8 @@ async def _consumer(spec: dict[str, Any]) -> None:
     from consumers import Consumer
 
     markets = [f"binance:{s}" for s in spec["symbols"]]
+    group = spec.get("group")
+    kw: dict[str, Any] = {"group": str(group), "name": "bench-1"} if group else {}
     async with Consumer(
         spec["redis"],
         markets,
@@ -85,6 +91,7 @@ async def _consumer(spec: dict[str, Any]) -> None:
         backfill=0,
         block_ms=100,
         count=1000,
+        **kw,
     ) as c:
         seen = [0]
 
@@ -95,12 +102,17 @@ async def _consumer(spec: dict[str, Any]) -> None:
             c.on_record(on_record)
 
         def stats() -> dict[str, Any]:
-            return {
+            out: dict[str, Any] = {
                 "received": c.stats.received,
                 "invalid": c.stats.invalid,
                 "rows": sum(len(b) for b in c.buffers.values()),
                 "callbacks": seen[0],
+                "acked": c.stats.acked,
             }
+            if spec.get("ids"):
+                # the newest entry ingested per stream: a buffer never holds an id twice
+                out["ids"] = {k: f"{ms}-{seq}" for k, (ms, seq) in c._buffer_last.items()}
+            return out
 
         await _loop(stats)
 
@@ -144,6 +156,11 @@ class Proc:
         )
         await self._read(60)
         return self
+
+    def stderr_tail(self, n: int = 3000) -> str:
+        """The end of what the process logged (warnings and errors)."""
+        self._err.seek(0)
+        return self._err.read()[-n:].decode(errors="replace")
 
     async def _read(self, timeout: float) -> dict[str, Any]:
         assert self.proc is not None and self.proc.stdout is not None
