@@ -7,7 +7,9 @@ A book row is the top of the book only (best bid and ask with sizes, NaN for an 
 ``seq`` -1 when the exchange gives none): the time series bots chart and join. The full
 levels of the latest book are kept apart (:class:`consumers.books.LatestBook`).
 A candle row is one candle *update* as streamed; :mod:`consumers.exchange_candles` collapses
-them to one row per interval start.
+them to one row per interval start. Derivatives rows (``funding``, ``mark``, ``open_interest``,
+``liquidations``) are their records' values as they are; a missing float is NaN and a missing
+time -1 (:data:`NO_TIME`), as for ``seq``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ _NAN = math.nan
 
 NO_SEQ = -1
 """``seq`` column value of a book whose exchange gives no sequence number."""
+NO_TIME = -1
+"""An int64 time column's value where the exchange gives none (a funding record's
+``next_funding_ms`` or ``interval_ms``)."""
 
 TIME_COLUMNS = (Column("ts_ms", "int64"), Column("recv_ns", "int64"), Column("entry_ms", "int64"))
 
@@ -54,6 +59,29 @@ COLUMNS: dict[Channel, tuple[Column, ...]] = {
         *(Column(f, "float64") for f in ("open", "high", "low", "close", "volume")),
         Column("quote_volume", "float64"),
         Column("closed", "bool"),
+    ),
+    Channel.FUNDING: (
+        *TIME_COLUMNS,
+        Column("rate", "float64"),
+        Column("next_funding_ms", "int64"),
+        Column("predicted_rate", "float64"),
+        Column("interval_ms", "int64"),
+    ),
+    Channel.MARK: (
+        *TIME_COLUMNS,
+        Column("mark_price", "float64"),
+        Column("index_price", "float64"),
+    ),
+    Channel.OPEN_INTEREST: (
+        *TIME_COLUMNS,
+        Column("contracts", "float64"),
+        Column("value", "float64"),
+    ),
+    Channel.LIQUIDATIONS: (
+        *TIME_COLUMNS,
+        Column("side", "category", categories=("buy", "sell")),
+        Column("price", "float64"),
+        Column("amount", "float64"),
     ),
 }
 
@@ -85,11 +113,30 @@ def row_at(channel: Channel, values: list[Any], entry_ms: int) -> tuple[Any, ...
             *((float(bids[0]), float(bids[1])) if bids else (_NAN, _NAN)),
             *((float(asks[0]), float(asks[1])) if asks else (_NAN, _NAN)),
         )
-    interval, open_ms, o, h, low, c, v, qv, closed = values[6:]
-    return (
-        *head, interval, open_ms, float(o), float(h), float(low), float(c), float(v),
-        _NAN if qv is None else float(qv), closed,
-    )  # fmt: skip
+    if channel is Channel.CANDLES:
+        interval, open_ms, o, h, low, c, v, qv, closed = values[6:]
+        return (
+            *head, interval, open_ms, float(o), float(h), float(low), float(c), float(v),
+            _NAN if qv is None else float(qv), closed,
+        )  # fmt: skip
+    return (*head, *_derivative_values(channel, values[6:]))
+
+
+def _derivative_values(channel: Channel, v: list[Any]) -> tuple[Any, ...]:
+    if channel is Channel.FUNDING:
+        rate, next_ms, predicted, interval = v
+        return (
+            float(rate),
+            NO_TIME if next_ms is None else next_ms,
+            _NAN if predicted is None else float(predicted),
+            NO_TIME if interval is None else interval,
+        )
+    if channel is Channel.LIQUIDATIONS:
+        side, price, amount = v
+        return (side, float(price), float(amount))
+    # mark (mark, index) and open_interest (contracts, value): a required float, an optional one
+    first, second = v
+    return (float(first), _NAN if second is None else float(second))
 
 
 BATCH_CHANNELS = frozenset({Channel.TRADES, Channel.TICKER})

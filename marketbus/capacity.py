@@ -9,7 +9,9 @@ ids and node overhead included): 2,000 records of each kind with realistic, vary
 (prices moving around 37,000 with cents, sizes with 4-5 decimals, ids counting up) written
 with ``codec.encode`` into redis-server 7.0.15, then ``MEMORY USAGE key SAMPLES 0`` / 2,000.
 Measured (two random seeds): trades 192-198, ticker 259, candles 220-233, book 233 / 398 / 625 /
-1,092 / 2,181 at 1 / 5 / 10 / 20 / 50 levels a side. The constants round those up by ~5 % (book: a line through them
+1,092 / 2,181 at 1 / 5 / 10 / 20 / 50 levels a side; of a perpetual (``BTC/USDT:USDT``):
+funding 212, mark 152, open interest 170, liquidations 166
+(``tests/integration/test_capacity_derivatives.py``). The constants round those up by ~5 % (book: a line through them
 that stays above every point), so the estimate errs on the side of "does not fit".
 ``tests/integration/test_capacity.py`` measures again and fails when a constant is below what
 Redis stores or more than a third above it. (docs/wire.md's 172 B a trade had one fixed size
@@ -29,6 +31,10 @@ ENTRY_BYTES: Mapping[Channel, int] = {
     Channel.TRADES: 210,
     Channel.TICKER: 275,
     Channel.CANDLES: 245,
+    Channel.FUNDING: 225,
+    Channel.MARK: 160,
+    Channel.OPEN_INTEREST: 180,
+    Channel.LIQUIDATIONS: 175,
 }
 BOOK_BASE_BYTES = 190
 BOOK_LEVEL_BYTES = 46  # one bid level and one ask level

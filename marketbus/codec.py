@@ -31,6 +31,10 @@ from marketbus.models import (
     BookTop,
     Candle,
     Channel,
+    Funding,
+    Liquidation,
+    MarkPrice,
+    OpenInterest,
     Record,
     Ticker,
     Trade,
@@ -45,11 +49,19 @@ KIND_TRADE = "T"
 KIND_TICKER = "K"
 KIND_BOOK = "B"
 KIND_CANDLE = "C"
+KIND_FUNDING = "F"
+KIND_MARK = "M"
+KIND_OPEN_INTEREST = "O"
+KIND_LIQUIDATION = "L"
 KIND_OF: dict[Channel, str] = {
     Channel.TRADES: KIND_TRADE,
     Channel.TICKER: KIND_TICKER,
     Channel.BOOK: KIND_BOOK,
     Channel.CANDLES: KIND_CANDLE,
+    Channel.FUNDING: KIND_FUNDING,
+    Channel.MARK: KIND_MARK,
+    Channel.OPEN_INTEREST: KIND_OPEN_INTEREST,
+    Channel.LIQUIDATIONS: KIND_LIQUIDATION,
 }
 CHANNEL_OF: dict[str, Channel] = {v: k for k, v in KIND_OF.items()}
 
@@ -62,6 +74,10 @@ BOOK_FIELDS = ("seq", "bids", "asks")  # bids/asks flat: [p0, s0, p1, s1, ...], 
 CANDLE_FIELDS = (
     "interval", "open_ms", "open", "high", "low", "close", "volume", "quote_volume", "closed",
 )  # fmt: skip
+FUNDING_FIELDS = ("rate", "next_funding_ms", "predicted_rate", "interval_ms")
+MARK_FIELDS = ("mark_price", "index_price")
+OPEN_INTEREST_FIELDS = ("contracts", "value")
+LIQUIDATION_FIELDS = ("side", "price", "amount")
 _HEAD = 6  # version, kind, exchange, symbol, ts_ms, recv_ns
 
 _packer = msgpack.Packer(use_bin_type=True)
@@ -89,12 +105,30 @@ def pack(record: Record) -> bytes:
              record.low, record.close, record.volume, record.quote_volume, record.closed]
         )  # fmt: skip
         return out
+    if not isinstance(record, Ticker):
+        return _pack_derivative(record)
     out = _packer.pack(
         [SCHEMA_VERSION, KIND_TICKER, record.exchange, record.symbol, record.ts_ms,
          record.recv_ns, record.last, record.bid, record.ask, record.bid_size, record.ask_size,
          record.open, record.high, record.low, record.close, record.base_volume,
          record.quote_volume]
     )  # fmt: skip
+    return out
+
+
+def _pack_derivative(record: Funding | MarkPrice | OpenInterest | Liquidation) -> bytes:
+    head = [SCHEMA_VERSION, KIND_OF[record.channel], record.exchange, record.symbol,
+            record.ts_ms, record.recv_ns]  # fmt: skip
+    values: list[Any]
+    if isinstance(record, Funding):
+        values = [record.rate, record.next_funding_ms, record.predicted_rate, record.interval_ms]
+    elif isinstance(record, MarkPrice):
+        values = [record.mark_price, record.index_price]
+    elif isinstance(record, OpenInterest):
+        values = [record.contracts, record.value]
+    else:
+        values = [record.side, record.price, record.amount]
+    out: bytes = _packer.pack(head + values)
     return out
 
 
@@ -129,6 +163,24 @@ def iso_ms(ts_ms: int) -> str:
     return f"{prefix}{ms:03d}Z"
 
 
+_iso_any_cache: tuple[int, str] = (-1, "")
+
+
+def _iso_any(ts_ms: int) -> str:
+    """:func:`iso_ms` of a time apart from the record's own (a funding record's due time:
+    the same one for hours, so the last one is cached on its own)."""
+    global _iso_any_cache
+    if _iso_any_cache[0] == ts_ms:
+        return _iso_any_cache[1]
+    sec, ms = divmod(ts_ms, 1000)
+    try:
+        text = datetime.fromtimestamp(sec, tz=UTC).strftime(f"%Y-%m-%dT%H:%M:%S.{ms:03d}Z")
+    except (OverflowError, OSError, ValueError):
+        return str(ts_ms)
+    _iso_any_cache = (ts_ms, text)
+    return text
+
+
 def _fmt(v: float | None) -> str:
     return "-" if v is None else repr(v)  # shortest round-trip text, and fast
 
@@ -160,6 +212,27 @@ def human(record: Record) -> str:
             f"{record.symbol} {record.interval} {iso_ms(record.open_ms)} o {_fmt(record.open)} "
             f"h {_fmt(record.high)} l {_fmt(record.low)} c {_fmt(record.close)} "
             f"v {_fmt(record.volume)}{' closed' if record.closed else ''}"
+        )
+    if isinstance(record, Funding):
+        nxt = "-" if record.next_funding_ms is None else _iso_any(record.next_funding_ms)
+        return (
+            f"{record.symbol} funding {record.rate!r} next {nxt} "
+            f"predicted {_fmt(record.predicted_rate)} {iso_ms(record.ts_ms)}"
+        )
+    if isinstance(record, MarkPrice):
+        return (
+            f"{record.symbol} mark {record.mark_price!r} index {_fmt(record.index_price)} "
+            f"{iso_ms(record.ts_ms)}"
+        )
+    if isinstance(record, OpenInterest):
+        return (
+            f"{record.symbol} open interest {record.contracts!r} value {_fmt(record.value)} "
+            f"{iso_ms(record.ts_ms)}"
+        )
+    if isinstance(record, Liquidation):
+        return (
+            f"{record.symbol} liquidation {record.side} {record.amount!r} @ {record.price!r} "
+            f"{iso_ms(record.ts_ms)}"
         )
     raise TypeError(f"not a marketbus record: {type(record).__name__}")
 
@@ -312,11 +385,70 @@ def _check_candle(arr: list[Any]) -> None:
         raise DecodeError("candle closed must be a boolean")
 
 
+def _arity(arr: list[Any], fields: tuple[str, ...], what: str) -> None:
+    if len(arr) != _HEAD + len(fields):
+        raise DecodeError(f"{what} record has {len(arr)} values, expected {_HEAD + len(fields)}")
+
+
+def _time(v: object, name: str, *, positive: bool = False) -> None:
+    """An optional int64 time or duration (ms)."""
+    if v is None:
+        return
+    if (
+        not isinstance(v, int)
+        or isinstance(v, bool)
+        or not (1 if positive else 0) <= v <= INT64_MAX
+    ):
+        raise DecodeError(f"{name} must be an integer in 0..2**63-1 or nil, got {v!r}")
+
+
+def _finite(v: object, name: str, *, optional: bool) -> None:
+    """A finite number of either sign (a funding rate)."""
+    if v is None and optional:
+        return
+    if not isinstance(v, float | int) or isinstance(v, bool) or not math.isfinite(v):
+        raise DecodeError(f"{name} must be a finite number, got {v!r}")
+
+
+def _check_funding(arr: list[Any]) -> None:
+    _arity(arr, FUNDING_FIELDS, "funding")
+    rate, next_ms, predicted, interval = arr[_HEAD:]
+    _finite(rate, "rate", optional=False)
+    _time(next_ms, "next_funding_ms")
+    _finite(predicted, "predicted_rate", optional=True)
+    _time(interval, "interval_ms", positive=True)
+
+
+def _check_mark(arr: list[Any]) -> None:
+    _arity(arr, MARK_FIELDS, "mark")
+    _num(arr[_HEAD], "mark_price", optional=False, positive=True)
+    _num(arr[_HEAD + 1], "index_price", optional=True, positive=True)
+
+
+def _check_open_interest(arr: list[Any]) -> None:
+    _arity(arr, OPEN_INTEREST_FIELDS, "open_interest")
+    _num(arr[_HEAD], "contracts", optional=False, positive=False)
+    _num(arr[_HEAD + 1], "value", optional=True, positive=False)
+
+
+def _check_liquidation(arr: list[Any]) -> None:
+    _arity(arr, LIQUIDATION_FIELDS, "liquidation")
+    side, price, amount = arr[_HEAD:]
+    if side not in ("buy", "sell"):
+        raise DecodeError(f"liquidation side must be buy or sell, got {side!r}")
+    _num(price, "price", optional=False, positive=True)
+    _num(amount, "amount", optional=False, positive=False)
+
+
 _CHECKS = {
     Channel.TRADES: _check_trade,
     Channel.TICKER: _check_ticker,
     Channel.BOOK: _check_book,
     Channel.CANDLES: _check_candle,
+    Channel.FUNDING: _check_funding,
+    Channel.MARK: _check_mark,
+    Channel.OPEN_INTEREST: _check_open_interest,
+    Channel.LIQUIDATIONS: _check_liquidation,
 }
 
 
@@ -449,9 +581,34 @@ def from_values(channel: Channel, arr: list[Any]) -> Record:
             closed=closed,
         )  # fmt: skip
         return trusted(Candle, head)
+    if channel is not Channel.TICKER:
+        return _derivative(channel, head, arr[_HEAD:])
     for k, v in zip(TICKER_FIELDS, arr[_HEAD:], strict=True):
         head[k] = None if v is None else float(v)
     return trusted(Ticker, head)
+
+
+def _opt_float(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+def _derivative(channel: Channel, head: dict[str, Any], values: list[Any]) -> Record:
+    if channel is Channel.FUNDING:
+        rate, next_ms, predicted, interval = values
+        head.update(
+            rate=float(rate), next_funding_ms=next_ms, predicted_rate=_opt_float(predicted),
+            interval_ms=interval,
+        )  # fmt: skip
+        return trusted(Funding, head)
+    if channel is Channel.MARK:
+        head.update(mark_price=float(values[0]), index_price=_opt_float(values[1]))
+        return trusted(MarkPrice, head)
+    if channel is Channel.OPEN_INTEREST:
+        head.update(contracts=float(values[0]), value=_opt_float(values[1]))
+        return trusted(OpenInterest, head)
+    side, price, amount = values
+    head.update(side=side, price=float(price), amount=float(amount))
+    return trusted(Liquidation, head)
 
 
 def decode(data: bytes) -> Record:

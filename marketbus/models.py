@@ -21,6 +21,16 @@ class Channel(StrEnum):
     TRADES = "trades"
     BOOK = "book"
     CANDLES = "candles"
+    FUNDING = "funding"
+    MARK = "mark"
+    OPEN_INTEREST = "open_interest"
+    LIQUIDATIONS = "liquidations"
+
+
+DERIVATIVES = frozenset(
+    {Channel.FUNDING, Channel.MARK, Channel.OPEN_INTEREST, Channel.LIQUIDATIONS}
+)
+"""Channels only contract markets (perpetuals, futures) have: a spot market has none of them."""
 
 
 # finite: every model refuses inf and NaN (``allow_inf_nan=False``), in C
@@ -147,7 +157,54 @@ class Candle(_Record):
         return self
 
 
-Record = Ticker | Trade | BookTop | Candle
+class Funding(_Record):
+    """A perpetual's funding: the rate of the coming payment and when it is due.
+
+    ``rate`` is a fraction of the position value per interval (0.0001 = 0.01 %), paid by
+    longs to shorts when positive; it may be negative. ``predicted_rate`` is the exchange's
+    estimate of the payment after that one (OKX's ``nextFundingRate``), ``interval_ms`` the
+    time between two payments, each ``None`` where the exchange does not give it.
+    """
+
+    channel: Literal[Channel.FUNDING] = Channel.FUNDING
+    rate: float
+    next_funding_ms: int | None = Field(
+        None, ge=0, le=INT64_MAX, description="when the coming payment is due, ms since epoch"
+    )
+    predicted_rate: float | None = None
+    interval_ms: int | None = Field(None, gt=0, le=INT64_MAX)
+
+
+class MarkPrice(_Record):
+    """A contract's mark price (what positions are valued and liquidated at) and the index
+    price of its underlying (``None`` where the exchange's feed does not carry it)."""
+
+    channel: Literal[Channel.MARK] = Channel.MARK
+    mark_price: Price
+    index_price: OptPrice = None
+
+
+class OpenInterest(_Record):
+    """Open contracts of a market; ``value`` is their worth in the quote (settle) currency
+    where the exchange gives it."""
+
+    channel: Literal[Channel.OPEN_INTEREST] = Channel.OPEN_INTEREST
+    contracts: Size
+    value: OptSize = None
+
+
+class Liquidation(_Record):
+    """One forced close of a position. ``side`` is the liquidation order's: a liquidated long
+    is sold (``sell``), a liquidated short bought (``buy``), as a trade's taker side;
+    ``amount`` is in contracts, like CCXT's amounts on that market."""
+
+    channel: Literal[Channel.LIQUIDATIONS] = Channel.LIQUIDATIONS
+    side: Side
+    price: Price
+    amount: Size
+
+
+Record = Ticker | Trade | BookTop | Candle | Funding | MarkPrice | OpenInterest | Liquidation
 
 R = TypeVar("R", bound=_Record)
 _MISSING = object()
@@ -179,9 +236,13 @@ def trusted(cls: type[R], values: dict[str, Any]) -> R:
     return obj
 
 
-MODELS: dict[Channel, type[Ticker] | type[Trade] | type[BookTop] | type[Candle]] = {
+MODELS: dict[Channel, type[Record]] = {
     Channel.TICKER: Ticker,
     Channel.TRADES: Trade,
     Channel.BOOK: BookTop,
     Channel.CANDLES: Candle,
+    Channel.FUNDING: Funding,
+    Channel.MARK: MarkPrice,
+    Channel.OPEN_INTEREST: OpenInterest,
+    Channel.LIQUIDATIONS: Liquidation,
 }

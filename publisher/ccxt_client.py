@@ -35,7 +35,9 @@ class Tap:
     and REST paths share one parse method (OKX's ``parse_trade``): REST results are the
     caller's to publish. ``event_time``: where the exchange time is when the parsed structure
     has none yet (Bybit's tickers: CCXT stamps them after parsing), read from the arguments
-    of the ``within`` handler.
+    of the ``within`` handler. ``message``: a test of those arguments, for a handler that
+    serves several channels (OKX's ``handle_ticker`` parses ``tickers`` and ``mark-price``
+    frames alike); several taps may share a method.
     """
 
     method: str
@@ -43,12 +45,24 @@ class Tap:
     accept: Callable[[tuple[Any, ...]], bool] = lambda args: True
     within: str | None = None
     event_time: Callable[[tuple[Any, ...]], Any] | None = None
+    message: Callable[[tuple[Any, ...]], bool] | None = None
 
 
 def _binance_ticker_event(args: tuple[Any, ...]) -> bool:
     # parse_ws_ticker also parses bookTicker frames (watch_bids_asks): not a 24 h ticker
     message = args[0] if args else None
     return isinstance(message, dict) and message.get("e") in ("24hrTicker", "24hrMiniTicker")
+
+
+def _okx_channel(name: str) -> Callable[[tuple[Any, ...]], bool]:
+    """Whether ``handle_*(client, message)`` is handling a frame of OKX channel ``name``."""
+
+    def test(handler_args: tuple[Any, ...]) -> bool:
+        message = handler_args[1] if len(handler_args) > 1 else None
+        arg = message.get("arg") if isinstance(message, dict) else None
+        return isinstance(arg, dict) and arg.get("channel") == name
+
+    return test
 
 
 TAPS: dict[str, tuple[Tap, ...]] = {
@@ -58,7 +72,14 @@ TAPS: dict[str, tuple[Tap, ...]] = {
     ),
     "okx": (
         Tap("parse_trade", Channel.TRADES, within="handle_trades"),
-        Tap("parse_ticker", Channel.TICKER, within="handle_ticker"),
+        Tap(
+            "parse_ticker", Channel.TICKER, within="handle_ticker", message=_okx_channel("tickers")
+        ),
+        Tap(
+            "parse_ticker", Channel.MARK, within="handle_ticker", message=_okx_channel("mark-price")
+        ),
+        Tap("parse_funding_rate", Channel.FUNDING, within="handle_funding_rate"),
+        Tap("parse_ws_liquidation", Channel.LIQUIDATIONS, within="handle_liquidation"),
     ),
     "bybit": (
         Tap("parse_ws_trade", Channel.TRADES, within="handle_trades"),
@@ -67,7 +88,8 @@ TAPS: dict[str, tuple[Tap, ...]] = {
             Channel.TICKER,
             within="handle_ticker",
             event_time=bybit.ticker_event_time,
-        ),
+        ),  # its linear tickers also feed funding, mark and open interest (deriv_feeds)
+        Tap("parse_ws_liquidation", Channel.LIQUIDATIONS, within="handle_liquidation"),
     ),
 }
 
@@ -81,10 +103,11 @@ OVERRIDES: dict[str, dict[str, Callable[[Any], Any]]] = {
     },
 }
 
-MARKET_TYPES: dict[str, tuple[str, ...]] = {"bybit": ("spot", "linear")}
+MARKET_TYPES: dict[str, tuple[str, ...]] = {"bybit": ("spot", "linear"), "okx": ("spot", "swap")}
 """What ``load_markets`` loads (CCXT's ``fetchMarkets.types``); every other exchange: spot.
-Bybit's perpetuals are what most of its bots trade; its spot and linear ids are the same
-strings (``BTCUSDT``), told apart by the websocket url each arrives on."""
+Bybit's perpetuals and OKX's swaps are what most of their bots trade. Bybit's spot and linear
+ids are the same strings (``BTCUSDT``), told apart by the websocket url each arrives on;
+OKX's differ (``BTC-USDT``, ``BTC-USDT-SWAP``)."""
 
 SUBSCRIBE_LIMITS: dict[str, int] = {"bybit": 10}
 """Symbols per subscribe request (one ``watch_*_for_symbols`` call): Bybit spot refuses a
@@ -103,30 +126,50 @@ def has_taps(exchange_id: str) -> bool:
     return exchange_id in TAPS
 
 
+def tapped_channels(exchange_id: str) -> frozenset[Channel]:
+    """The channels a tap delivers on this exchange (the others are read from what the
+    watch calls return)."""
+    return frozenset(t.channel for t in TAPS.get(exchange_id, ()))
+
+
 def _tapped_class(
     base: type[Any], taps: tuple[Tap, ...], overrides: dict[str, Callable[[Any], Any]]
 ) -> type[Any]:
     namespace: dict[str, Any] = {m: make(getattr(base, m)) for m, make in overrides.items()}
+    by_method: dict[str, list[Tap]] = {}
     for tap in taps:
-        original = getattr(base, tap.method)
+        by_method.setdefault(tap.method, []).append(tap)
+    for method, group in by_method.items():
+        original = getattr(base, method)
 
         def wrapper(
-            self: Any, *args: Any, _orig: Any = original, _tap: Tap = tap, **kwargs: Any
-        ) -> Any:
+            self: Any, *args: Any, _orig: Any = original, _taps: tuple[Tap, ...] = tuple(group),
+            **kwargs: Any,
+        ) -> Any:  # fmt: skip
             result = _orig(self, *args, **kwargs)
             hook: OnParsed | None = self.__dict__.get("_marketbus_on_parsed")
-            if (
-                hook is not None
-                and (_tap.within is None or self.__dict__.get(_depth_key(_tap.within)))
-                and _tap.accept(args)
-            ):
-                hook(_tap.channel, _stamped(self, _tap, result))
+            if hook is not None:
+                for tap in _taps:
+                    if _applies(self.__dict__, tap, args):
+                        hook(tap.channel, _stamped(self, tap, result))
             return result
 
-        namespace[tap.method] = wrapper
-        if tap.within is not None and tap.within not in namespace:
-            namespace[tap.within] = _counting(getattr(base, tap.within), tap.within)
+        namespace[method] = wrapper
+        for tap in group:
+            if tap.within is not None and tap.within not in namespace:
+                namespace[tap.within] = _counting(getattr(base, tap.within), tap.within)
     return type(f"Tapped{base.__name__}", (base,), namespace)
+
+
+def _applies(state: dict[str, Any], tap: Tap, args: tuple[Any, ...]) -> bool:
+    """Whether ``tap`` takes this call (inside its handler, of its kind of message)."""
+    if tap.within is not None and not state.get(_depth_key(tap.within)):
+        return False
+    if not tap.accept(args):
+        return False
+    if tap.message is not None:
+        return tap.within is not None and tap.message(state.get(_args_key(tap.within), ()))
+    return True
 
 
 def _stamped(client: Any, tap: Tap, result: Any) -> Any:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from marketbus.models import Channel
+from publisher.deriv_feeds import FETCH_METHODS
 
 DEFAULT_POLL_S = 1.0
 SAFETY = 1.5
@@ -37,7 +38,8 @@ def has_any(has: Mapping[str, Any], caps: tuple[str, ...]) -> bool:
 
 
 def polled(channel: Channel, has: Mapping[str, Any], mode: str) -> bool:
-    """Poll this channel: asked to, or CCXT has no websocket method for it here."""
+    """Poll this channel: asked to, or CCXT has no websocket method for it here (the
+    derivatives channels: ``publisher.deriv_feeds.source`` says, per exchange)."""
     return mode == "poll" or not has_any(has, WATCH_CAPS[channel])
 
 
@@ -45,6 +47,9 @@ def requests_per_cycle(channel: Channel, n_symbols: int, n_intervals: int, has: 
     """REST calls one poll of ``n_symbols`` markets costs."""
     if channel is Channel.TICKER and has.get("fetchTickers"):
         return 1
+    if channel in FETCH_METHODS:  # a derivatives channel: its first method CCXT has here
+        first = next((many for cap, _, many in FETCH_METHODS[channel] if has.get(cap)), False)
+        return 1 if first else n_symbols
     if channel is Channel.CANDLES:
         return n_symbols * max(1, n_intervals)
     return n_symbols

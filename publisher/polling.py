@@ -11,7 +11,7 @@ import asyncio
 import time
 from typing import Any
 
-from marketbus.models import Channel
+from marketbus.models import DERIVATIVES, Channel
 from publisher import backfill as bfill
 from publisher.backfill import BackfillMode
 from publisher.normalize import NormalizeError, ticker_from_ccxt, trade_from_ccxt
@@ -34,7 +34,9 @@ class PollingMixin(WorkerParts):
             await asyncio.sleep(max(0.0, interval - (loop.time() - started)))
 
     async def _poll_once(self, client: Any, channel: Channel, symbols: list[str]) -> None:
-        if channel is Channel.TRADES:
+        if channel in DERIVATIVES:
+            await self._poll_derivative_once(client, channel, symbols)
+        elif channel is Channel.TRADES:
             mode = self._backfill_mode(client) or BackfillMode.SINCE
             for symbol in symbols:
                 mark = self._last_mark(symbol)

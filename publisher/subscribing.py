@@ -12,9 +12,10 @@ import asyncio
 from typing import Any
 
 from marketbus.errors import InternalError, UnknownSymbolError
-from marketbus.models import Channel
+from marketbus.models import DERIVATIVES, Channel
 from marketbus.subscriptions import Change, effective, loose_symbol
 from publisher.ccxt_client import streams_per_connection, subscribe_limit, watch_params
+from publisher.deriv_feeds import Feed, source
 from publisher.errors_map import from_ccxt
 from publisher.worker_parts import MAX_SYMBOLS_PER_SUBSCRIBE, Batch, Wanted, WorkerParts, chunks
 
@@ -58,9 +59,10 @@ class SubscriptionsMixin(WorkerParts):
         assert self._resolver is not None
         dropped: dict[str, str] = {}
         desired: dict[Channel, list[str]] = {}
+        before, self.skipped = self.skipped, {}
         for channel, raws in self.wanted.items():
             good, bad = self._resolver.resolve_all(raws)
-            desired[channel] = good
+            desired[channel] = self._contracts_only(channel, good, before)
             for err in bad:
                 if err.symbol not in self.dropped:
                     self.log.error("unknown_symbol_dropped", symbol=err.symbol, error=str(err))
@@ -77,7 +79,7 @@ class SubscriptionsMixin(WorkerParts):
             want = set(desired.get(batch.channel, ()))
             gone = [s for s in batch.symbols if s not in want]
             if gone:
-                self._stop_batch(client, batch, gone)
+                self._stop_batch(client, batch, gone, desired)
                 removed.setdefault(batch.channel, []).extend(gone)
                 keep = tuple(s for s in batch.symbols if s in want)
                 if keep:
@@ -108,6 +110,8 @@ class SubscriptionsMixin(WorkerParts):
                     self.books.forget(symbol)
                 elif channel is Channel.CANDLES:
                     self.klines.forget(symbol)
+                elif channel in DERIVATIVES:
+                    self.deriv_gate.forget(symbol, channel)
         self.active = {c: list(s) for c, s in desired.items() if s}
         self._allowed = frozenset((c, s) for c, syms in self.active.items() for s in syms)
         self.markets = sorted({s for syms in self.active.values() for s in syms})
@@ -133,12 +137,36 @@ class SubscriptionsMixin(WorkerParts):
         )
         self._batches.append(batch)
 
-    def _stop_batch(self, client: Any, batch: Batch, gone: list[str]) -> None:
+    def _stop_batch(
+        self,
+        client: Any,
+        batch: Batch,
+        gone: list[str],
+        desired: dict[Channel, list[str]] | None = None,
+    ) -> None:
         self._batches.remove(batch)
         if batch.task is not None:
             batch.task.cancel()
-        if self._tg is not None:
-            self._tg.create_task(self._unwatch(client, batch.channel, gone))
+        if desired is not None and (
+            batch.channel is Channel.TICKER
+            or self._derivative_feed(client, batch.channel) is Feed.TICKER
+        ):
+            # one tickers subscription may feed several channels (Bybit: ticker, funding,
+            # mark, open interest): it goes only when none of them wants it any more
+            gone = [s for s in gone if not self._ticker_feeds(s, desired)]
+            if gone and batch.channel is not Channel.TICKER:
+                self._tg_unwatch(client, Channel.TICKER, gone)
+                return
+        self._tg_unwatch(client, batch.channel, gone)
+
+    def _tg_unwatch(self, client: Any, channel: Channel, gone: list[str]) -> None:
+        if self._tg is not None and gone:
+            self._tg.create_task(self._unwatch(client, channel, gone))
+
+    def _derivative_feed(self, client: Any, channel: Channel) -> Feed | None:
+        if channel not in DERIVATIVES:
+            return None
+        return source(self.name, channel, getattr(client, "has", {}) or {}, self.cfg.mode).feed
 
     async def _unwatch(self, client: Any, channel: Channel, symbols: list[str]) -> None:
         """Tell the exchange to stop sending (best effort: our filter already drops them)."""

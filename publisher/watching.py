@@ -2,7 +2,8 @@
 
 Trades and tickers reach us through the taps as CCXT parses them (the loop only keeps the
 subscription alive); books and candles are read from CCXT's synchronized caches after each
-update. A channel CCXT has no websocket for is polled instead (``publisher.polling``).
+update. A channel CCXT has no websocket for is polled instead (``publisher.polling``). The
+derivatives channels have loops of their own (``publisher.deriv_worker``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import ccxt
 
 from marketbus.errors import ExchangeUnavailableError
-from marketbus.models import Channel
+from marketbus.models import DERIVATIVES, Channel
 from publisher.books import book_from_ccxt
 from publisher.ccxt_client import has_taps, watch_params
 from publisher.normalize import NormalizeError
@@ -24,6 +25,9 @@ from publisher.worker_parts import MAX_BOOK_RESYNCS, WorkerParts
 
 class WatchMixin(WorkerParts):
     async def _watch(self, client: Any, channel: Channel, symbols: list[str]) -> None:
+        if channel in DERIVATIVES:  # fed its own way per exchange: publisher.deriv_worker
+            await self._watch_derivatives(client, channel, symbols)
+            return
         if channel in self.polled:
             await self._poll(client, channel, symbols)
             return

@@ -31,7 +31,7 @@ from marketbus.errors import (
     TransientError,
     UnknownSymbolError,
 )
-from marketbus.models import Channel, Record, Ticker, Trade
+from marketbus.models import DERIVATIVES, Channel, Record, Ticker, Trade
 from marketbus.settings import ExchangeSettings, SupervisorSettings
 from marketbus.subscriptions import Change, effective
 from marketbus.symbols import SymbolResolver
@@ -40,6 +40,9 @@ from publisher import gc_policy
 from publisher.backfill import BackfillMode, TradeMark
 from publisher.books import BookGate
 from publisher.ccxt_client import make_client
+from publisher.deriv_feeds import TICKER_CARRIES, Feed, source
+from publisher.deriv_worker import DerivativesMixin
+from publisher.derivatives import DerivativesGate
 from publisher.errors_map import from_ccxt
 from publisher.klines import CandleTracker
 from publisher.native import FAST_PATHS, FastPath
@@ -67,7 +70,7 @@ class StaleConnectionError(ExchangeUnavailableError):
     """No frame within the heartbeat interval: the connection is presumed dead."""
 
 
-class ExchangeWorker(SubscriptionsMixin, WatchMixin, PollingMixin):
+class ExchangeWorker(SubscriptionsMixin, WatchMixin, PollingMixin, DerivativesMixin):
     """Publishes one exchange's markets; ``run()`` until cancelled or FAILED."""
 
     def __init__(
@@ -98,7 +101,9 @@ class ExchangeWorker(SubscriptionsMixin, WatchMixin, PollingMixin):
         self._poll_s = 0.0
         self._polled_tickers: dict[str, Ticker] = {}
         self.klines = CandleTracker(cfg.name)
+        self.deriv_gate = DerivativesGate()
         self.dropped: dict[str, str] = {}
+        self.skipped: dict[str, str] = {}
         self.stats = WorkerStats()
         self._fast_path: FastPath | None = None
         self.trade_ids = TradeIdTracker.for_exchange(cfg.name, on_anomaly=self._id_anomaly)
@@ -113,6 +118,7 @@ class ExchangeWorker(SubscriptionsMixin, WatchMixin, PollingMixin):
         self._held_total = 0
         self._live_seen: dict[str, asyncio.Event] = {}
         self.log = log.bind(exchange=self.name)
+        self._ticker_carries = bool(TICKER_CARRIES.get(self.name)) and cfg.mode != "poll"
 
     # -- state ----------------------------------------------------------------------------
     def _set_state(self, new: ConnState, **kw: Any) -> None:
@@ -138,6 +144,7 @@ class ExchangeWorker(SubscriptionsMixin, WatchMixin, PollingMixin):
             "state": self.state.value,
             "markets": self.markets,
             "dropped": self.dropped,
+            "skipped": self.skipped,
             "channels": [c.value for c in self.wanted],
             "subscriptions": {c.value: syms for c, syms in self.active.items() if syms},
             "last_frame_age_s": None if age is None else round(age, 3),
@@ -162,6 +169,7 @@ class ExchangeWorker(SubscriptionsMixin, WatchMixin, PollingMixin):
             "book_resyncs": self.stats.book_resyncs,
             "books_unchanged": self.books.stats.unchanged,
             "books_throttled": self.books.stats.throttled,
+            "derivatives_unchanged": self.deriv_gate.unchanged,
             "subscription_changes": self.stats.subscription_changes,
             **self.pacer.status(),
             "mode": self.cfg.mode,
@@ -176,8 +184,13 @@ class ExchangeWorker(SubscriptionsMixin, WatchMixin, PollingMixin):
             self._set_state(ConnState.CONNECTED)
 
     def _on_parsed(self, channel: Channel, data: dict[str, Any]) -> None:
-        """Called synchronously by CCXT for every parsed trade/ticker: must never raise."""
+        """Called synchronously by CCXT for every parsed structure we tap: must never raise."""
         try:
+            if channel in DERIVATIVES:
+                self._on_derivative(channel, data)
+                return
+            if channel is Channel.TICKER and self._ticker_carries:
+                self._derive_from_ticker(data, time.time_ns())
             if (channel, data.get("symbol")) not in self._allowed:
                 return
             recv_ns = time.time_ns()
@@ -360,9 +373,16 @@ class ExchangeWorker(SubscriptionsMixin, WatchMixin, PollingMixin):
             if self._changes:  # compared again now that symbols resolve exactly
                 self.wanted = effective(self.config_wanted, self._changes, self.canonical)
             desired = self._resolve_wanted()
-            if first and not any(desired.values()) and any(self.wanted.values()):
+            if first and not any(desired.values()) and self.dropped:
                 raise UnknownSymbolError(self.name, ", ".join(sorted(self.dropped)))
-            self.polled = {c for c in Channel if polled(c, client.has, self.cfg.mode)}
+            self.polled = {
+                c for c in Channel if c not in DERIVATIVES and polled(c, client.has, self.cfg.mode)
+            }
+            self.polled |= {
+                c
+                for c in DERIVATIVES
+                if source(self.name, c, client.has, self.cfg.mode).feed is Feed.POLL
+            }
             if self.polled:
                 self.log.info("polling", channels=sorted(c.value for c in self.polled))
             trades_ws = Channel.TRADES not in self.polled  # a poll fetches its own gap

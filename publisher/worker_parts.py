@@ -20,6 +20,7 @@ from marketbus.subscriptions import Change
 from marketbus.symbols import SymbolResolver
 from publisher.backfill import BackfillMode, TradeMark
 from publisher.books import BookGate
+from publisher.derivatives import DerivativesGate
 from publisher.fast_path import FastPath
 from publisher.klines import CandleTracker
 from publisher.pacing import Pacer
@@ -95,6 +96,8 @@ class WorkerParts:
     _poll_s: float
     _polled_tickers: dict[str, Ticker]
     _last_trade_ms: dict[str, int]
+    deriv_gate: DerivativesGate
+    skipped: dict[str, str]
 
     if TYPE_CHECKING:  # defined by the parts; declared here so each part type-checks
 
@@ -130,6 +133,28 @@ class WorkerParts:
         def _on_candle_rows(
             self, symbol: str, interval: str, rows: Any, recv_ns: int | None = None
         ) -> None: ...
+
+        async def _watch_derivatives(
+            self, client: Any, channel: Channel, symbols: list[str]
+        ) -> None: ...
+
+        async def _poll_derivative_once(
+            self, client: Any, channel: Channel, symbols: list[str]
+        ) -> None: ...
+
+        def _on_derivative(
+            self, channel: Channel, data: Any, recv_ns: int | None = None
+        ) -> None: ...
+
+        def _derive_from_ticker(
+            self, ticker: Any, recv_ns: int, only: frozenset[Channel] | None = None
+        ) -> None: ...
+
+        def _contracts_only(
+            self, channel: Channel, symbols: list[str], before: Mapping[str, str] | None = None
+        ) -> list[str]: ...
+
+        def _ticker_feeds(self, symbol: str, desired: dict[Channel, list[str]]) -> bool: ...
 
 
 def int_or_none(s: str) -> int | None:

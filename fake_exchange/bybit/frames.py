@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -36,10 +37,14 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+CONTRACT_ONLY = frozenset({"allLiquidation"})
+"""Topics Bybit serves on contract urls only (a spot subscribe is refused)."""
+
+
 def parse_topic(topic: str) -> tuple[str, str, str] | None:
     """'orderbook.50.BTCUSDT' -> ('orderbook', '50', 'BTCUSDT'); 'publicTrade.X' -> (.., '', X)."""
     parts = topic.split(".")
-    if len(parts) == 2 and parts[0] in ("publicTrade", "tickers") and parts[1]:
+    if len(parts) == 2 and parts[0] in ("publicTrade", "tickers", "allLiquidation") and parts[1]:
         return parts[0], "", parts[1]
     if len(parts) == 3 and parts[0] in ("orderbook", "kline") and parts[2]:
         return parts[0], parts[1], parts[2]
@@ -52,7 +57,7 @@ def topic_ok(category: str, topic: str, symbols: set[str]) -> bool:
     if parsed is None or category not in BOOK_DEPTHS:
         return False
     kind, arg, symbol = parsed
-    if symbol not in symbols:
+    if symbol not in symbols or (kind in CONTRACT_ONLY and category == "spot"):
         return False
     if kind == "orderbook":
         return arg.isdigit() and int(arg) in BOOK_DEPTHS[category]
@@ -136,6 +141,18 @@ def spot_ticker(
     }
 
 
+@dataclass(frozen=True, slots=True)
+class Derivs:
+    """What a linear ticker says besides prices: mark and index price (None: the last
+    price), funding rate, open interest in contracts (its value: at the mark price)."""
+
+    mark: Decimal | None = None
+    index: Decimal | None = None
+    funding_rate: Decimal = Decimal("0.0001")
+    open_interest: Decimal = Decimal(1000)
+    funding_hours: int = 8
+
+
 def linear_ticker(
     symbol: str,
     last: Decimal,
@@ -147,10 +164,15 @@ def linear_ticker(
     bid: Level | None,
     ask: Level | None,
     ts: int,
+    derivs: Derivs | None = None,
 ) -> Payload:
-    """A full linear `tickers` row (the snapshot), shaped like the recorded ones."""
+    """A full linear `tickers` row (the snapshot), shaped like the recorded ones; the next
+    funding time is the next multiple of the funding interval after `ts`."""
     pct = (last - open24h) / open24h if open24h else Decimal(0)
-    oi = Decimal(1000)
+    d = derivs or Derivs()
+    mark = last if d.mark is None else d.mark
+    oi = d.open_interest
+    period = d.funding_hours * 3_600_000
     return {
         "symbol": symbol,
         "tickDirection": "PlusTick",
@@ -160,16 +182,16 @@ def linear_ticker(
         "highPrice24h": fmt(high),
         "lowPrice24h": fmt(low),
         "prevPrice1h": fmt(open24h),
-        "markPrice": fmt(last),
-        "indexPrice": fmt(last),
+        "markPrice": fmt(mark),
+        "indexPrice": fmt(last if d.index is None else d.index),
         "openInterest": fmt(oi),
-        "openInterestValue": fmt(oi * last),
+        "openInterestValue": fmt(round(oi * mark, 2)),
         "turnover24h": fmt(turnover),
         "volume24h": fmt(volume),
-        "fundingIntervalHour": "8",
+        "fundingIntervalHour": str(d.funding_hours),
         "fundingCap": "0.005",
-        "nextFundingTime": str((ts // 28_800_000 + 1) * 28_800_000),
-        "fundingRate": "0.0001",
+        "nextFundingTime": str((ts // period + 1) * period),
+        "fundingRate": fmt(d.funding_rate),
         "bid1Price": bid[0] if bid else "",
         "bid1Size": bid[1] if bid else "",
         "ask1Price": ask[0] if ask else "",
@@ -178,6 +200,11 @@ def linear_ticker(
         "preQty": "",
         "curPreListingPhase": "",
     }
+
+
+def liquidation_row(symbol: str, side: str, size: str, price: str, ts: int) -> Payload:
+    """One `allLiquidation` row: `S` is the liquidated position's side ('Buy': a long)."""
+    return {"T": ts, "s": symbol, "S": side, "v": size, "p": price}
 
 
 def changed(old: Payload, new: Payload) -> Payload:
@@ -270,8 +297,10 @@ def instrument(category: str, symbol: str, base: str, quote: str, tick: str) -> 
 __all__ = [
     "BOOK_DEPTHS",
     "CATEGORIES",
+    "CONTRACT_ONLY",
     "KLINE_INTERVALS",
     "SPOT_TRADE_ID0",
+    "Derivs",
     "Level",
     "Payload",
     "ack",
@@ -279,6 +308,7 @@ __all__ = [
     "changed",
     "instrument",
     "linear_ticker",
+    "liquidation_row",
     "now_ms",
     "parse_topic",
     "pong",

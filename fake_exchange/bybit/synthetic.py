@@ -24,7 +24,7 @@ from fake_exchange.levels import LevelBook
 from fake_exchange.okx.frames import fmt
 from fake_exchange.sources import Clock
 
-SYNTHETIC_CHANNELS = frozenset({"publicTrade", "tickers", "orderbook"})
+SYNTHETIC_CHANNELS = frozenset({"publicTrade", "tickers", "orderbook", "allLiquidation"})
 FIRST_BASES = ("BTC", "ETH", "SOL", "DOGE", "XRP")
 """Bases an int `markets` takes first: the recorded ones, then the others as listed."""
 BOOK_TOPIC_DEPTH = 200
@@ -47,6 +47,7 @@ class _Walk:
     volume: Decimal = Decimal(0)
     turnover: Decimal = Decimal(0)
     ticker: Payload = field(default_factory=dict)
+    derivs: yf.Derivs = field(default_factory=yf.Derivs)
 
     def px(self, ticks: int) -> str:
         return fmt(self.tick * ticks)
@@ -57,7 +58,22 @@ class _Walk:
         if self.category == "spot":
             return yf.spot_ticker(*args)
         bid, ask = self.book.best()
-        return yf.linear_ticker(*args, bid, ask, ts)
+        return yf.linear_ticker(*args, bid, ask, ts, self.derivs)
+
+    def move_derivs(self, rng: random.Random) -> None:
+        """A linear market's mark and index drift around the last price, its open interest
+        walks, its funding rate changes now and then (by a hundredth of a basis point)."""
+        d = self.derivs
+        rate = d.funding_rate
+        if rng.random() < 0.3:
+            rate += Decimal(rng.choice((-1, 1))) * Decimal("0.000001")
+        self.derivs = yf.Derivs(
+            mark=self.last + self.tick * rng.randint(-3, 3),
+            index=self.last + self.tick * rng.randint(-3, 3),
+            funding_rate=rate,
+            open_interest=max(Decimal(0), d.open_interest + Decimal(rng.randint(-50, 50)) / 10),
+            funding_hours=d.funding_hours,
+        )
 
 
 def market_of(unified: str) -> tuple[str, str, str, str]:
@@ -76,8 +92,10 @@ class BybitSyntheticSource:
     perpetual, or an int n: n USDT bases Bybit lists on both spot and linear (BTC, ETH, SOL,
     DOGE, XRP first), each as both (2n markets). `rate` frames per second in total, round-robin over (market, channel),
     frames due within one `tick` batched; ends after `duration` s or `total` frames (both None:
-    never). Channels: publicTrade, tickers (linear: deltas of what changed; spot: snapshots,
-    as Bybit), orderbook (the book moved onto `depth` levels a side around the walk).
+    never). Channels: publicTrade, tickers (linear: deltas of what changed, their mark and
+    index price, open interest and funding rate moving too; spot: snapshots, as Bybit),
+    orderbook (the book moved onto `depth` levels a side around the walk), allLiquidation
+    (linear markets only: one to three liquidations a frame near the last price).
     """
 
     def __init__(
@@ -206,7 +224,15 @@ class BybitSyntheticSource:
         walks = self._walks()
         for w in walks:
             w.ticker = w.row(0)
-        pairs = [(w, ch) for w in walks for ch in self.channels]
+        pairs = [
+            (w, ch)
+            for w in walks
+            for ch in self.channels
+            if not (ch in yf.CONTRACT_ONLY and w.category == "spot")
+        ]
+        if not pairs:
+            return
+        derivs_rng = random.Random(self.seed + 3)  # its own: other channels' frames unchanged
         step = max(1.0 / self.rate, self.tick)
         start_ms = clock()
         ids = {"spot": yf.SPOT_TRADE_ID0, "seq": U_START * 1000}
@@ -224,7 +250,7 @@ class BybitSyntheticSource:
             while k < due:
                 w, channel = pairs[k % len(pairs)]
                 ids["seq"] += 1
-                topic, frame = self._frame(w, channel, now_ms, rng, ids)
+                topic, frame = self._frame(w, channel, now_ms, rng, ids, derivs_rng)
                 yield BybitEvent(vt - last_vt, w.category, topic, frame)
                 last_vt = vt
                 k += 1
@@ -233,7 +259,13 @@ class BybitSyntheticSource:
             tick_no += 1
 
     def _frame(
-        self, w: _Walk, channel: str, now_ms: int, rng: random.Random, ids: dict[str, int]
+        self,
+        w: _Walk,
+        channel: str,
+        now_ms: int,
+        rng: random.Random,
+        ids: dict[str, int],
+        derivs_rng: random.Random,
     ) -> tuple[str, Payload]:
         if channel == "publicTrade":
             w.mid = max(w.mid * math.exp(rng.gauss(0.0, 0.0005)), float(self.depth + 2))
@@ -260,7 +292,22 @@ class BybitSyntheticSource:
                 topic, "delta", w.symbol, bids, asks, w.book.seq_id, ids["seq"], now_ms, now_ms
             )
             return topic, frame
+        if channel == "allLiquidation":
+            topic = f"allLiquidation.{w.symbol}"
+            rows = [
+                yf.liquidation_row(
+                    w.symbol,
+                    derivs_rng.choice(("Buy", "Sell")),
+                    f"{derivs_rng.uniform(0.001, 3):.3f}",
+                    fmt(w.last + w.tick * derivs_rng.randint(-20, 20)),
+                    now_ms,
+                )
+                for _ in range(derivs_rng.randint(1, 3))
+            ]
+            return topic, yf.push(topic, "snapshot", rows, now_ms)
         topic = f"tickers.{w.symbol}"
+        if w.category == "linear":
+            w.move_derivs(derivs_rng)
         row = w.row(now_ms)
         if w.category == "spot":
             return topic, yf.push(topic, "snapshot", row, now_ms, cs=ids["seq"])

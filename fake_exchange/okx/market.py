@@ -10,6 +10,7 @@ import time
 from collections import deque
 from decimal import Decimal
 
+from fake_exchange.okx import derivs
 from fake_exchange.okx import frames as of
 from fake_exchange.okx.book import OkxBook
 from fake_exchange.okx.frames import Payload
@@ -27,6 +28,11 @@ class OkxMarket:
         self.books = books
         self.trades: dict[str, deque[Payload]] = {}
         self.tickers: dict[str, Payload] = {}
+        self.inst_types = {e["instId"]: t for t, entries in instruments.items() for e in entries}
+        self.derivs: dict[tuple[str, str], Payload] = {}
+        """(channel, instId) -> the last `funding-rate`, `mark-price` or `open-interest` row."""
+        self.open_interest_history: dict[str, list[Payload]] = {}
+        """instId -> every `open-interest` row, in order (what REST may have answered)."""
 
     def observe(self, channel: str, inst_id: str, frame: Payload) -> None:
         """Account for a source frame before it is written."""
@@ -46,6 +52,10 @@ class OkxMarket:
             hist.extend(frame["data"])
         elif channel == "tickers" and frame["data"]:
             self.tickers[inst_id] = frame["data"][-1]
+        elif channel in derivs.INSTRUMENT_CHANNELS and frame["data"]:
+            self.derivs[(channel, inst_id)] = frame["data"][-1]
+            if channel == "open-interest":
+                self.open_interest_history.setdefault(inst_id, []).append(frame["data"][-1])
 
     def book(self, inst_id: str) -> OkxBook:
         """The live book; a made-up 5-level one for instruments that never had a book."""
@@ -90,10 +100,11 @@ class OkxMarket:
         )
 
     def inst_type(self, inst_id: str) -> str:
-        for inst_type, entries in self.instruments.items():
-            if any(e["instId"] == inst_id for e in entries):
-                return inst_type
-        return "SPOT"
+        return self.inst_types.get(inst_id, "SPOT")
+
+    def derivative(self, channel: str, inst_id: str) -> Payload | None:
+        """The last row of a per-instrument derivatives channel, None before the first."""
+        return self.derivs.get((channel, inst_id))
 
     def has_data(self, inst_id: str) -> bool:
         return inst_id in self.tickers or inst_id in self.trades or inst_id in self.books

@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from fake_exchange.okx import derivs
 from fake_exchange.okx import frames as of
 from fake_exchange.okx.book_faults import SEQ_CHANNELS, BookFaults
 from fake_exchange.okx.connection import Connection, Key, OkxSentFrame
@@ -26,6 +27,7 @@ from fake_exchange.okx.frames import Payload
 from fake_exchange.okx.instruments import unified_symbols
 from fake_exchange.okx.market import OkxMarket
 from fake_exchange.okx.rest import OkxRestApi, okx_fault_middleware
+from fake_exchange.okx.rest_derivs import OkxDerivsRestApi
 from fake_exchange.okx.ws_protocol import initial_frame, parse_requests
 from fake_exchange.push_server import PushServer, State
 from fake_exchange.sources import Clock
@@ -72,6 +74,7 @@ class FakeOkx(PushServer[OkxSentFrame]):
     def _routes(self) -> list[web.RouteDef]:
         return [
             *OkxRestApi(self._state).routes(),
+            *OkxDerivsRestApi(self._state).routes(),
             web.get("/ws/v5/public", self._ws_handler),
             web.get("/ws/v5/business", self._ws_handler),
         ]
@@ -149,7 +152,8 @@ class FakeOkx(PushServer[OkxSentFrame]):
     # ------------------------------------------------------------------ requests
 
     def _on_text(self, conn: Connection, text: str) -> None:
-        for req in parse_requests(text, conn.kind, conn.tag, self._state().inst_ids):
+        market = self._state()
+        for req in parse_requests(text, conn.kind, conn.tag, market.inst_ids, market.inst_types):
             if req.op == "ping":
                 self.pings += 1
                 if self.answer_pings:
@@ -172,7 +176,11 @@ class FakeOkx(PushServer[OkxSentFrame]):
         self._notify_subscribed()
 
     def _initial(self, channel: str, inst: str) -> Payload | None:
-        """books: a snapshot of the mirror; books5/bbo-tbt: the current top; else nothing."""
+        """books: a snapshot of the mirror; books5/bbo-tbt: the current top; funding-rate,
+        mark-price, open-interest: the last row published (once there is one); else nothing."""
+        if channel in derivs.INSTRUMENT_CHANNELS:
+            row = self._state().derivative(channel, inst)
+            return None if row is None else derivs.push(channel, inst, [row])
         if channel not in SEQ_CHANNELS:
             return None
         book = self._state().book(inst)

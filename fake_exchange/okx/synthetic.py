@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
+from fake_exchange.okx import derivs
 from fake_exchange.okx import frames as of
 from fake_exchange.okx.book import OkxBook
 from fake_exchange.okx.candles import CandleBuilder
@@ -48,12 +49,15 @@ class _Walk:
     vol: Decimal = Decimal(0)
     vol_ccy: Decimal = Decimal(0)
     candles: dict[str, CandleBuilder] = field(default_factory=dict)
+    swap: derivs.SwapState | None = None
 
     def px(self, ticks: int) -> str:
         return of.fmt(self.tick * ticks)
 
 
-SYNTHETIC_CHANNELS = frozenset({"trades", "tickers", "books", "books5", "bbo-tbt"})
+SYNTHETIC_CHANNELS = (
+    frozenset({"trades", "tickers", "books", "books5", "bbo-tbt"}) | derivs.CHANNELS
+)
 
 
 class OkxSyntheticSource:
@@ -63,9 +67,12 @@ class OkxSyntheticSource:
     (instrument, channel) pairs, frames due in one `tick` batched; ends after `duration` seconds
     or `total` frames (both None: never). `symbols`: 'BASE/QUOTE' or 'BASE-QUOTE' names, or an
     int n: the first n live USDT spot instruments of the bundled recording, padded with
-    `SYM<i>-USDT`. Channels: trades, tickers, books (updates with seqId and checksum), books5,
-    bbo-tbt, candle<bar> (the live candle of the trades sent; a closed candle once with
-    confirm "1"). Deterministic for a given seed and clock.
+    `SYM<i>-USDT`; 'BASE/QUOTE:QUOTE' names a linear perpetual (instId 'BASE-QUOTE-SWAP').
+    Channels: trades, tickers, books (updates with seqId and checksum), books5, bbo-tbt,
+    candle<bar> (the live candle of the trades sent; a closed candle once with confirm "1"),
+    and for SWAPs only funding-rate, mark-price, open-interest, liquidation-orders (of
+    instType SWAP: one frame carries one or two liquidations), moving around the walk
+    (`fake_exchange.okx.derivs`). Deterministic for a given seed and clock.
     """
 
     def __init__(
@@ -101,6 +108,8 @@ class OkxSyntheticSource:
         self.depth = depth
         self._instruments: dict[str, list[Payload]] | None = None
         self._start: dict[str, tuple[Decimal, float]] = {}
+        self._swaps: dict[str, Decimal] = {}
+        """instId -> contract value (ctVal) of each SWAP the source trades."""
 
     def __repr__(self) -> str:
         return (
@@ -123,9 +132,13 @@ class OkxSyntheticSource:
             ids = [e["instId"] for e in spot if e["quoteCcy"] == "USDT" and e["state"] == "live"]
             ids = ids[:n] + [f"SYM{i}-USDT" for i in range(n - len(ids[:n]))]
         else:
-            ids = [inst_id_of(s) for s in self.symbols_spec]
+            ids = [derivs.swap_inst_id(s) if ":" in s else inst_id_of(s) for s in self.symbols_spec]
         rng = random.Random(self.seed)
+        swaps = {e["instId"]: e for e in inst.setdefault("SWAP", [])}
         for inst_id in ids:
+            if inst_id.endswith("-SWAP"):
+                self._prepare_swap(inst_id, swaps, inst["SWAP"], rng)
+                continue
             entry = by_id.get(inst_id)
             if entry is None:
                 base, sep, quote = inst_id.partition("-")
@@ -142,6 +155,25 @@ class OkxSyntheticSource:
             else:
                 self._start[inst_id] = (Decimal(entry["tickSz"]), 10 ** rng.uniform(3.5, 4.5))
         self._instruments = inst
+
+    def _prepare_swap(
+        self,
+        inst_id: str,
+        swaps: dict[str, Payload],
+        listed: list[Payload],
+        rng: random.Random,
+    ) -> None:
+        entry = swaps.get(inst_id)
+        if entry is None:
+            price = 10 ** rng.uniform(-1, 4)
+            tick = Decimal(1).scaleb(math.floor(math.log10(price)) - 4)
+            entry = derivs.instrument_swap(inst_id, of.fmt(tick), "1", 1_600_000_000_000)
+            listed.append(entry)
+            swaps[inst_id] = entry
+            self._start[inst_id] = (tick, price / float(tick))
+        else:
+            self._start[inst_id] = (Decimal(entry["tickSz"]), 10 ** rng.uniform(3.5, 4.5))
+        self._swaps[inst_id] = Decimal(entry["ctVal"] or "1")
 
     def instruments(self) -> dict[str, list[Payload]]:
         self.prepare()
@@ -185,8 +217,16 @@ class OkxSyntheticSource:
             px = tick * round(mid)
             w = _Walk(inst_id, tick, mid, books[inst_id], last_px=px, open_px=px, high=px, low=px)
             w.candles = {bar: CandleBuilder(bar) for bar in bars}
+            if inst_id in self._swaps:
+                w.swap = derivs.SwapState(inst_id, self._swaps[inst_id], mark=px)
             walks.append(w)
-        pairs = [(w, ch) for w in walks for ch in self.channels]
+        pairs = [
+            (w, ch) for w in walks for ch in self.channels
+            if w.swap is not None or ch not in derivs.CHANNELS
+        ]  # fmt: skip
+        if not pairs:
+            return
+        derivs_rng = random.Random(self.seed + 3)  # its own: the other channels' frames unchanged
         step = max(1.0 / self.rate, self.tick)
         start_ms = clock()
         k = tick_no = 0
@@ -202,8 +242,13 @@ class OkxSyntheticSource:
             now_ms = start_ms + round(vt * 1000)
             while k < due:
                 w, channel = pairs[k % len(pairs)]
-                frame = self._frame(w, channel, now_ms, rng)
-                yield OkxEvent(vt - last_vt, channel, w.inst_id, frame)
+                if w.swap is not None and channel in derivs.CHANNELS:
+                    frame = w.swap.frame(channel, w.last_px, w.tick, now_ms, derivs_rng)
+                    key = "SWAP" if channel in derivs.TYPE_CHANNELS else w.inst_id
+                    yield OkxEvent(vt - last_vt, channel, key, frame)
+                else:
+                    frame = self._frame(w, channel, now_ms, rng)
+                    yield OkxEvent(vt - last_vt, channel, w.inst_id, frame)
                 last_vt = vt
                 k += 1
             if self.total is not None and k >= self.total:
@@ -253,6 +298,7 @@ class OkxSyntheticSource:
                 vol_ccy24h=of.fmt(w.vol_ccy),
                 vol24h=of.fmt(w.vol),
                 ts_ms=now_ms,
+                inst_type="SPOT" if w.swap is None else "SWAP",
             )
             return of.push("tickers", inst, [row])
         builder = w.candles[_bar_of(channel)]

@@ -7,12 +7,13 @@ testable without sockets.
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 import orjson
 
+from fake_exchange.okx import derivs
 from fake_exchange.okx import frames as of
 from fake_exchange.okx.book import OkxBook
 from fake_exchange.okx.connection import Key
@@ -31,20 +32,41 @@ class WsRequest:
 
     @property
     def key(self) -> Key:
+        """(channel, instId), or (channel, instType) for a channel of a whole instType."""
+        if self.arg.get("channel") in derivs.TYPE_CHANNELS:
+            return (self.arg["channel"], self.arg["instType"])
         return (self.arg["channel"], self.arg["instId"])
 
 
-def channel_ok(kind: str, arg: Payload, inst_ids: Container[str]) -> bool:
-    """A known instId on a channel of this endpoint (candles on /business, the rest /public)."""
+def channel_ok(
+    kind: str,
+    arg: Payload,
+    inst_ids: Container[str],
+    inst_types: Mapping[str, str] | None = None,
+) -> bool:
+    """A known instId on a channel of this endpoint (candles on /business, the rest /public);
+    derivatives channels for contract instruments only (`inst_types`: instId -> instType;
+    funding on SWAPs), `liquidation-orders` for a contract instType."""
     channel, inst = arg.get("channel"), arg.get("instId")
+    if kind == "public" and channel in derivs.TYPE_CHANNELS:
+        return arg.get("instType") in derivs.CONTRACT_TYPES
     if not isinstance(channel, str) or inst not in inst_ids:
         return False
     if kind == "business":
         return of.candle_channel_bar(channel) is not None
+    if channel in derivs.INSTRUMENT_CHANNELS:
+        inst_type = (inst_types or {}).get(str(inst), "SPOT")
+        return inst_type == "SWAP" or (channel != "funding-rate" and inst_type != "SPOT")
     return channel in of.PUBLIC_CHANNELS
 
 
-def parse_requests(text: str, kind: str, tag: str, inst_ids: Container[str]) -> list[WsRequest]:
+def parse_requests(
+    text: str,
+    kind: str,
+    tag: str,
+    inst_ids: Container[str],
+    inst_types: Mapping[str, str] | None = None,
+) -> list[WsRequest]:
     """What `text` asks for, one request per subscribe/unsubscribe arg, in order."""
     if text == "ping":
         return [WsRequest("ping")]
@@ -58,7 +80,7 @@ def parse_requests(text: str, kind: str, tag: str, inst_ids: Container[str]) -> 
         return [WsRequest("error", error=of.ws_error("60012", f"Illegal request: {text}", tag))]
     requests = []
     for arg in args:
-        if not isinstance(arg, dict) or not channel_ok(kind, arg, inst_ids):
+        if not isinstance(arg, dict) or not channel_ok(kind, arg, inst_ids, inst_types):
             bad = arg if isinstance(arg, dict) else {}
             requests.append(
                 WsRequest("error", error=of.ws_error("60018", of.no_such_channel(bad), tag))

@@ -90,16 +90,16 @@ def test_empty_archive_has_empty_views_and_other_channels_get_theirs(tmp_path: P
     with pytest.raises(ConfigError, match="no archive directory"):
         connect(tmp_path / "missing")
     # a channel this version does not know (written by a later one): a view of its columns
-    where = tmp_path / "channel=funding" / "exchange=binance" / "date=2023-11-14"
+    where = tmp_path / "channel=greeks" / "exchange=binance" / "date=2023-11-14"
     where.mkdir(parents=True)
-    table = pa.table({"symbol": ["BTC/USDT"], "rate": [0.0001]})
+    table = pa.table({"symbol": ["BTC/USDT"], "delta": [0.25]})
     pq.write_table(
         table.replace_schema_metadata({META_KEY: b'{"version": 1}'}),
         where / "part-0000000001.parquet",
     )
     con = connect(tmp_path)
-    assert con.execute("SELECT exchange, symbol, rate FROM funding").fetchall() == [
-        ("binance", "BTC/USDT", 0.0001)
+    assert con.execute("SELECT exchange, symbol, delta FROM greeks").fetchall() == [
+        ("binance", "BTC/USDT", 0.25)
     ]
 
 

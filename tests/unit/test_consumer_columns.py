@@ -23,6 +23,7 @@ from marketbus import codec
 from marketbus.errors import DecodeError
 from marketbus.keys import StreamKey, stream_key
 from marketbus.models import INTERVALS_MS, BookTop, Candle, Channel, Record
+from tests import derivatives_data
 from tests.factories import ticker, trade
 
 
@@ -110,7 +111,10 @@ def test_integer_prices_from_a_foreign_writer_become_floats() -> None:
 def test_every_channel_has_columns_the_buffer_accepts(channel: Channel) -> None:
     records: dict[Channel, Record] = {
         Channel.TRADES: trade(1), Channel.TICKER: ticker(1), Channel.BOOK: book(),
-        Channel.CANDLES: candle(),
+        Channel.CANDLES: candle(), Channel.FUNDING: derivatives_data.funding(1),
+        Channel.MARK: derivatives_data.mark(1),
+        Channel.OPEN_INTEREST: derivatives_data.open_interest(1),
+        Channel.LIQUIDATIONS: derivatives_data.liquidation(1),
     }  # fmt: skip
     record = records[channel]
     ch, values = codec.unpack(codec.pack(record))
