@@ -14,17 +14,35 @@ from marketbus.errors import (
     UnknownSymbolError,
 )
 from marketbus.keys import parse_stream_key, status_key, stream_key
-from marketbus.models import SCHEMA_VERSION, Channel, Record, Ticker, Trade
+from marketbus.models import (
+    SCHEMA_VERSION,
+    BookTop,
+    Candle,
+    Channel,
+    Funding,
+    Liquidation,
+    MarkPrice,
+    OpenInterest,
+    Record,
+    Ticker,
+    Trade,
+)
 from marketbus.settings import Settings, load_settings
 from marketbus.symbols import SymbolResolver
 
 __all__ = [
     "SCHEMA_VERSION",
+    "BookTop",
+    "Candle",
     "Channel",
     "ConfigError",
     "DecodeError",
     "FatalError",
+    "Funding",
+    "Liquidation",
+    "MarkPrice",
     "MarketbusError",
+    "OpenInterest",
     "Record",
     "SchemaVersionError",
     "Settings",
