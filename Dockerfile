@@ -14,12 +14,13 @@ COPY publisher ./publisher
 COPY consumers ./consumers
 COPY fake_exchange ./fake_exchange
 COPY marketbus_cli ./marketbus_cli
+COPY archive ./archive
 RUN pip install --no-cache-dir --no-deps --no-build-isolation . \
  && pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /wheels . \
  && python tools/lockfile.py runtime requirements.lock > /wheels/runtime.lock
 
 FROM python:3.11-slim
-RUN useradd --create-home --uid 10001 marketbus
+RUN useradd --create-home --uid 10001 marketbus && install -d -o marketbus /data
 COPY --from=build /wheels /wheels
 RUN python -m venv /opt/marketbus \
  && /opt/marketbus/bin/pip install --no-cache-dir --no-deps --require-hashes -r /wheels/runtime.lock \

@@ -13,18 +13,24 @@ is reused: the raw reads (:func:`consumers.streams.raw_command`), the reply shap
 decoding (:mod:`archive.decode`).
 
 The loop: streams found by ``SCAN`` (again every ``rescan_s``) join with their group created
-at ``0`` (the whole stream is archived) and the entries other members left pending claimed;
-this member's own pending entries are read again first (from id 0: a restart, or an error),
-then new ones (``>``). Entries held are committed (:mod:`archive.store`) when they reach
-``roll_bytes`` or ``roll_age_s``, one commit in flight while reading goes on, and
-acknowledged once the commit is durable. Per stream, entries at or below the last id already
-archived or held are skipped (counted): the seam where a restart or a lost reply reads them
-again. A commit that fails (disk full, unwritable directory) is retried with backoff, reading
-stops meanwhile, nothing is acknowledged: Redis keeps the entries (docs/history.md says how
-long MAXLEN lets it).
+at ``0`` (the whole stream is archived); this member's own pending entries are read again
+first (from id 0: a restart, or an error), then new ones (``>``). Entries held are committed
+(:mod:`archive.store`) when they reach ``roll_bytes`` or ``roll_age_s``, one commit in flight
+while reading goes on, and acknowledged once the commit is durable. Per stream, entries at or
+below this member's own mark (the last id it archived or holds) are skipped (counted): the
+seam where a restart or a lost reply reads them again.
 
-One archiver per consumer group and directory (the directory is locked; the group's pending
-entries are all claimed at start). Standalone Redis only, for now.
+Several archivers share a group and a directory, each under its own consumer name: Redis
+splits each stream's entries among them, and each keeps its own marks in the manifest (one
+shared mark per stream would be wrong: a member's entries interleave with the others'). A
+member whose archiver is not running (its name's lock in the directory is free: killed,
+scaled down, renamed) leaves pending entries: at start, for new streams, and every
+``adopt_every_s``, a running member *adopts* such a name: it holds that name's lock, reads its
+pending entries under its name, skips those at or below its marks, archives the rest with its
+marks, and acknowledges them, so nothing waits for a member that is gone and nothing is
+written twice. A commit that fails (disk full, unwritable directory) is retried with backoff,
+reading stops meanwhile, nothing is acknowledged: Redis keeps the entries (docs/history.md says
+how long MAXLEN lets it). Standalone Redis only, for now.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ from redis.exceptions import ResponseError
 
 from archive.config import ArchiveConfig
 from archive.decode import decode, parse_id
-from archive.store import Committed, Partition, Store
+from archive.store import Committed, Partition, Store, WriterBusyError
 from consumers.archive_layout import valid_name
 from consumers.consumer_parts import as_str, reply_items
 from consumers.streams import ReplyPipe, gc_paused, raw_command
@@ -76,7 +82,11 @@ class ArchiverStats:
     streams: int = 0
     buffered: int = 0  # rows read, not yet committed
     lag: int | None = None  # entries in Redis not yet archived (group lag + pending), per rescan
+    lag_max: int | None = None  # the largest of those per stream (what MAXLEN bounds)
+    adopted: int = 0  # entries read from the pending lists of members no longer running
     writable: bool = True  # False while commits fail
+    redis_up: bool = True  # False after a Redis error, until a read succeeds
+    last_commit_ms: int | None = None  # wall clock of the last successful commit
     last_error: str | None = None
 
     @property
@@ -133,8 +143,9 @@ class Archiver:
         self.redis: Any = connect(redis) if isinstance(redis, RedisSettings) else redis
         self.dir = Path(dir)
         self._store = Store(
-            self.dir, zstd_level=self.config.zstd_level, row_group_rows=self.config.row_group_rows
-        )
+            self.dir, writer=self.config.name, zstd_level=self.config.zstd_level,
+            row_group_rows=self.config.row_group_rows, lock_wait_s=self.config.lock_wait_s,
+        )  # fmt: skip
         self.stats = ArchiverStats()
         self._streams: dict[str, _Stream] = {}
         self._ignored: set[str] = set()
@@ -145,6 +156,8 @@ class Archiver:
         self._retry_at = 0.0
         self._retry_delay = self.config.retry_min_s
         self._next_scan = 0.0
+        self._next_adopt = 0.0
+        self._adopting = False  # this instance drains a gone member's entries (_Adopter)
         self._task: asyncio.Task[None] | None = None
         self._read: asyncio.Task[Any] | None = None
         # raw reads with read-ahead on a standalone client with a pool, else redis-py's
@@ -161,7 +174,8 @@ class Archiver:
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
-        """Lock and recover the directory, find the streams, start following them."""
+        """Take this member's name in the directory, recover it, find the streams, adopt what
+        members no longer running left pending, start following."""
         manifest = await asyncio.to_thread(self._store.open)
         self._opened = True
         log.info(
@@ -170,6 +184,7 @@ class Archiver:
         )  # fmt: skip
         try:
             await self._rescan()
+            await self._adopt_gone()
         except Exception as e:
             raise from_redis(e) from e
         self._task = asyncio.create_task(self._run(), name="marketbus-archiver")
@@ -224,6 +239,8 @@ class Archiver:
             try:
                 if time.monotonic() >= self._next_scan:
                     await self._rescan()
+                if time.monotonic() >= self._next_adopt:
+                    await self._adopt_gone()
                 await self._commit_step()
                 if self._unsent_acks:
                     await self._send_acks()
@@ -259,6 +276,7 @@ class Archiver:
                 await self._recreate_groups()
                 return delay
         self.stats.redis_errors += 1
+        self.stats.redis_up = False
         self.stats.last_error = str(err)[:300]
         if self._may_log("redis"):
             log.warning(
@@ -331,6 +349,7 @@ class Archiver:
             self._read = None
         if isinstance(resp, Exception):
             raise resp
+        self.stats.redis_up = True
         items = reply_items(resp)
         resp = None
         full = any(len(entries) >= self.config.count for _, entries in items)
@@ -429,18 +448,18 @@ class Archiver:
 
     async def _commit(self, batch: _Batch) -> Committed:
         store = self._store
+        name = self.config.name
         news = {
-            k: v for k, v in batch.last.items() if _id(v) > _id(store.manifest.last.get(k, "0-0"))
+            k: v for k, v in batch.last.items() if _id(v) > _id(store.manifest.mark(name, k) or "")
         }
         if not batch.parts and not news:
             return Committed(0, 0, 0)  # only entries archived before: acknowledge them
 
         def write() -> Committed:
-            commit = store.manifest.commit + 1
-            log.debug("archive_commit_started", commit=commit, rows=batch.rows)
+            log.debug("archive_commit_started", rows=batch.rows, name=name)
             tables = {p: pa.Table.from_batches(bs) for p, bs in batch.parts.items()}
-            done = store.commit(commit, tables, news)
-            log.debug("archive_commit_done", commit=commit, files=done.files, bytes=done.bytes)
+            done = store.commit(None, tables, news)
+            log.debug("archive_commit_done", commit=done.commit, files=done.files, bytes=done.bytes)
             return done
 
         return await asyncio.to_thread(write)
@@ -470,6 +489,8 @@ class Archiver:
         if not self.stats.writable:
             log.info("archive_write_recovered", dir=str(self.dir), failures=self.stats.write_errors)
         self.stats.writable = True
+        if done.commit:
+            self.stats.last_commit_ms = int(time.time() * 1000)
         self._retry_delay = self.config.retry_min_s
         self.stats.buffered -= batch.rows
         self.stats.rows += done.rows
@@ -544,41 +565,57 @@ class Archiver:
             new.append((key, sk))
         if new:
             await self._join([k for k, _ in new])
-            last = self._store.manifest.last
+            manifest, name = self._store.manifest, self.config.name
             for key, sk in new:
-                self._streams[key] = _Stream(key, sk, _id(last.get(key, "0-0")))
+                self._streams[key] = _Stream(key, sk, _id(manifest.mark(name, key) or "0-0"))
             self.stats.streams = len(self._streams)
             log.info("archive_streams_added", count=len(new), total=len(self._streams))
+            self._next_adopt = 0.0  # members gone may have left entries of these pending
         await self._measure_lag()
 
     async def _join(self, keys: list[str]) -> None:
-        """Each stream's group created at 0 (unless it exists), and the entries other
-        members left pending claimed by this one, so they are read again first, in order."""
-        group, name = self.config.group, self.config.name
+        """Each stream's group created at 0 (unless it exists)."""
         pipe = self.redis.pipeline(transaction=False)
         for key in keys:
-            pipe.xgroup_create(key, group, id="0")
+            pipe.xgroup_create(key, self.config.group, id="0")
         for r in await pipe.execute(raise_on_error=False):
             if isinstance(r, Exception) and "BUSYGROUP" not in str(r):
                 raise r
+
+    async def _pending_members(self) -> dict[str, list[str]]:
+        """Other consumer names with entries pending in the group -> their streams."""
+        keys = list(self._streams)
         pipe = self.redis.pipeline(transaction=False)
         for key in keys:
-            pipe.xpending(key, group)
-        for key, info in zip(keys, await pipe.execute(), strict=True):
-            others = [c for c in info.get("consumers") or () if as_str(c.get("name", b"")) != name]
-            if others:
-                await self._claim_all(key)
+            pipe.xpending(key, self.config.group)
+        out: dict[str, list[str]] = {}
+        for key, info in zip(keys, await pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(info, Exception):
+                continue  # a stream gone, a group lost: the loop's error handling sees it
+            for c in info.get("consumers") or ():
+                member = as_str(c.get("name", b""))
+                if member != self.config.name and int(c.get("pending") or 0) > 0:
+                    out.setdefault(member, []).append(key)
+        return out
 
-    async def _claim_all(self, key: str) -> None:
-        start: Any = "0-0"
-        for _ in range(1_000_000):  # bounded: each round claims up to 1000 entries
-            res = await raw_command(
-                self.redis, "XAUTOCLAIM", key, self.config.group, self.config.name, 0, start,
-                "COUNT", 1000, "JUSTID",
-            )  # fmt: skip
-            start = res[0]
-            if as_str(start) == "0-0":
+    async def _adopt_gone(self) -> None:
+        """Every other member with pending entries whose archiver is not running (its name
+        free in the directory) is adopted: its entries archived under its marks, then
+        acknowledged. A member still running keeps its own (it is only slow, or its commits
+        fail: taking them would write them twice)."""
+        self._next_adopt = time.monotonic() + self.config.adopt_every_s
+        if self._adopting or not self._streams:
+            return
+        for member, keys in (await self._pending_members()).items():
+            if self._stopping:
                 return
+            adopter = _Adopter(self, member)
+            if not await adopter.take():
+                continue  # running: its own archiver reads them
+            try:
+                await adopter.drain(keys)
+            finally:
+                await adopter.release()
 
     async def _recreate_groups(self) -> None:
         """NOGROUP: a stream deleted is dropped (a rescan finds it again if it comes back);
@@ -595,6 +632,11 @@ class Archiver:
                     continue
                 raise
             self.stats.resets += 1
+            # the group starts again at 0 and Redis hands the stream out again, split among
+            # the members: skip what any member archived (the highest mark of the stream)
+            top = (await asyncio.to_thread(self._store.refresh)).last.get(key)
+            s = self._streams[key]
+            s.last = max(s.last, _id(top or "0-0"))
             log.warning("stream_reset", stream=key, group=self.config.group, resume_from="0")
         self.stats.streams = len(self._streams)
 
@@ -603,12 +645,13 @@ class Archiver:
         pending entries (delivered, not acknowledged), summed. None when Redis cannot tell."""
         keys = list(self._streams)
         if not keys:
-            self.stats.lag = 0
+            self.stats.lag = self.stats.lag_max = 0
             return
         pipe = self.redis.pipeline(transaction=False)
         for key in keys:
             pipe.xinfo_groups(key)
         total: int | None = 0
+        most = 0
         for groups in await pipe.execute(raise_on_error=False):
             if isinstance(groups, Exception):
                 continue
@@ -619,8 +662,11 @@ class Archiver:
                 if lag is None or total is None:
                     total = None
                 else:
-                    total += int(lag) + int(g.get("pending") or 0)
+                    behind = int(lag) + int(g.get("pending") or 0)
+                    total += behind
+                    most = max(most, behind)
         self.stats.lag = total
+        self.stats.lag_max = None if total is None else most
 
     def _may_log(self, what: str) -> bool:
         now = time.monotonic()
@@ -628,6 +674,74 @@ class Archiver:
             return False
         self._last_log[what] = now
         return True
+
+
+class _Adopter:
+    """Drains the pending entries of a member whose archiver is not running: under that
+    member's consumer name (Redis hands out a name's pending entries to whoever reads with
+    it), its name lock held (so it cannot start meanwhile, nor another member adopt it too),
+    its marks skipping what it committed before it stopped. An :class:`Archiver` of that
+    name that only reads pending entries (never ``>``), commits and acknowledges them."""
+
+    def __init__(self, owner: Archiver, member: str) -> None:
+        self.owner = owner
+        self.member = member
+        config = owner.config.model_copy(update={"name": member, "pause_gc": False})
+        self.a = Archiver(owner.redis, owner.dir, config)
+        self.a._adopting = True
+        self.a._pipe = None  # plain reads: no read-ahead, no connection of its own
+
+    async def take(self) -> bool:
+        """Whether the member's name was free (its archiver not running), now held."""
+        try:
+            await asyncio.to_thread(self.a._store.open, wait=False)
+        except WriterBusyError:
+            return False
+        self.a._opened = True
+        return True
+
+    async def drain(self, keys: list[str]) -> None:
+        a, owner = self.a, self.owner
+        manifest = a._store.manifest
+        for key in keys:
+            sk = owner._streams[key].sk
+            a._streams[key] = _Stream(key, sk, _id(manifest.mark(self.member, key) or "0-0"))
+        while not owner._stopping and a.stats.writable:
+            streams = [s for s in a._streams.values() if s.cursor is not None]
+            if not streams:
+                break
+            await a._commit_step()
+            if a._unsent_acks:
+                await a._send_acks()
+            if a._holding():
+                await a._wait_for_commit()
+            else:
+                await a._read_reply(streams, history=True)
+        if a.stats.writable:
+            await a._drain()
+        else:  # the disk fails: what is not committed stays pending under its name
+            if a._unsent_acks:
+                await a._send_acks()
+            owner.stats.last_error = a.stats.last_error
+        st, total = a.stats, owner.stats
+        for f in ("rows", "bytes", "files", "commits", "acked", "skipped", "invalid", "trimmed"):
+            setattr(total, f, getattr(total, f) + getattr(st, f))
+        total.write_errors += st.write_errors
+        total.adopted += st.acked
+        if st.last_commit_ms is not None:
+            total.last_commit_ms = st.last_commit_ms
+        log.info(
+            "archive_member_adopted", member=self.member, by=owner.config.name,
+            entries=st.acked, rows=st.rows, skipped=st.skipped, trimmed=st.trimmed,
+            why="its archiver is not running: its pending entries archived under its marks",
+        )  # fmt: skip
+        if self.member not in await owner._pending_members():  # nothing left: its marks
+            await asyncio.to_thread(a._store.forget_writer, self.member, list(owner._streams))
+
+    async def release(self) -> None:
+        if self.a._opened:
+            self.a._opened = False
+            await asyncio.to_thread(self.a._store.close)
 
 
 def _id(entry_id: bytes | str) -> tuple[int, int]:

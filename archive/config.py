@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from marketbus.errors import ConfigError
 from marketbus.keys import stream_pattern
+from marketbus.settings import ArchiveSettings
 
 
 def default_name() -> str:
@@ -50,8 +53,45 @@ class ArchiveConfig(BaseModel):
         64 * 1024, ge=1, description="Parquet row group size: the unit read() can skip"
     )
     zstd_level: int = Field(3, ge=1, le=22)
+    adopt_every_s: float = Field(
+        30.0,
+        gt=0,
+        description="look this often for members of the group no longer running whose pending "
+        "entries this archiver adopts (also at start and when new streams join)",
+    )
+    lock_wait_s: float = Field(
+        30.0,
+        ge=0,
+        description="how long to wait for this consumer name's lock in the directory (held by "
+        "another archiver of the same name, or one adopting it) and for the commit lock",
+    )
     pause_gc: bool = Field(
         False,
         description="switch Python's cyclic GC off (process-wide) during each read and its "
         "decoding: about 1.7x the ingest rate; for a process of its own (marketbus archive)",
     )
+
+
+SECTION_ONLY = frozenset(
+    {"dir", "metrics_port", "metrics_host", "status_every_s", "keep_days", "compact"}
+)
+"""Fields of the ``[archive]`` section that are not the archiver's own settings."""
+
+
+def from_settings(section: ArchiveSettings, **overrides: Any) -> ArchiveConfig:
+    """The archiver's settings from the ``[archive]`` section (``marketbus.settings``), then
+    ``overrides`` (command-line flags; None: not given). A bad value is a
+    :class:`ConfigError` naming ``archive.<field>``."""
+    values = {
+        k: v
+        for k in ArchiveConfig.model_fields
+        if k not in SECTION_ONLY and (v := getattr(section, k, None)) is not None
+    }
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return ArchiveConfig(**values)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(map(str, err["loc"]))
+        got = err.get("input")
+        raise ConfigError(f"archive.{field}: {err['msg']} (got {got!r})") from None

@@ -34,6 +34,7 @@ from rich.table import Table
 from bench import (
     fig_consumer,
     fig_cost,
+    fig_history,
     fig_latency,
     fig_peer,
     fig_publisher,
@@ -52,6 +53,7 @@ GROUPS: dict[str, Callable[[Context], Awaitable[list[Figure]]]] = {
     "peer": fig_peer.run,
     "scale": fig_scale.run,
     "cost": fig_cost.run,
+    "history": fig_history.run,
 }
 
 

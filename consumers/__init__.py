@@ -5,7 +5,18 @@ from consumers.candles import CandleBuilder, interval_ms
 from consumers.consumer import Consumer, ConsumerStats
 from consumers.exchange_candles import CandleSeries, ExchangeCandles
 from consumers.ringbuffer import Column, RingBuffer, RingBufferError
-from marketbus.models import BookTop, Candle, Channel, Record, Ticker, Trade
+from marketbus.models import (
+    BookTop,
+    Candle,
+    Channel,
+    Funding,
+    Liquidation,
+    MarkPrice,
+    OpenInterest,
+    Record,
+    Ticker,
+    Trade,
+)
 
 __all__ = [
     "Best",
@@ -18,7 +29,11 @@ __all__ = [
     "Consumer",
     "ConsumerStats",
     "ExchangeCandles",
+    "Funding",
     "LatestBook",
+    "Liquidation",
+    "MarkPrice",
+    "OpenInterest",
     "Record",
     "RingBuffer",
     "RingBufferError",

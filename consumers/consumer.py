@@ -22,9 +22,16 @@ Per channel, besides the ring buffer of every record: ``book`` keeps the latest 
 (:meth:`Consumer.exchange_candles`), ``trades`` can feed candles built from trades
 (:meth:`Consumer.candles`). See docs/consumers.md.
 
+Entries ``MAXLEN`` trimmed before they were read (a slow callback, a long downtime) are
+found, counted (``stats.trimmed``) and logged (``stream_trimmed``); with ``history=`` (an
+archive directory) they are read from the archive instead, and :meth:`Consumer.window` joins
+the archive, the stream and the ring buffer into one table. ``namespace=`` follows the
+streams a replay wrote (``md.<name>:...``) instead of the live ones.
+
 This module holds the public API and the start/stop lifecycle; the class is assembled from
 parts (``consumers.consumer_parts`` lists them): ``consumers.ingest``,
-``consumers.plain_mode`` and ``consumers.group_mode``.
+``consumers.plain_mode``, ``consumers.group_mode``, ``consumers.trim_watch`` and
+``consumers.window``.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import asyncio
 import contextlib
 import random
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -47,14 +55,17 @@ from consumers.columns import COLUMNS
 from consumers.consumer_parts import Callback, ConsumerStats
 from consumers.exchange_candles import DEFAULT_KEEP, ExchangeCandles
 from consumers.group_mode import GroupMode
+from consumers.history import History
 from consumers.ingest import Ingest
 from consumers.markets import MarketIndex, plan
 from consumers.plain_mode import PlainMode
 from consumers.ringbuffer import RingBuffer
 from consumers.streams import ReplyPipe
+from consumers.trim_watch import TrimState, TrimWatch
+from consumers.window import Window
 from marketbus.aio import cancel_and_wait
 from marketbus.errors import ConfigError, DecodeError, RedisAuthError
-from marketbus.keys import StreamKey, parse_stream_key, stream_pattern
+from marketbus.keys import StreamKey, namespace_prefix, parse_stream_key, stream_key, stream_pattern
 from marketbus.models import BookTop, Channel
 from marketbus.redis_client import connect, from_redis
 from marketbus.settings import RedisSettings
@@ -62,7 +73,7 @@ from marketbus.settings import RedisSettings
 log = structlog.get_logger("marketbus.consumer")
 
 
-class Consumer(Ingest, PlainMode, GroupMode):
+class Consumer(Ingest, PlainMode, GroupMode, TrimWatch, Window):
     """Follows markets from Redis into per-market PyArrow ring buffers."""
 
     def __init__(
@@ -82,6 +93,9 @@ class Consumer(Ingest, PlainMode, GroupMode):
         candles: Sequence[str | int] = (),
         candle_keep: int = DEFAULT_KEEP,
         pause_gc: bool = False,
+        history: str | Path | History | None = None,
+        history_wait_s: float = 90.0,
+        namespace: str | None = None,
     ) -> None:
         if (group is None) != (name is None):
             raise ConfigError(
@@ -91,6 +105,13 @@ class Consumer(Ingest, PlainMode, GroupMode):
             raise ConfigError(
                 "backfill >= 0, capacity >= 1, count >= 1, block_ms >= 0 and candle_keep >= 1 please"
             )
+        if history_wait_s < 0:
+            raise ConfigError("history_wait_s >= 0 please")
+        try:
+            self._prefix = namespace_prefix(namespace)
+        except ValueError as e:
+            raise ConfigError(f"namespace: {e}") from e
+        self.namespace = namespace
         self._owns_redis = isinstance(redis, str | RedisSettings)
         if isinstance(redis, str):
             redis = RedisSettings(url=redis)
@@ -132,6 +153,10 @@ class Consumer(Ingest, PlainMode, GroupMode):
         self.stats = ConsumerStats()
         self._last_invalid_log = 0.0
         self._unacked: dict[str, list[bytes]] = {}  # group mode: ingested, ack not yet sent
+        # trimmed before read: found and counted (consumers.trim_watch), filled from history
+        self._trim = TrimState()
+        self._history = History(history) if isinstance(history, str | Path) else history
+        self.history_wait_s = history_wait_s
 
     # -- public API -----------------------------------------------------------------------
     def on_record(self, callback: Callback) -> Callback:
@@ -210,7 +235,8 @@ class Consumer(Ingest, PlainMode, GroupMode):
             known = await self._known_streams()
         except Exception as e:
             raise from_redis(e) from e
-        self.keys = plan(self._markets, self._channels, known)
+        planned = plan(self._markets, self._channels, known)
+        self.keys = {stream_key(*sk, prefix=self._prefix): sk for sk in planned.values()}
         for key, sk in self.keys.items():
             self._buffers[sk] = RingBuffer(
                 COLUMNS[sk.channel], capacity=self.capacity, time_column="ts_ms"
@@ -285,9 +311,9 @@ class Consumer(Ingest, PlainMode, GroupMode):
         if all("/" in m for m in self._markets):
             return []
         out = []
-        async for k in self.redis.scan_iter(match=stream_pattern(), count=1000):
+        async for k in self.redis.scan_iter(match=stream_pattern(self._prefix), count=1000):
             with contextlib.suppress(DecodeError):
-                out.append(parse_stream_key(k))
+                out.append(parse_stream_key(k, self._prefix))
         return out
 
     async def _backfill(self) -> None:
@@ -297,20 +323,25 @@ class Consumer(Ingest, PlainMode, GroupMode):
                 self.last_ids[key] = start
                 continue
             n = self.backfill
-            entries = await self.redis.xrevrange(key, "+", "-", count=max(n, 1))
+            entries = await self._read_tail(key, max(n, 1))
             if not entries:
                 self.last_ids[key] = "0-0"
                 continue
             self.last_ids[key] = entries[0][0].decode()
             if n:
                 self._ingest_batch(key, list(reversed(entries)))
+        await self._trim_positions([k for k in self.keys if k in self._start_ids])
 
     async def _create_groups(self) -> None:
         """Each stream's group, unless it exists, at the last id the backfill saw (``0-0``
         for an empty stream, or the ``start_ids`` given): entries written since that read
-        reach the group (at ``$`` they would be skipped)."""
+        reach the group (at ``$`` they would be skipped). Its read count is set to the
+        consumer's position there when known (``consumers.trim_watch``)."""
         for key in self.keys:
-            await self._create_group(key, self.last_ids[key])
+            start = self.last_ids[key]
+            await self._create_group(key, start, self._start_entries_read(key, start))
+        if self._trim.on:
+            await self._trim_group_start()
 
     # -- read loops -----------------------------------------------------------------------
     async def _on_error(self, e: Exception, delay: float) -> float:

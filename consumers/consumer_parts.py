@@ -21,7 +21,12 @@ from consumers.exchange_candles import ExchangeCandles
 from consumers.ringbuffer import RingBuffer
 from consumers.streams import ReplyPipe
 from marketbus.keys import StreamKey
-from marketbus.models import Record
+from marketbus.models import Channel, Record
+
+if TYPE_CHECKING:
+    from consumers.history import History
+    from consumers.trim_watch import TrimState
+    from consumers.trims import ReadCheck
 
 Callback = Callable[[Record], Any]
 
@@ -35,6 +40,9 @@ class ConsumerStats:
     reclaimed: int = 0
     reconnects: int = 0
     resets: int = 0  # streams Redis lost (restarted empty, flushed, failed over) and read on
+    trimmed: int = 0  # entries MAXLEN trimmed before they were read (and history lacked)
+    trim_gaps: int = 0  # ranges of such entries found (each logged once: stream_trimmed)
+    filled: int = 0  # entries of such ranges read from the archive instead (history=)
     last_error: str | None = None
 
 
@@ -61,6 +69,10 @@ class ConsumerParts:
     _xcandles: dict[str, ExchangeCandles]
     _last_invalid_log: float
     _unacked: dict[str, list[bytes]]  # group mode: ingested, ack not yet sent
+    _trim: TrimState
+    _history: History | None
+    history_wait_s: float
+    _key_of: dict[StreamKey, str]
 
     if TYPE_CHECKING:  # defined by the parts; declared here so each part type-checks
 
@@ -77,6 +89,24 @@ class ConsumerParts:
         async def _on_error(self, e: Exception, delay: float) -> float: ...
 
         def _reply_pipe(self) -> ReplyPipe | None: ...
+
+        def _stream(self, exchange: str, symbol: str, channel: Channel | str) -> StreamKey: ...
+
+        async def _read_tail(self, key: str, n: int) -> list[Any]: ...
+
+        async def _trim_positions(self, keys: Sequence[str]) -> None: ...
+
+        def _start_entries_read(self, key: str, start: str) -> int | None: ...
+
+        async def _trim_plain(self, items: list[tuple[Any, list[Any]]]) -> dict[str, ReadCheck]: ...
+
+        async def _trim_group(self, items: list[tuple[Any, list[Any]]]) -> dict[str, ReadCheck]: ...
+
+        async def _trim_look(self, keys: list[str]) -> float: ...
+
+        async def _trim_before(self, key: str, check: ReadCheck) -> int: ...
+
+        async def _trim_after(self, key: str, check: ReadCheck, filled: int) -> None: ...
 
 
 def as_str(k: bytes | str) -> str:

@@ -4,7 +4,9 @@ One XACK per stream and batch, queued and sent with the next read (on a standalo
 in the same write, through a :class:`~consumers.streams.ReplyPipe`), or right after each
 stream's batch when callbacks run; the next read sent ahead while a reply is ingested; this
 member's own pending entries re-read first (after a restart or an error); entries a dead
-member left pending claimed with ``XAUTOCLAIM``; a group Redis lost created again.
+member left pending claimed with ``XAUTOCLAIM``; a group Redis lost created again; ranges
+``MAXLEN`` trimmed before the group read them found, counted and (with history) filled by
+:mod:`consumers.trim_watch`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from redis.exceptions import ResponseError
 
 from consumers.consumer_parts import ConsumerParts, as_str, reply_items
 from consumers.streams import ReplyPipe, gc_paused
+from consumers.trims import ReadCheck
 
 log = structlog.get_logger("marketbus.consumer")
 _first = itemgetter(0)
@@ -55,6 +58,7 @@ class GroupMode(ConsumerParts):
         reads = _GroupReads(keys, self._reply_pipe())
         delay = 0.05
         next_claim = 0.0
+        look = 0.0  # the next look for trimmed ranges (consumers.trim_watch)
         behind = True
         try:
             while not self._stopping:
@@ -62,6 +66,8 @@ class GroupMode(ConsumerParts):
                     if time.monotonic() >= next_claim:
                         await self._reclaim(keys)
                         next_claim = time.monotonic() + max(self.reclaim_idle_ms / 4000, 0.05)
+                    if self._trim.on and time.monotonic() >= look:
+                        look = await self._trim_look(keys)
                     with gc_paused(behind and self.pause_gc and not self._callbacks):
                         behind = await self._read_group(reads, block=not behind)
                     self._advance_candles()
@@ -114,6 +120,9 @@ class GroupMode(ConsumerParts):
         reset = [k for k in reads.keys if k in created or k == named]
         for key in reset:
             self._unacked.pop(key, None)
+            self._trim.last.pop(key, None)
+            self._trim.seen.pop(key, None)
+            self._trim.floor.pop(key, None)
             self.stats.resets += 1
             log.warning(
                 "stream_reset", stream=key, mode="group", group=self.group,
@@ -121,11 +130,12 @@ class GroupMode(ConsumerParts):
             )  # fmt: skip
         return bool(reset)
 
-    async def _create_group(self, key: str, start: str) -> bool:
-        """The group created on ``key`` at ``start`` (and the stream, if missing); False
-        when it exists already."""
+    async def _create_group(self, key: str, start: str, entries_read: int | None = None) -> bool:
+        """The group created on ``key`` at ``start`` (and the stream, if missing), with its
+        read count when known (``ENTRIESREAD``); False when it exists already."""
+        extra = {} if entries_read is None else {"entries_read": entries_read}
         try:
-            await self.redis.xgroup_create(key, self.group, id=start, mkstream=True)
+            await self.redis.xgroup_create(key, self.group, id=start, mkstream=True, **extra)
         except ResponseError as e:
             if "BUSYGROUP" in str(e):
                 return False
@@ -155,10 +165,13 @@ class GroupMode(ConsumerParts):
             if not items:
                 reads.own_pending.clear()
         full = any(len(entries) >= self.count for _, entries in items)
+        # new entries that may hide a trimmed range: checked before the next read moves the
+        # group on (consumers.trim_watch)
+        checks = await self._trim_group(items) if self._trim.on and not history else None
         if full and not history and reads.pipe is not None and not self._callbacks:
             if ack_error is None:  # read ahead: Redis builds the next reply meanwhile
                 await self._send_group_read(reads, block=False)
-        await self._process_group(items, reads.own_pending if history else None)
+        await self._process_group(items, reads.own_pending if history else None, checks)
         items = []
         if reads.pipe is None:
             await self._send_acks(reads.keys)
@@ -204,30 +217,38 @@ class GroupMode(ConsumerParts):
         return resp, ack_error
 
     async def _process_group(
-        self, items: list[tuple[Any, list[Any]]], cursor: dict[str, str] | None = None
+        self,
+        items: list[tuple[Any, list[Any]]],
+        cursor: dict[str, str] | None = None,
+        checks: dict[str, ReadCheck] | None = None,
     ) -> None:
         """Ingest the entries of an XREADGROUP reply (or claimed ones) and queue their acks
         (sent with the next read), or with callbacks send them after each stream's batch.
         ``cursor``: re-reading pending entries, which trimming may have deleted since (those
-        are acknowledged, nothing else)."""
+        are acknowledged, nothing else). ``checks``: ranges trimmed before the group read
+        them, filled (with history) before the stream's entries, and counted."""
         for raw_key, entries in items:
             if not entries:
                 continue
             key = as_str(raw_key)
             if cursor is not None and key in cursor:
                 cursor[key] = as_str(entries[-1][0])
+            check = checks.get(key) if checks else None
+            filled = 0 if check is None else await self._trim_before(key, check)
             if self._callbacks:  # acked right after (callbacks may take long: not with the read)
                 await self._ingest_group_rows(key, entries)
                 await self._send_acks([key])
-                continue
-            if cursor is not None:
-                gone = [e[0] for e in entries if not e[1]]  # pending, deleted by MAXLEN since
-                if gone:
-                    self._queue_acks({key: gone})
-                    entries = [e for e in entries if e[1]]
-            if entries:
-                self._ingest_batch(key, entries)  # every entry ingested or counted invalid
-                self._queue_acks({key: list(map(_first, entries))})
+            else:
+                if cursor is not None:
+                    gone = [e[0] for e in entries if not e[1]]  # pending, deleted since
+                    if gone:
+                        self._queue_acks({key: gone})
+                        entries = [e for e in entries if e[1]]
+                if entries:
+                    self._ingest_batch(key, entries)  # every entry ingested or counted invalid
+                    self._queue_acks({key: list(map(_first, entries))})
+            if check is not None:
+                await self._trim_after(key, check, filled)
 
     async def _ingest_group_rows(self, key: str, entries: Sequence[Sequence[Any]]) -> None:
         """Entry by entry with callbacks; each entry's ack is queued once they returned. An

@@ -11,6 +11,10 @@ then scans their files with a filter on ``symbol`` and ``ts_ms`` that Parquet's 
 statistics answer (files are sorted by symbol, then time), so one symbol and hour is read
 without a scan of the day. Rows come back ordered by ``ts_ms`` then entry id, each entry id
 once. Bad files are reported by name and skipped (:mod:`consumers.archive_catalog`).
+
+:meth:`History.read_ids` reads by entry id instead (what a consumer fills a trimmed range
+with): the same pruning, on the ``entry_ms`` column, whose row-group statistics are as tight
+as ``ts_ms``'s (the Redis time of an entry follows its exchange time).
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from consumers.archive_catalog import Catalog
-from consumers.archive_layout import date_of, file_schema, result_schema
+from consumers.archive_layout import DAY_MS, date_of, file_schema, result_schema
 from consumers.candles import CANDLE_SCHEMA, CandleBuilder, interval_ms
+from consumers.consumer_parts import id_tuple
 from marketbus.errors import ConfigError
 from marketbus.models import Channel
 from marketbus.symbols import normalize_symbol
@@ -63,6 +68,44 @@ class History:
         condition = (pc.field("symbol") == sym) & (ts >= start_ms) & (ts < end_ms)
         table = self._scan(ch, files, condition)
         return _finish(ch, exchange, table)
+
+    def read_ids(
+        self,
+        exchange: str,
+        symbol: str,
+        channel: Channel | str,
+        after_id: str,
+        before_id: str | None = None,
+    ) -> pa.Table:
+        """Records of one market and channel whose Redis entry id is after ``after_id`` and
+        before ``before_id`` (both excluded; None: no upper bound), ordered by entry id, each
+        once. Columns as :meth:`read`.
+
+        Partitions are by exchange time, so the dates listed are those of the id range
+        widened by a day on each side: a record whose exchange time is more than a day away
+        from the time Redis wrote it is not found here."""
+        ch = _channel(channel)
+        sym = normalize_symbol(symbol)
+        lo = id_tuple(after_id)
+        hi = None if before_id is None else id_tuple(before_id)
+        if hi is not None and hi <= lo:
+            return result_schema(ch).empty_table()
+        first = date_of(max(lo[0] - DAY_MS, 0))
+        last = None if hi is None else date_of(hi[0] + DAY_MS)
+        files = self.catalog.files(ch.value, exchange, first, last)
+        ms_field = pc.field("entry_ms")
+        condition = (pc.field("symbol") == sym) & (ms_field >= lo[0])
+        if hi is not None:
+            condition = condition & (ms_field <= hi[0])
+        table = self._scan(ch, files, condition)
+        if table.num_rows:
+            ms = table.column("entry_ms").to_numpy()
+            seq = table.column("entry_seq").to_numpy()
+            keep = (ms > lo[0]) | ((ms == lo[0]) & (seq > lo[1]))
+            if hi is not None:
+                keep &= (ms < hi[0]) | ((ms == hi[0]) & (seq < hi[1]))
+            table = table.filter(pa.array(keep))
+        return _finish(ch, exchange, table, by_id=True)
 
     def _scan(self, ch: Channel, files: list[Path], condition: ds.Expression) -> pa.Table:
         """The matching rows of ``files``; a file whose data fails to read (a valid footer
@@ -112,10 +155,13 @@ class History:
         trades = self.read(exchange, symbol, Channel.TRADES, first, last)
         if trades.num_rows == 0:
             return CANDLE_SCHEMA.empty_table()
-        arrival = pc.sort_indices(
-            trades, [("entry_ms", "ascending"), ("entry_seq", "ascending")]
-        ).to_numpy()
-        ts = trades.column("ts_ms").to_numpy()[arrival].tolist()
+        # arrival order: the entry id; a row from REST (backfill, entry_ms 0) has none and
+        # takes its exchange time, so a filled gap sits between the live rows around it
+        ts_all = trades.column("ts_ms").to_numpy()
+        entry_ms = trades.column("entry_ms").to_numpy()
+        seq = trades.column("entry_seq").to_numpy()
+        arrival = np.lexsort((seq, np.where(entry_ms > 0, entry_ms, ts_all)))
+        ts = ts_all[arrival].tolist()
         price = trades.column("price").to_numpy()[arrival].tolist()
         amount = trades.column("amount").to_numpy()[arrival].tolist()
         builder = CandleBuilder([interval], keep=(last - first) // width + 1, grace_ms=0)
@@ -136,13 +182,13 @@ def _dataset(files: list[Path], schema: pa.Schema) -> ds.Dataset:
     return ds.dataset([str(f) for f in files], schema=schema, format="parquet")
 
 
-def _finish(ch: Channel, exchange: str, table: pa.Table) -> pa.Table:
-    """Ordered by (ts_ms, entry id), duplicates of an entry id dropped, the result columns."""
+def _finish(ch: Channel, exchange: str, table: pa.Table, *, by_id: bool = False) -> pa.Table:
+    """Ordered by (ts_ms, entry id), or by entry id alone, duplicates of an entry id dropped,
+    the result columns."""
     if table.num_rows == 0:
         return result_schema(ch).empty_table()
-    order = pc.sort_indices(
-        table, [("ts_ms", "ascending"), ("entry_ms", "ascending"), ("entry_seq", "ascending")]
-    )
+    keys = [("entry_ms", "ascending"), ("entry_seq", "ascending")]
+    order = pc.sort_indices(table, keys if by_id else [("ts_ms", "ascending"), *keys])
     table = table.take(order)
     ms = table.column("entry_ms").to_numpy()
     seq = table.column("entry_seq").to_numpy()

@@ -8,6 +8,10 @@ reply is read raw (hiredis, no redis-py parsing).
 A stream Redis lost (restarted without persistence, flushed, failed over to a replica behind)
 is noticed by looking at its newest entry: after a Redis error, and for the streams that
 brought nothing for a while (redis-py may reconnect under a read without telling).
+
+Entries ``MAXLEN`` trimmed before they were read are found, counted and (with history)
+filled by :mod:`consumers.trim_watch`: a full reply is checked before it is ingested, and
+each stream is looked at every few seconds.
 """
 
 from __future__ import annotations
@@ -39,8 +43,10 @@ class PlainMode(ConsumerParts):
         delay = 0.05
         behind = True
         watch = _ResetWatch(keys, max(5 * self.block_ms, 1000) / 1000)
+        look = 0.0  # the next look for trimmed ranges (consumers.trim_watch)
         while not self._stopping:
-            if time.monotonic() >= watch.due:
+            now = time.monotonic()
+            if now >= watch.due:
                 try:
                     await self._check_resets(sorted(watch.quiet))
                 except asyncio.CancelledError:
@@ -49,6 +55,8 @@ class PlainMode(ConsumerParts):
                     delay = await self._on_error(e, delay)
                     continue
                 watch.next()
+            if now >= look and self._trim.on:
+                look = await self._trim_look(keys)
             with gc_paused(behind and self.pause_gc and not self._callbacks):
                 behind, error = await self._read_plain(keys, watch.quiet, block=not behind)
             if error is not None:
@@ -73,24 +81,32 @@ class PlainMode(ConsumerParts):
 
     async def _process_plain(self, resp: Any, quiet: set[str]) -> bool:
         """Ingest one XREAD reply; whether a stream returned ``count`` entries (more wait).
-        The streams with entries are taken out of ``quiet``."""
+        The streams with entries are taken out of ``quiet``. A reply that may hide a range
+        trimmed before it was read is checked first (``consumers.trim_watch``): the range is
+        counted, and with history filled before the stream's entries."""
         self._advance_candles()
+        items = reply_items(resp)
+        checks = await self._trim_plain(items) if self._trim.on else None
         full = False
-        for raw_key, entries in reply_items(resp):
+        for raw_key, entries in items:
             key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
             full = full or len(entries) >= self.count
             if entries:
                 quiet.discard(key)
+            check = checks.get(key) if checks else None
+            filled = 0 if check is None else await self._trim_before(key, check)
             if not self._callbacks and entries:
                 self._ingest_batch(key, entries)
                 self.last_ids[key] = entries[-1][0].decode()
-                continue
-            for entry_id, fields in entries:
-                try:
-                    await self._ingest(key, entry_id, fields)
-                except Exception as e:  # a bot's callback bug must not stop the feed
-                    self._callback_error(key, entry_id, e)
-                self.last_ids[key] = entry_id.decode()
+            else:
+                for entry_id, fields in entries:
+                    try:
+                        await self._ingest(key, entry_id, fields)
+                    except Exception as e:  # a bot's callback bug must not stop the feed
+                        self._callback_error(key, entry_id, e)
+                    self.last_ids[key] = entry_id.decode()
+            if check is not None:
+                await self._trim_after(key, check, filled)
         return full
 
     async def _xread(self, keys: list[str], *, block: bool) -> Any:
@@ -128,6 +144,8 @@ class PlainMode(ConsumerParts):
                 continue
             resume = "0-0" if top is None else top
             self.last_ids[key] = resume
+            self._trim.pos[key] = 0 if top is None else None  # a new stream: counted anew
+            self._trim.floor.pop(key, None)
             held = self._buffer_last.get(key)
             if top is None:
                 self._buffer_last.pop(key, None)

@@ -1,12 +1,19 @@
-"""Pure builders of Binance spot payloads.
+"""Pure builders of Binance payloads, spot and USD-M futures.
 
 Everything the fake writes goes through these functions, so the shapes CCXT's parsers meet are
 defined in one place and can be checked without sockets. Prices and sizes are decimal strings
 with 8 places, as Binance sends them.
+
+The two markets share one frame family; where USD-M differs (`futures=True`) it is here, field
+by field: aggTrade without `M`; bookTicker with `e`, `T`, `E`; depth diffs with `T` and `pu`
+(the previous diff's `u`); 24hrTicker without best bid/ask or `x`; REST rows without
+`isBestMatch`/`M`. What only USD-M has (mark price, liquidations, premium index, open
+interest) is in `fake_exchange.usdm`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -17,6 +24,28 @@ _Q3 = Decimal("0.001")
 DAY_MS = 86_400_000
 
 
+@dataclass(frozen=True, slots=True)
+class Venue:
+    """Which of Binance's market APIs the fake speaks: one engine, these differences."""
+
+    exchange: str
+    """CCXT's id of the adapter that talks to it."""
+    futures: bool
+    rest_prefix: str
+    """Where the public REST routes live."""
+    recording: str
+    """The bundled recording (in `fake_exchange/data`)."""
+
+    @property
+    def name(self) -> str:
+        return "usdm" if self.futures else "spot"
+
+
+SPOT = Venue("binance", False, "/api/v3", "BINANCE.jsonl")
+USDM = Venue("binanceusdm", True, "/fapi/v1", "BINANCE_FUTURES.jsonl")
+VENUES = {v.exchange: v for v in (SPOT, USDM)}
+
+
 def fmt(value: Decimal, places: int = 8) -> str:
     """Format like Binance: fixed point, `places` decimals, no exponent."""
     quantum = _Q8 if places == 8 else Decimal(1).scaleb(-places)
@@ -24,8 +53,8 @@ def fmt(value: Decimal, places: int = 8) -> str:
 
 
 def symbol_id(symbol: str) -> str:
-    """'BTC/USDT', 'btcusdt' or 'BTCUSDT' -> 'BTCUSDT' (the exchange id)."""
-    return symbol.replace("/", "").replace("-", "").upper()
+    """'BTC/USDT', 'BTC/USDT:USDT' (a perpetual), 'btcusdt' or 'BTCUSDT' -> 'BTCUSDT'."""
+    return symbol.partition(":")[0].replace("/", "").replace("-", "").upper()
 
 
 def stream_name(sym_id: str, channel: str) -> str:
@@ -49,9 +78,11 @@ def agg_trade(
     trade_ms: int,
     event_ms: int,
     buyer_maker: bool,
+    *,
+    futures: bool = False,
 ) -> Payload:
-    """`<s>@aggTrade` push frame."""
-    return {
+    """`<s>@aggTrade` push frame (USD-M has no `M`)."""
+    frame: Payload = {
         "e": "aggTrade",
         "E": event_ms,
         "s": sym_id,
@@ -62,8 +93,10 @@ def agg_trade(
         "l": last_id,
         "T": trade_ms,
         "m": buyer_maker,
-        "M": True,
     }
+    if not futures:
+        frame["M"] = True
+    return frame
 
 
 def trade(
@@ -74,8 +107,23 @@ def trade(
     trade_ms: int,
     event_ms: int,
     buyer_maker: bool,
+    *,
+    futures: bool = False,
 ) -> Payload:
-    """`<s>@trade` push frame (order ids omitted: Binance dropped b/a from this stream in 2024)."""
+    """`<s>@trade` push frame (order ids omitted: Binance dropped b/a from this stream in 2024;
+    USD-M: `X` the order type, no `M`)."""
+    if futures:
+        return {
+            "e": "trade",
+            "E": event_ms,
+            "T": trade_ms,
+            "s": sym_id,
+            "t": trade_id,
+            "p": price,
+            "q": qty,
+            "X": "MARKET",
+            "m": buyer_maker,
+        }
     return {
         "e": "trade",
         "E": event_ms,
@@ -90,10 +138,21 @@ def trade(
 
 
 def book_ticker(
-    sym_id: str, update_id: int, bid: str, bid_qty: str, ask: str, ask_qty: str
+    sym_id: str,
+    update_id: int,
+    bid: str,
+    bid_qty: str,
+    ask: str,
+    ask_qty: str,
+    *,
+    event_ms: int | None = None,
 ) -> Payload:
-    """`<s>@bookTicker` push frame: spot sends no event type and no event time."""
-    return {"u": update_id, "s": sym_id, "b": bid, "B": bid_qty, "a": ask, "A": ask_qty}
+    """`<s>@bookTicker` push frame: spot sends no event type and no event time; USD-M (with
+    `event_ms`) sends `e`, the transaction time `T` and `E`."""
+    frame: Payload = {"u": update_id, "s": sym_id, "b": bid, "B": bid_qty, "a": ask, "A": ask_qty}
+    if event_ms is None:
+        return frame
+    return {"e": "bookTicker", **frame, "T": event_ms, "E": event_ms}
 
 
 def depth_update(
@@ -103,8 +162,23 @@ def depth_update(
     bids: list[list[str]],
     asks: list[list[str]],
     event_ms: int,
+    *,
+    prev_final: int | None = None,
 ) -> Payload:
-    """`<s>@depth@100ms` diff frame."""
+    """`<s>@depth@100ms` diff frame. USD-M (with `prev_final`): also the transaction time `T`
+    and `pu`, the previous diff's `u`: its ids are not consecutive, `pu` chains the diffs."""
+    if prev_final is not None:
+        return {
+            "e": "depthUpdate",
+            "E": event_ms,
+            "T": event_ms,
+            "s": sym_id,
+            "U": first_update,
+            "u": final_update,
+            "pu": prev_final,
+            "b": bids,
+            "a": asks,
+        }
     return {
         "e": "depthUpdate",
         "E": event_ms,
@@ -199,11 +273,34 @@ def ticker_24hr(
     first_trade: int,
     last_trade: int,
     count: int,
+    futures: bool = False,
 ) -> Payload:
-    """`<s>@ticker` push frame (e=24hrTicker); change, percent and vwap are computed here."""
+    """`<s>@ticker` push frame (e=24hrTicker); change, percent and vwap are computed here.
+    USD-M's has no best bid/ask (`b`, `B`, `a`, `A`) and no `x`."""
     change = last - open_
     percent = (change * 100 / open_) if open_ else Decimal(0)
     vwap = (quote_volume / base_volume) if base_volume else last
+    if futures:
+        return {
+            "e": "24hrTicker",
+            "E": event_ms,
+            "s": sym_id,
+            "p": fmt(change),
+            "P": fmt(percent, 3),
+            "w": fmt(vwap),
+            "c": fmt(last),
+            "Q": fmt(last_qty),
+            "o": fmt(open_),
+            "h": fmt(high),
+            "l": fmt(low),
+            "v": fmt(base_volume),
+            "q": fmt(quote_volume),
+            "O": event_ms - DAY_MS,
+            "C": event_ms,
+            "F": first_trade,
+            "L": last_trade,
+            "n": count,
+        }
     return {
         "e": "24hrTicker",
         "E": event_ms,
@@ -247,8 +344,9 @@ def mini_ticker(sym_id: str, event_ms: int, full: Payload) -> Payload:
 
 
 def rest_agg_trade(frame: Payload) -> Payload:
-    """`GET /api/v3/aggTrades` row from an aggTrade push frame."""
-    return {
+    """`GET /api/v3/aggTrades` (`/fapi/v1/aggTrades`) row from an aggTrade push frame (`M`
+    where the frame has it: spot)."""
+    row = {
         "a": frame["a"],
         "p": frame["p"],
         "q": frame["q"],
@@ -256,48 +354,65 @@ def rest_agg_trade(frame: Payload) -> Payload:
         "l": frame["l"],
         "T": frame["T"],
         "m": frame["m"],
-        "M": frame.get("M", True),
     }
+    if "M" in frame:
+        row["M"] = frame["M"]
+    return row
 
 
-def rest_trade(trade_id: int, price: str, qty: str, trade_ms: int, buyer_maker: bool) -> Payload:
-    """`GET /api/v3/trades` (and `historicalTrades`) row; quoteQty is price * qty, 8 places."""
-    return {
+def rest_trade(
+    trade_id: int,
+    price: str,
+    qty: str,
+    trade_ms: int,
+    buyer_maker: bool,
+    *,
+    futures: bool = False,
+) -> Payload:
+    """`GET /api/v3/trades` (and `historicalTrades`) row; quoteQty is price * qty, 8 places.
+    USD-M's has no `isBestMatch`."""
+    row: Payload = {
         "id": trade_id,
         "price": price,
         "qty": qty,
         "quoteQty": fmt(Decimal(price) * Decimal(qty)),
         "time": trade_ms,
         "isBuyerMaker": buyer_maker,
-        "isBestMatch": True,
     }
+    if not futures:
+        row["isBestMatch"] = True
+    return row
+
+
+_REST_TICKER_KEYS = (
+    ("symbol", "s"),
+    ("priceChange", "p"),
+    ("priceChangePercent", "P"),
+    ("weightedAvgPrice", "w"),
+    ("prevClosePrice", "x"),
+    ("lastPrice", "c"),
+    ("lastQty", "Q"),
+    ("bidPrice", "b"),
+    ("bidQty", "B"),
+    ("askPrice", "a"),
+    ("askQty", "A"),
+    ("openPrice", "o"),
+    ("highPrice", "h"),
+    ("lowPrice", "l"),
+    ("volume", "v"),
+    ("quoteVolume", "q"),
+    ("openTime", "O"),
+    ("closeTime", "C"),
+    ("firstId", "F"),
+    ("lastId", "L"),
+    ("count", "n"),
+)
 
 
 def rest_ticker(frame: Payload) -> Payload:
-    """`GET /api/v3/ticker/24hr` body from the last 24hrTicker push frame of a symbol."""
-    return {
-        "symbol": frame["s"],
-        "priceChange": frame["p"],
-        "priceChangePercent": frame["P"],
-        "weightedAvgPrice": frame["w"],
-        "prevClosePrice": frame["x"],
-        "lastPrice": frame["c"],
-        "lastQty": frame["Q"],
-        "bidPrice": frame["b"],
-        "bidQty": frame["B"],
-        "askPrice": frame["a"],
-        "askQty": frame["A"],
-        "openPrice": frame["o"],
-        "highPrice": frame["h"],
-        "lowPrice": frame["l"],
-        "volume": frame["v"],
-        "quoteVolume": frame["q"],
-        "openTime": frame["O"],
-        "closeTime": frame["C"],
-        "firstId": frame["F"],
-        "lastId": frame["L"],
-        "count": frame["n"],
-    }
+    """`GET /api/v3/ticker/24hr` (`/fapi/v1/ticker/24hr`) body from the last 24hrTicker push
+    frame of a symbol: the same fields, so USD-M's has no bid/ask either."""
+    return {rest: frame[key] for rest, key in _REST_TICKER_KEYS if key in frame}
 
 
 def exchange_info_symbol(sym_id: str, base: str, quote: str) -> Payload:

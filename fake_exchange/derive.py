@@ -65,9 +65,11 @@ class SymbolStats:
 
 @dataclass
 class TickerDeriver:
-    """Per-symbol state fed with recorded/synthetic frames; builds ticker and trade frames."""
+    """Per-symbol state fed with recorded/synthetic frames; builds ticker and trade frames
+    (`futures`: in USD-M's shapes)."""
 
     stats: dict[str, SymbolStats] = field(default_factory=dict)
+    futures: bool = False
 
     def _get(self, sym_id: str) -> SymbolStats:
         st = self.stats.get(sym_id)
@@ -117,7 +119,16 @@ class TickerDeriver:
             st.next_trade_id = int(frame["f"])
         tid = st.next_trade_id
         st.next_trade_id += 1
-        return bf.trade(frame["s"], tid, frame["p"], frame["q"], frame["T"], frame["E"], frame["m"])
+        return bf.trade(
+            frame["s"],
+            tid,
+            frame["p"],
+            frame["q"],
+            frame["T"],
+            frame["E"],
+            frame["m"],
+            futures=self.futures,
+        )
 
     def ticker(self, sym_id: str, event_ms: int) -> Payload:
         """The current 24hrTicker frame of a symbol."""
@@ -145,6 +156,7 @@ class TickerDeriver:
             first_trade=st.first_trade,
             last_trade=st.last_trade,
             count=count,
+            futures=self.futures,
         )
 
     def tickers(self, sym_id: str, event_ms: int) -> list[tuple[str, Payload]]:

@@ -15,6 +15,13 @@ What Binance documents (developers.binance.com, spot "Limits" and "WebSocket Str
 How many refused requests count as "keeps sending" is not documented: ``ban_after`` (the
 refusals one IP collects in one window before the ban). The fake counts text messages only
 (subscribe, unsubscribe, list, property); aiohttp answers ping and pong frames itself.
+
+USD-M futures (``USDM_LIMITS``, developers.binance.com derivatives "General Info" and
+"Websocket Market Streams"): 2,400 weight per IP per minute, at most 200 streams on one
+connection, 10 incoming messages a second; its own weights (``/fapi/v1/depth``: 2 up to
+``limit=50``, 5, 10, 20 for 1,000 levels; ``aggTrades`` 20; ``klines`` by ``limit``: 1, 2, 5,
+10; ``ticker/24hr`` 1 for a symbol, 40 for all; ``premiumIndex``/``openInterest`` 1;
+``exchangeInfo`` 1), the same 429/418 answers.
 """
 
 from __future__ import annotations
@@ -35,6 +42,17 @@ _FLAT_WEIGHTS = {
     "/api/v3/trades": 25,
     "/api/v3/historicalTrades": 25,
     "/api/v3/klines": 2,
+}
+
+
+_FUTURES_FLAT_WEIGHTS = {
+    "/fapi/v1/ping": 1,
+    "/fapi/v1/time": 1,
+    "/fapi/v1/exchangeInfo": 1,
+    "/fapi/v1/aggTrades": 20,
+    "/fapi/v1/trades": 5,
+    "/fapi/v1/historicalTrades": 20,
+    "/fapi/v1/openInterest": 1,
 }
 
 
@@ -67,6 +85,12 @@ class BinanceLimits:
         return f"X-MBX-USED-WEIGHT-{self.window_s:g}S"
 
 
+USDM_LIMITS = BinanceLimits(
+    weight_per_window=2_400, streams_per_connection=200, messages_per_second=10
+)
+"""Binance USD-M futures' limits (the same ban rule as spot's)."""
+
+
 def depth_weight(limit: int) -> int:
     """``GET /api/v3/depth``'s weight by ``limit`` (default 100)."""
     if limit <= 100:
@@ -89,8 +113,32 @@ def ticker_weight(query: Mapping[str, str]) -> int:
     return 2 if n <= 20 else 40 if n <= 100 else 80
 
 
+def _int_query(query: Mapping[str, str], name: str, default: int) -> int:
+    try:
+        return int(query.get(name) or default)
+    except ValueError:
+        return default
+
+
+def futures_weight(path: str, query: Mapping[str, str]) -> int:
+    """The weight Binance charges for a USD-M REST request (1 for routes not listed)."""
+    if path == "/fapi/v1/depth":
+        limit = _int_query(query, "limit", 500)
+        return 2 if limit <= 50 else 5 if limit <= 100 else 10 if limit <= 500 else 20
+    if path == "/fapi/v1/klines":
+        limit = _int_query(query, "limit", 500)
+        return 1 if limit < 100 else 2 if limit < 500 else 5 if limit <= 1_000 else 10
+    if path == "/fapi/v1/ticker/24hr":
+        return 1 if "symbol" in query else 40
+    if path == "/fapi/v1/premiumIndex":
+        return 1 if "symbol" in query else 10
+    return _FUTURES_FLAT_WEIGHTS.get(path, 1)
+
+
 def rest_weight(path: str, query: Mapping[str, str]) -> int:
-    """The weight Binance charges for a spot REST request (1 for routes not listed)."""
+    """The weight Binance charges for a spot or USD-M REST request (1 for routes not listed)."""
+    if path.startswith("/fapi/"):
+        return futures_weight(path, query)
     if path == "/api/v3/depth":
         try:
             limit = int(query.get("limit") or 100)
@@ -199,12 +247,14 @@ def _ceil(seconds: float) -> int:
 
 
 __all__ = [
+    "USDM_LIMITS",
     "BinanceLimits",
     "LimitStats",
     "MessageMeter",
     "Verdict",
     "WeightLimiter",
     "depth_weight",
+    "futures_weight",
     "rest_weight",
     "ticker_weight",
 ]

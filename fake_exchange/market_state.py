@@ -1,9 +1,11 @@
 """What the fake remembers about the frames it generated: books, trades, candles, tickers.
 
 REST answers come from here, so a depth snapshot is consistent with the diffs already published
-(CCXT's sync check: the first diff after the snapshot has U <= lastUpdateId+1 <= u) and
-`/api/v3/aggTrades`, `/trades`, `/klines`, `/ticker/24hr` answer with exactly what the websocket
-carried (or would have carried, for streams nobody subscribed). Pure and synchronous: the server
+(CCXT's sync check: the first diff after the snapshot has U <= lastUpdateId+1 <= u; USD-M:
+U <= lastUpdateId <= u, or pu == lastUpdateId) and `/api/v3/aggTrades`, `/trades`, `/klines`,
+`/ticker/24hr` answer with exactly what the websocket carried (or would have carried, for
+streams nobody subscribed). USD-M adds the last mark price frame (`/fapi/v1/premiumIndex`) and
+the open interest a source reported (`/fapi/v1/openInterest`). Pure and synchronous: the server
 feeds every generated event through `observe()` right before writing it.
 """
 
@@ -17,7 +19,8 @@ from decimal import Decimal
 from typing import Any
 
 from fake_exchange import binance_frames as bf
-from fake_exchange.binance_frames import Payload
+from fake_exchange import usdm
+from fake_exchange.binance_frames import SPOT, Payload, Venue
 from fake_exchange.derive import KLINE_HISTORY, CandleBook, TickerDeriver
 
 AGG_HISTORY = 100_000
@@ -80,10 +83,16 @@ class MarketState:
     `kline_intervals`: intervals whose candles are built here from the observed trades (a
     source that makes its klines from its own trades, like `SyntheticSource`, names them so
     REST has candles for symbols nobody subscribed). Other intervals are served from the
-    kline frames observed (a replay's recorded ones).
+    kline frames observed (a replay's recorded ones). `venue`: the shapes REST answers in.
     """
 
-    def __init__(self, snapshots: dict[str, Payload], kline_intervals: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        snapshots: dict[str, Payload],
+        kline_intervals: Sequence[str] = (),
+        venue: Venue = SPOT,
+    ) -> None:
+        self.venue = venue
         self.books = {s: LiveBook.from_snapshot(snap) for s, snap in snapshots.items()}
         self.agg_trades: dict[str, deque[Payload]] = {}
         self.trades: dict[str, deque[Payload]] = {}
@@ -95,6 +104,10 @@ class MarketState:
         """Latest event time observed: 'now' for the open candle of REST klines."""
         self._kline_frames: dict[tuple[str, str], dict[int, Payload]] = {}
         self._seq: dict[str, _TradeSeq] = {}
+        self.marks: dict[str, Payload] = {}
+        """USD-M: the last markPriceUpdate frame of each symbol."""
+        self.open_interest: dict[str, list[Payload]] = {}
+        """USD-M: every open-interest state a source reported, per symbol, oldest first."""
 
     def observe(self, stream: str, payload: Payload) -> None:
         """Account for a source event before it is written; renumbers aggTrades after bursts."""
@@ -141,6 +154,13 @@ class MarketState:
             book.apply(payload)
         elif channel == "ticker":
             self.tickers[payload["s"]] = payload
+        elif channel.startswith("markPrice"):
+            self.marks[payload["s"]] = payload
+        elif channel == usdm.OPEN_INTEREST:
+            states = self.open_interest.setdefault(payload["symbol"], [])
+            states.append(payload)
+            if len(states) > AGG_HISTORY:
+                del states[: len(states) - AGG_HISTORY // 2]
         elif channel.startswith("kline_"):
             k = payload["k"]
             frames = self._kline_frames.setdefault((payload["s"], k["i"]), {})
@@ -170,6 +190,7 @@ class MarketState:
             now_ms,
             now_ms,
             False,
+            futures=self.venue.futures,
         )
         seq.agg_shift += 1
         seq.trade_shift += 1
@@ -186,7 +207,8 @@ class MarketState:
         return "1.00000000"
 
     def depth(self, sym_id: str, limit: int) -> Payload:
-        """Snapshot of the live book, or a small made-up book for symbols without depth."""
+        """Snapshot of the live book, or a small made-up book for symbols without depth
+        (USD-M's carries the event and transaction times `E`, `T`: the last event's)."""
         self.polled.add(bf.stream_name(sym_id, "depth@100ms"))
         book = self.books.get(sym_id)
         if book is None:
@@ -197,7 +219,11 @@ class MarketState:
                 {bf.fmt(price - step * i): "1.00000000" for i in range(1, 6)},
                 {bf.fmt(price + step * i): "1.00000000" for i in range(1, 6)},
             )
-        return book.snapshot(limit)
+        snap = book.snapshot(limit)
+        if self.venue.futures:
+            snap = {"lastUpdateId": snap["lastUpdateId"], "E": self.now_ms, "T": self.now_ms,
+                    "bids": snap["bids"], "asks": snap["asks"]}  # fmt: skip
+        return snap
 
     def agg_trades_query(
         self,
@@ -224,12 +250,15 @@ class MarketState:
         From the `trade` frames generated; a source without them (synthetic aggTrade only)
         answers from its aggTrades, one row per aggTrade (their f == l there).
         """
+        fut = self.venue.futures
         frames = self.trades.get(sym_id)
         if frames:
             picked = _pick(list(frames), "t", from_id, limit)
-            return [bf.rest_trade(f["t"], f["p"], f["q"], f["T"], f["m"]) for f in picked]
+            return [
+                bf.rest_trade(f["t"], f["p"], f["q"], f["T"], f["m"], futures=fut) for f in picked
+            ]
         aggs = _pick(list(self.agg_trades.get(sym_id, ())), "f", from_id, limit)
-        return [bf.rest_trade(a["f"], a["p"], a["q"], a["T"], a["m"]) for a in aggs]
+        return [bf.rest_trade(a["f"], a["p"], a["q"], a["T"], a["m"], futures=fut) for a in aggs]
 
     def klines(
         self,
@@ -255,7 +284,7 @@ class MarketState:
         found = self.tickers.get(sym_id)
         if found is not None:
             return found
-        quiet = TickerDeriver()
+        quiet = TickerDeriver(futures=self.venue.futures)
         book = self.books.get(sym_id)
         if book is not None and book.bids and book.asks:
             bid = max(book.bids, key=Decimal)
@@ -265,6 +294,23 @@ class MarketState:
             price = self._reference_price(sym_id)
             quiet.seed_book(sym_id, price, "0", price, "0")
         return quiet.ticker(sym_id, now_ms)
+
+    def premium_index(self, sym_id: str, now_ms: int) -> Payload:
+        """`GET /fapi/v1/premiumIndex` row: from the last mark price frame; before any, a
+        quiet one (mark and index at the reference price, Binance's default rate 0.01%)."""
+        frame = self.marks.get(sym_id)
+        if frame is None:
+            price = self._reference_price(sym_id)
+            frame = usdm.mark_price_update(
+                sym_id, now_ms, price, price, "0.00010000", usdm.next_funding_ms(now_ms)
+            )
+        return usdm.rest_premium_index(frame)
+
+    def open_interest_now(self, sym_id: str, now_ms: int) -> Payload:
+        """`GET /fapi/v1/openInterest` body: the last state reported (none yet: 0 at now)."""
+        hist = self.open_interest.get(sym_id)
+        last = hist[-1] if hist else usdm.open_interest_event(sym_id, now_ms, "0")
+        return usdm.rest_open_interest(last)
 
 
 def _pick(rows: list[Payload], key: str, from_id: int | None, limit: int) -> list[Payload]:

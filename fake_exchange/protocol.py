@@ -50,8 +50,15 @@ def stream_ok(stream: str, known_symbol: Callable[[str], bool]) -> bool:
     return bool(sym) and known_symbol(sym) and bool(_CHANNEL.match(channel))
 
 
-def parse_control(text: str, known_symbol: Callable[[str], bool]) -> Control:
-    """Decode one client frame; invalid requests come back as method ERROR with the reply."""
+def parse_control(
+    text: str,
+    known_symbol: Callable[[str], bool],
+    valid_stream: Callable[[str], bool] | None = None,
+) -> Control:
+    """Decode one client frame; invalid requests come back as method ERROR with the reply.
+    `valid_stream`: the grammar of another Binance market (USD-M: `fake_exchange.usdm`);
+    default spot's `stream_ok`."""
+    ok = valid_stream or (lambda p: stream_ok(p, known_symbol))
     try:
         msg = orjson.loads(text)
     except orjson.JSONDecodeError:
@@ -65,7 +72,7 @@ def parse_control(text: str, known_symbol: Callable[[str], bool]) -> Control:
         if not isinstance(params, list) or not all(isinstance(p, str) for p in params):
             return Control("ERROR", rid, reply=bf.ws_error(1, "Invalid value type", rid))
         if method == "SUBSCRIBE":
-            bad = [p for p in params if not stream_ok(p, known_symbol)]
+            bad = [p for p in params if not ok(p)]
             if bad:
                 msg_text = f"Invalid request: invalid stream {bad[0]}"
                 return Control("ERROR", rid, reply=bf.ws_error(2, msg_text, rid))

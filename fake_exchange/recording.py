@@ -1,7 +1,8 @@
-"""Read a recorded Binance session (format 2, see shared/recordings/README.md).
+"""Read a recorded Binance session, spot or USD-M futures (format 2, see
+shared/recordings/README.md).
 
 Kept apart from the replay logic so the file format is parsed in one place and the replay works
-on plain data.
+on plain data. Which market a recording holds is read from its REST urls (`/fapi/` is USD-M).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from fake_exchange.binance_frames import Payload
+from fake_exchange.binance_frames import SPOT, USDM, Payload, Venue
 
 
 class RecordingError(ValueError):
@@ -36,11 +37,12 @@ class Recording:
     exchange_info: Payload
     snapshots: dict[str, Payload] = field(default_factory=dict)
     frames: list[RecordedFrame] = field(default_factory=list)
+    venue: Venue = SPOT
 
 
-def bundled_recording() -> Path:
-    """Path of the Binance recording shipped inside the package."""
-    ref = importlib.resources.files("fake_exchange") / "data" / "BINANCE.jsonl"
+def bundled_recording(venue: Venue = SPOT) -> Path:
+    """Path of the Binance recording shipped inside the package (spot, or `USDM`'s)."""
+    ref = importlib.resources.files("fake_exchange") / "data" / venue.recording
     return Path(str(ref))
 
 
@@ -67,6 +69,7 @@ def load_recording(path: Path) -> Recording:
     exchange_info: Payload | None = None
     snapshots: dict[str, Payload] = {}
     frames: list[RecordedFrame] = []
+    venue = SPOT
     with path.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
@@ -75,6 +78,8 @@ def load_recording(path: Path) -> Recording:
             kind = rec.get("t")
             if kind == "http":
                 url = urlparse(rec["url"])
+                if url.path.startswith("/fapi/"):
+                    venue = USDM
                 if url.path.endswith("/exchangeInfo"):
                     exchange_info = _loads(rec["data"], "exchangeInfo")
                 elif url.path.endswith("/depth"):
@@ -87,4 +92,4 @@ def load_recording(path: Path) -> Recording:
     if exchange_info is None:
         raise RecordingError(f"{path}: no exchangeInfo line")
     frames.sort(key=lambda f: f.ts)
-    return Recording(exchange_info, snapshots, frames)
+    return Recording(exchange_info, snapshots, frames, venue)

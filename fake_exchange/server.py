@@ -1,10 +1,15 @@
-"""The fake Binance spot server: websocket fan-out of a frame source, REST, faults.
+"""The fake Binance server, spot or USD-M futures: websocket fan-out of a frame source, REST,
+faults.
 
 Each connection owns a bounded queue and one writer task, so frames reach a socket in the order
 they were produced and a slow reader slows the player (backpressure) instead of losing frames.
 Every frame actually written is logged in `sent` for tests to compare with what CCXT returned.
 The source keeps playing whether or not anyone listens (or the websocket is switched off), so
 REST always answers from a moving market.
+
+Which market it speaks is the source's `venue`: USD-M adds its REST prefix (`/fapi/v1`), its
+stream grammar, and the `/public/ws` and `/market/ws` urls CCXT uses for it
+(`fake_exchange.usdm`); everything else is the same engine.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ import orjson
 from aiohttp import web
 
 from fake_exchange import binance_frames as bf
-from fake_exchange.binance_frames import Payload
+from fake_exchange import usdm
+from fake_exchange.binance_frames import SPOT, Payload, Venue
 from fake_exchange.ccxt_config import ccxt_config
 from fake_exchange.faults import Faults
 from fake_exchange.limits import BinanceLimits, LimitStats, MessageMeter, WeightLimiter
@@ -32,6 +38,7 @@ from fake_exchange.market_state import MarketState
 from fake_exchange.protocol import parse_control, stream_ok, streams_from_path, too_many_streams
 from fake_exchange.rest import RestApi, fault_middleware, limit_middleware
 from fake_exchange.sources import FrameSource, unified_symbols
+from fake_exchange.usdm import Category
 from fake_exchange.wsframes import text_frames
 
 log = logging.getLogger("fake_exchange")
@@ -42,6 +49,8 @@ _BURST_HIGH_WATER = 1 << 20
 """Bytes the transport may hold before a burst waits for the client to read."""
 _YIELD_EVERY = 256
 """Events published back to back before the player yields to the loop (fast mode)."""
+_CATEGORIES: tuple[Category, ...] = ("public", "market")
+"""USD-M's url categories (`/public/ws`, `/market/ws`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +87,8 @@ class _Connection:
     writer: asyncio.Task[None] | None = None
     closed: bool = False
     meter: MessageMeter | None = None
+    category: Category | None = None
+    """USD-M: the url category it was opened on (`/public/ws`, `/market/ws`); None: `/ws`."""
 
 
 class State(enum.Enum):
@@ -87,7 +98,8 @@ class State(enum.Enum):
 
 
 class FakeExchange:
-    """Binance spot, on 127.0.0.1, close enough that `ccxt.pro.binance` works unchanged."""
+    """Binance spot (or USD-M futures, with a USD-M source), on 127.0.0.1, close enough that
+    `ccxt.pro.binance` (`ccxt.pro.binanceusdm`) works unchanged."""
 
     def __init__(
         self,
@@ -127,6 +139,11 @@ class FakeExchange:
         off (the default)."""
         self._limiter = WeightLimiter(limits) if limits is not None else None
         self._clock = clock
+        self.venue: Venue = SPOT
+        """Spot or USD-M: the source's, known once started."""
+        self._drops: dict[str, int] = {}
+        self.dropped: dict[str, int] = {}
+        """Frames `drop()` kept from their subscribers so far, by stream."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -136,21 +153,28 @@ class FakeExchange:
             raise RuntimeError(f"FakeExchange cannot start from state {self.state.value}")
         await asyncio.to_thread(self.source.prepare)
         info = self.source.exchange_info()
-        self._market = MarketState(self.source.snapshots(), self.source.kline_intervals)
+        self.venue = venue = self.source.venue
+        self._market = MarketState(self.source.snapshots(), self.source.kline_intervals, venue)
+        now_ms = int(time.time() * 1000)
+        for sym_id, contracts in self.source.open_interest().items():  # REST has it at once
+            oi = usdm.open_interest_event(sym_id, now_ms, contracts)
+            self._market.observe(bf.stream_name(sym_id, usdm.OPEN_INTEREST), oi)
         self._symbol_ids = frozenset(s["symbol"] for s in info["symbols"])
         self._markets = sorted(unified_symbols(info).values())
         middlewares = [fault_middleware(self.faults)]
         if self._limiter is not None:
             middlewares.append(limit_middleware(self._limiter, self._clock))
         app = web.Application(middlewares=middlewares)
-        app.add_routes(RestApi(info, self._state).routes())
-        app.add_routes(
-            [
-                web.get("/ws", self._ws_handler),
-                web.get("/ws/{tail:.*}", self._ws_handler),
-                web.get("/stream", self._ws_handler),
-            ]
-        )
+        app.add_routes(RestApi(info, self._state, venue=venue).routes())
+        prefixes = ("", "/public", "/market") if venue.futures else ("",)
+        for at in prefixes:
+            app.add_routes(
+                [
+                    web.get(f"{at}/ws", self._ws_handler),
+                    web.get(f"{at}/ws/{{tail:.*}}", self._ws_handler),
+                    web.get(f"{at}/stream", self._ws_handler),
+                ]
+            )
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
         try:
@@ -206,8 +230,12 @@ class FakeExchange:
         return f"ws://{self.host}:{self.port}/ws"
 
     def ccxt_config(self) -> dict[str, Any]:
-        """Config for `ccxt.pro.binance(...)`: every url -> this fake, spot, no rate limit."""
-        return ccxt_config(self.base_url, self.ws_url)
+        """Config for `ccxt.pro.binance(...)`: every url -> this fake, spot, no rate limit
+        (USD-M: for `ccxt.pro.binanceusdm`, linear markets, swap by default)."""
+        config = ccxt_config(self.base_url, self.ws_url)
+        if self.venue.futures:
+            config["options"].update(defaultType="swap", fetchMarkets={"types": ["linear"]})
+        return config
 
     @property
     def websocket_enabled(self) -> bool:
@@ -229,8 +257,23 @@ class FakeExchange:
 
     @property
     def markets(self) -> list[str]:
-        """Unified symbols ('BASE/QUOTE') of every exchangeInfo entry served."""
+        """Unified symbols of every exchangeInfo entry served ('BASE/QUOTE'; USD-M
+        'BASE/QUOTE:SETTLE')."""
         return list(self._markets)
+
+    @property
+    def market(self) -> MarketState:
+        """What the fake published: books, trades, tickers, marks, open interest."""
+        return self._state()
+
+    def drop(self, stream: str, n: int = 1) -> None:
+        """Keep the next `n` frames of `stream` ('sushiusdt@aggTrade') from its subscribers:
+        lost on the way (a trade-id gap for the reader), still applied to the market state
+        (REST has them). Frames nobody subscribed are not dropped: the gap waits for a reader;
+        `dropped` counts what was dropped."""
+        if n < 1:
+            raise ValueError("drop needs n >= 1")
+        self._drops[stream] = self._drops.get(stream, 0) + n
 
     @property
     def sent(self) -> list[SentFrame]:
@@ -339,6 +382,18 @@ class FakeExchange:
             and self.faults.take_depth_drop(stream)
         )
 
+    def _drop_planned(self, stream: str) -> bool:
+        """A planned `drop()` of this frame (only taken when someone reads it)."""
+        left = self._drops.get(stream, 0)
+        if not left or stream not in self._subs:
+            return False
+        if left == 1:
+            del self._drops[stream]
+        else:
+            self._drops[stream] = left - 1
+        self.dropped[stream] = self.dropped.get(stream, 0) + 1
+        return True
+
     def _resolve_symbol(self, target: str) -> str:
         sym = bf.split_stream(target)[0] if "@" in target else bf.symbol_id(target)
         if sym not in self._symbol_ids:
@@ -379,8 +434,8 @@ class FakeExchange:
                     streak = 0
             self._state().observe(ev.stream, ev.payload)
             count += 1
-            if self._drop_depth(ev.stream):
-                continue  # applied to the book above, never written: a gap for the reader
+            if self._drop_depth(ev.stream) or (self._drops and self._drop_planned(ev.stream)):
+                continue  # applied to the market state above, never written: a gap
             await self._fanout(ev.stream, ev.payload)
         log.info("source exhausted after %d events", count)
 
@@ -491,13 +546,24 @@ class FakeExchange:
                 if not subs:
                     del self._subs[s]
 
+    def _stream_ok(self, stream: str, on: Category | None) -> bool:
+        """A stream this fake serves on a url of category `on` (spot: no categories)."""
+        known = self._symbol_ids.__contains__
+        if self.venue.futures:
+            return usdm.stream_ok(stream, known, on)
+        return stream_ok(stream, known)
+
     async def _ws_handler(self, request: web.Request) -> web.StreamResponse:
         if not self._websocket:
             return web.Response(status=503, text="503 Service Unavailable: websocket is off")
-        initial = streams_from_path(request.path, request.query.get("streams"))
+        path = request.path
+        category: Category | None = None
+        for cat in _CATEGORIES:
+            if path.startswith(f"/{cat}/"):
+                category, path = cat, path.removeprefix(f"/{cat}")
+        initial = streams_from_path(path, request.query.get("streams"))
         # streams named in the url are subscribed when valid, skipped otherwise
-        known = self._symbol_ids.__contains__
-        initial = [s for s in initial if stream_ok(s, known)]
+        initial = [s for s in initial if self._stream_ok(s, category)]
         lim = self.limits
         if lim is not None and len(set(initial)) > lim.streams_per_connection:
             self._limit_stats().refused_connections += 1
@@ -507,8 +573,9 @@ class FakeExchange:
             )
         ws = web.WebSocketResponse(compress=False, autoping=True, max_msg_size=1 << 20)
         await ws.prepare(request)
-        combined = request.path.startswith("/stream")
+        combined = path.startswith("/stream")
         conn = _Connection(next(self._ids), ws, request, combined, asyncio.Queue(self._queue_size))
+        conn.category = category
         if lim is not None:
             conn.meter = MessageMeter(lim.messages_per_second)
         self._conns[conn.conn_id] = conn
@@ -540,7 +607,9 @@ class FakeExchange:
         return self._limiter.stats
 
     def _on_control(self, conn: _Connection, text: str) -> None:
-        ctl = parse_control(text, self._symbol_ids.__contains__)
+        ctl = parse_control(
+            text, self._symbol_ids.__contains__, lambda s: self._stream_ok(s, conn.category)
+        )
         lim = self.limits
         if ctl.method == "SUBSCRIBE" and lim is not None:
             refusal = too_many_streams(conn.streams, ctl, lim.streams_per_connection)

@@ -5,6 +5,10 @@ through the `clock` passed to `events()`, so tests drive a source with a fake cl
 events over virtual time (the sum of delays) instead of sleeping. The server also passes an
 `interest` callback (is anyone reading this stream?) so a source can skip frames nobody reads
 (synthetic klines and depth), which keeps load tests cheap.
+
+Both sources speak Binance spot or USD-M futures (`venue`): a replay is whatever its recording
+holds; a synthetic source is told (`SyntheticSource(..., venue=USDM)`), and then also moves
+mark prices, funding rates, open interest and makes liquidations.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from pathlib import Path
 from typing import Protocol
 
 from fake_exchange import binance_frames as bf
-from fake_exchange.binance_frames import Payload
+from fake_exchange import usdm, usdm_synthetic
+from fake_exchange.binance_frames import SPOT, Payload, Venue
 from fake_exchange.derive import INTERVAL_MS, CandleBook, TickerDeriver, kline_frame
 from fake_exchange.recording import (
     RecordedFrame,
@@ -41,6 +46,10 @@ def nobody(stream: str) -> bool:
 
 
 SYNTHETIC_CHANNELS = frozenset({"aggTrade", "trade", "ticker", "miniTicker", "bookTicker"})
+USDM_CHANNELS = frozenset({"markPrice@1s", "forceOrder"})
+"""Round-robin channels only a USD-M synthetic source has."""
+USDM_DEFAULT_CHANNELS = ("aggTrade", "ticker", "markPrice@1s", "forceOrder")
+"""What `marketbus fake-exchange --exchange binanceusdm --synthetic N` sends."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +69,11 @@ class FrameSource(Protocol):
         """False when events() never ends (looping replay, synthetic without limits)."""
         ...
 
+    @property
+    def venue(self) -> Venue:
+        """Spot or USD-M: the API the server speaks for this source (after `prepare`)."""
+        ...
+
     def prepare(self) -> None:
         """Load files; idempotent. The server calls it in a thread before serving."""
         ...
@@ -70,6 +84,11 @@ class FrameSource(Protocol):
 
     def snapshots(self) -> dict[str, Payload]:
         """Initial depth snapshots by symbol id (`lastUpdateId`, `bids`, `asks`)."""
+        ...
+
+    def open_interest(self) -> dict[str, str]:
+        """USD-M: open interest (contracts) by symbol id before the first event reports any
+        (REST answers it from the start); empty: none known."""
         ...
 
     @property
@@ -85,19 +104,32 @@ class FrameSource(Protocol):
 
 
 def unified_symbols(exchange_info: Payload) -> dict[str, str]:
-    """Symbol id -> unified 'BASE/QUOTE' for every exchangeInfo entry."""
-    return {s["symbol"]: f"{s['baseAsset']}/{s['quoteAsset']}" for s in exchange_info["symbols"]}
+    """Symbol id -> CCXT's unified symbol for every exchangeInfo entry ('BASE/QUOTE' for spot,
+    'BASE/QUOTE:SETTLE' for a USD-M perpetual)."""
+    return {s["symbol"]: usdm.unified_symbol(s) for s in exchange_info["symbols"]}
 
 
-def _add_symbol(exchange_info: Payload, unified: str, template: Payload | None = None) -> str:
-    """Make sure `unified` ('BASE/QUOTE') is in exchangeInfo; returns its id."""
-    base, sep, quote = unified.partition("/")
-    if not sep:
-        raise ValueError(f"synthetic symbol needs BASE/QUOTE form: {unified!r}")
+def _add_symbol(
+    exchange_info: Payload, unified: str, template: Payload | None = None, venue: Venue = SPOT
+) -> str:
+    """Make sure `unified` ('BASE/QUOTE', for USD-M also 'BASE/QUOTE:QUOTE') is in
+    exchangeInfo; returns its id."""
+    pair, _, settle = unified.partition(":")
+    base, sep, quote = pair.partition("/")
+    if not sep or (settle and (not venue.futures or settle != quote)):
+        form = "BASE/QUOTE or BASE/QUOTE:QUOTE" if venue.futures else "BASE/QUOTE"
+        raise ValueError(f"synthetic symbol needs {form} form: {unified!r}")
     sym_id = bf.symbol_id(unified)
     if not any(s["symbol"] == sym_id for s in exchange_info["symbols"]):
-        entry = dict(template) if template else bf.exchange_info_symbol(sym_id, base, quote)
+        if template:
+            entry = dict(template)
+        elif venue.futures:
+            entry = usdm.exchange_info_symbol(sym_id, base, quote)
+        else:
+            entry = bf.exchange_info_symbol(sym_id, base, quote)
         entry.update(symbol=sym_id, baseAsset=base, quoteAsset=quote, status="TRADING")
+        if "pair" in entry:
+            entry.update(pair=sym_id, marginAsset=quote)
         exchange_info["symbols"].append(entry)
     return sym_id
 
@@ -147,7 +179,9 @@ def _compute_spans(frames: list[RecordedFrame]) -> _Spans:
         elif channel.startswith("kline") and d["k"]["f"] >= 0:
             kline_trades.setdefault(sym, []).append((d["k"]["f"], d["k"]["L"]))
         elif channel.startswith("depth"):
-            depth.setdefault(sym, []).append((d["U"], d["u"]))
+            # USD-M diffs chain by pu (the ids between are other symbols'): from pu + 1 on,
+            # so pass k + 1's first pu is pass k's last u
+            depth.setdefault(sym, []).append((d["pu"] + 1 if "pu" in d else d["U"], d["u"]))
         elif channel == "bookTicker":
             book.setdefault(sym, []).append((d["u"], d["u"]))
     spans = _Spans()
@@ -162,10 +196,11 @@ class ReplaySource:
 
     `speed` divides the recorded gaps (0 or inf: as fast as possible). With `loop`, each pass
     starts `loop_gap` recorded seconds after the previous one ended; timestamps keep increasing
-    and every id (aggTrade a/f/l, depth U/u, bookTicker u, kline f/L) is shifted by the
-    per-symbol span of one pass, so ids stay unique and depth updates stay consecutive.
-    `symbols_map` renames symbols ({'NKN/USDT': 'BTC/USDT'} or ids); missing targets are
-    added to exchangeInfo as copies of the source symbol.
+    and every id (aggTrade a/f/l, depth U/u (and USD-M's pu), bookTicker u, kline f/L) is
+    shifted by the per-symbol span of one pass, so ids stay unique and depth updates stay
+    chained (spot: U = previous u + 1; USD-M: pu = previous u). `symbols_map` renames symbols
+    ({'NKN/USDT': 'BTC/USDT'} or ids); missing targets are added to exchangeInfo as copies of
+    the source symbol. Spot or USD-M: what the recording holds (`venue`).
     """
 
     def __init__(
@@ -192,6 +227,10 @@ class ReplaySource:
         return not self.loop
 
     @property
+    def venue(self) -> Venue:
+        return self.recording.venue
+
+    @property
     def kline_intervals(self) -> tuple[str, ...]:
         return ()
 
@@ -215,6 +254,9 @@ class ReplaySource:
     def snapshots(self) -> dict[str, Payload]:
         return self.recording.snapshots
 
+    def open_interest(self) -> dict[str, str]:
+        return {}  # Binance streams none: a recording holds none
+
     def symbols(self) -> list[str]:
         """Ids of the symbols that have frames in the recording."""
         return sorted({f.data["s"] for f in self.recording.frames if "s" in f.data})
@@ -229,7 +271,7 @@ class ReplaySource:
         first_ms = frames[0].ts * 1000
         pass_ms = (frames[-1].ts - frames[0].ts + self.loop_gap) * 1000
         start_ms = clock()
-        deriver = TickerDeriver()
+        deriver = TickerDeriver(futures=self.recording.venue.futures)
         for sym_id, snap in self.recording.snapshots.items():
             if snap.get("bids") and snap.get("asks"):
                 deriver.seed_book(sym_id, *snap["bids"][0], *snap["asks"][0])
@@ -279,11 +321,16 @@ class ReplaySource:
             extra.extend(deriver.tickers(sym, d["E"]))
         elif channel == "bookTicker":
             d["u"] += pass_no * sp.update.get(sym, 0)
+            if "T" in d:  # USD-M: the transaction time
+                d["T"] = tmap(d["T"])
             deriver.observe_book_ticker(d)
             extra.extend(deriver.tickers(sym, tmap(f.ts * 1000)))
         elif channel.startswith("depth"):
             d["U"] += pass_no * sp.update.get(sym, 0)
             d["u"] += pass_no * sp.update.get(sym, 0)
+            if "pu" in d:  # USD-M: the previous diff's u, and a transaction time
+                d["pu"] += pass_no * sp.update.get(sym, 0)
+                d["T"] = tmap(d["T"])
         elif channel.startswith("kline"):
             k = dict(d["k"])
             shift = d["E"] - f.data["E"]
@@ -307,7 +354,7 @@ def _rename(rec: Recording, symbols_map: Mapping[str, str]) -> Recording:
         if src_id not in by_id:
             raise RecordingError(f"symbols_map: {src!r} is not in the recording's exchangeInfo")
         if "/" in dst:
-            dst_id = _add_symbol(info, dst, by_id[src_id])
+            dst_id = _add_symbol(info, dst, by_id[src_id], rec.venue)
         elif bf.symbol_id(dst) in by_id:
             dst_id = bf.symbol_id(dst)
         else:
@@ -325,7 +372,7 @@ def _rename(rec: Recording, symbols_map: Mapping[str, str]) -> Recording:
             data["k"] = dict(data["k"], s=new)
         frames.append(RecordedFrame(f.ts, bf.stream_name(new, channel), data))
     snapshots = {ids.get(k, k): v for k, v in rec.snapshots.items()}
-    return Recording(info, snapshots, frames)
+    return Recording(info, snapshots, frames, rec.venue)
 
 
 # --------------------------------------------------------------------------- synthetic
@@ -347,6 +394,7 @@ class _Walk:
     bids: dict[str, str] = field(default_factory=dict)
     asks: dict[str, str] = field(default_factory=dict)
     streams: dict[str, str] = field(default_factory=dict)
+    deriv: usdm_synthetic.DerivState | None = None
 
 
 def _book_prices(price: float, levels: int) -> tuple[list[str], list[str]]:
@@ -380,6 +428,11 @@ class SyntheticSource:
     sent (an update every `kline_update` s when the candle changed, for intervals longer than
     that, and a closing frame with x=true when an interval ends), and `depth@100ms` diffs every
     `depth_interval` s moving the book (`depth_levels` a side) to the current price.
+
+    `venue=USDM`: USD-M futures frames (`symbols`: 'BASE/QUOTE' or 'BASE/QUOTE:QUOTE', an int n
+    takes USDT perpetuals), depth diffs chained by `pu` with ids that skip (other symbols'
+    updates come between, as on Binance), and two more round-robin channels,
+    `markPrice@1s` and `forceOrder` (`fake_exchange.usdm_synthetic`).
     """
 
     def __init__(
@@ -397,12 +450,12 @@ class SyntheticSource:
         kline_update: float = 1.0,
         depth_interval: float = 0.1,
         depth_levels: int = 10,
+        venue: Venue = SPOT,
     ) -> None:
-        bad = set(channels) - SYNTHETIC_CHANNELS
+        allowed = SYNTHETIC_CHANNELS | (USDM_CHANNELS if venue.futures else frozenset())
+        bad = set(channels) - allowed
         if bad or not channels:
-            raise ValueError(
-                f"unsupported channels {sorted(bad)}; use {sorted(SYNTHETIC_CHANNELS)}"
-            )
+            raise ValueError(f"unsupported channels {sorted(bad)}; use {sorted(allowed)}")
         if rate <= 0:
             raise ValueError("rate must be > 0")
         CandleBook(kline_intervals)  # validates the intervals
@@ -420,9 +473,11 @@ class SyntheticSource:
         self.kline_update = kline_update
         self.depth_interval = depth_interval
         self.depth_levels = depth_levels
+        self._venue = venue
         self._info: Payload | None = None
         self._ids: list[str] = []
         self._start_prices: dict[str, float] = {}
+        self._start_oi: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return (
@@ -435,6 +490,10 @@ class SyntheticSource:
         return self.duration is not None or self.total is not None
 
     @property
+    def venue(self) -> Venue:
+        return self._venue
+
+    @property
     def kline_intervals(self) -> tuple[str, ...]:
         return self._kline_intervals
 
@@ -444,19 +503,26 @@ class SyntheticSource:
     def exchange_info(self) -> Payload:
         if self._info is not None:
             return self._info
-        info = load_exchange_info(self.exchange_info_path or bundled_recording())
+        venue = self._venue
+        info = load_exchange_info(self.exchange_info_path or bundled_recording(venue))
         if isinstance(self.symbols_spec, int):
             n = self.symbols_spec
             ids = [
                 s["symbol"]
                 for s in info["symbols"]
-                if s["quoteAsset"] == "USDT" and s["status"] == "TRADING"
+                if s["quoteAsset"] == "USDT"
+                and s["status"] == "TRADING"
+                and s.get("contractType", "PERPETUAL") == "PERPETUAL"
             ][:n]
-            ids += [_add_symbol(info, f"SYM{i}/USDT") for i in range(n - len(ids))]
+            ids += [_add_symbol(info, f"SYM{i}/USDT", None, venue) for i in range(n - len(ids))]
         else:
-            ids = [_add_symbol(info, s) for s in self.symbols_spec]
+            ids = [_add_symbol(info, s, None, venue) for s in self.symbols_spec]
         rng = random.Random(self.seed)
         self._start_prices = {i: round(10 ** rng.uniform(-1, 4), 4) for i in ids}
+        if venue.futures:
+            self._start_oi = {
+                i: usdm_synthetic.start_open_interest(p, rng) for i, p in self._start_prices.items()
+            }
         self._ids = ids
         self._info = info
         return info
@@ -470,6 +536,11 @@ class SyntheticSource:
         """Symbol id -> the price its walk starts from (seeded)."""
         self.prepare()
         return dict(self._start_prices)
+
+    def open_interest(self) -> dict[str, str]:
+        """USD-M: each symbol's open interest before its first mark price frame (seeded)."""
+        self.prepare()
+        return dict(self._start_oi)
 
     def snapshots(self) -> dict[str, Payload]:
         """`depth_levels` levels a side around each start price, qty 1, `lastUpdateId` 0."""
@@ -510,6 +581,7 @@ class SyntheticSource:
                 yield Event(vt - last_vt, w.streams[channel], gen.frame(w, channel, now_ms, rng))
                 last_vt = vt
                 k += 1
+                yield from gen.drain()  # what goes with that frame (USD-M: open interest)
             if self.total is not None and k >= self.total:
                 return
             tick_no += 1
@@ -523,9 +595,11 @@ class _Generator:
         self.start_ms = start_ms
         self.interest = interest
         self.lead = next((c for c in src.channels if c in TRADE_CHANNELS), None)
-        self.deriver = TickerDeriver()
+        self.futures = src.venue.futures
+        self.deriver = TickerDeriver(futures=self.futures)
         self.candles = CandleBook(src.kline_intervals)
         self.depth_rng = random.Random(src.seed + 2)  # depth never perturbs the trades
+        self.pending: list[tuple[str, Payload]] = []
         snaps = src.snapshots()
         self.walks: list[_Walk] = []
         for sym_id, price in src.start_prices().items():
@@ -534,6 +608,10 @@ class _Generator:
             w.asks = {p: q for p, q in snaps[sym_id]["asks"]}
             channels = [*src.channels, "depth@100ms"]
             channels += [f"kline_{i}" for i in src.kline_intervals]
+            if self.futures:
+                channels.append(usdm.OPEN_INTEREST)
+                oi = float(src.open_interest()[sym_id])
+                w.deriv = usdm_synthetic.DerivState(sym_id, open_interest=oi)
             w.streams = {c: bf.stream_name(sym_id, c) for c in channels}
             self.deriver.seed_book(sym_id, *_quote(w.price))
             self.walks.append(w)
@@ -543,19 +621,35 @@ class _Generator:
         self.next_push = src.kline_update
         self.next_depth = 0.0
 
+    def drain(self) -> Iterator[Event]:
+        """The events queued to go right after the last one, in order."""
+        pending, self.pending = self.pending, []
+        for stream, payload in pending:
+            yield Event(0.0, stream, payload)
+
     # ---------------------------------------------------------------- round-robin frames
 
     def frame(self, w: _Walk, channel: str, now_ms: int, rng: random.Random) -> Payload:
+        fut = self.futures
         if channel in TRADE_CHANNELS:
             agg = w.last_agg
             if channel == self.lead or agg is None:
                 agg = self._trade(w, now_ms, rng)
             if channel == "aggTrade":
                 return agg
-            return bf.trade(w.sym_id, agg["f"], agg["p"], agg["q"], agg["T"], now_ms, agg["m"])
+            return bf.trade(
+                w.sym_id, agg["f"], agg["p"], agg["q"], agg["T"], now_ms, agg["m"], futures=fut
+            )
         if channel == "bookTicker":
             w.update_id += 1
-            return bf.book_ticker(w.sym_id, w.update_id - 1, *_quote(w.price))
+            event_ms = now_ms if fut else None
+            return bf.book_ticker(w.sym_id, w.update_id - 1, *_quote(w.price), event_ms=event_ms)
+        if w.deriv is not None and channel == "markPrice@1s":
+            mark, oi = usdm_synthetic.mark_frame(w.deriv, w.price, now_ms, rng)
+            self.pending.append((w.streams[usdm.OPEN_INTEREST], oi))
+            return mark
+        if w.deriv is not None and channel == "forceOrder":
+            return usdm_synthetic.liquidation(w.deriv, w.price, now_ms, rng)
         full = self.deriver.ticker(w.sym_id, now_ms)
         if channel == "ticker":
             return full
@@ -567,7 +661,9 @@ class _Generator:
         price, qty = f"{w.price:.8f}", f"{rng.uniform(0.001, 5):.8f}"
         maker = rng.random() < 0.5
         tid = w.trade_id
-        agg = bf.agg_trade(w.sym_id, w.agg_id, price, qty, tid, tid, now_ms, now_ms, maker)
+        agg = bf.agg_trade(
+            w.sym_id, w.agg_id, price, qty, tid, tid, now_ms, now_ms, maker, futures=self.futures
+        )
         w.agg_id += 1
         w.trade_id += 1
         w.last_agg = agg
@@ -634,9 +730,12 @@ class _Generator:
         asks = {p: f"{rnd(0.1, 10):.8f}" for p in ask_prices}
         b, a = _side_diff(w.bids, bids), _side_diff(w.asks, asks)
         w.bids, w.asks = bids, asks
-        first = w.depth_id + 1
-        w.depth_id += max(1, len(b) + len(a))
-        return bf.depth_update(w.sym_id, first, w.depth_id, b, a, now_ms)
+        prev = w.depth_id
+        # USD-M: the ids between two diffs of a symbol are other symbols' (only pu chains them)
+        first = prev + 1 + (self.depth_rng.randint(0, 3) if self.futures else 0)
+        w.depth_id = first - 1 + max(1, len(b) + len(a))
+        pu = prev if self.futures else None
+        return bf.depth_update(w.sym_id, first, w.depth_id, b, a, now_ms, prev_final=pu)
 
 
 def _quote(price: float) -> tuple[str, str, str, str]:

@@ -3,7 +3,9 @@
 The one place that defines a least-privilege Redis ACL user per role: ``marketbus doctor
 --role`` checks a user against it and the security tests create their users from it
 (:func:`acl_rules`). The lists follow what the code sends (``publisher/sink.py``,
-``publisher/app.py``, ``publisher/control.py``, ``consumers/``); a change there belongs here.
+``publisher/app.py``, ``publisher/control.py``, ``consumers/``, and for ``archive`` the
+modules ``marketbus archive`` runs: ``archive/archiver.py``, ``archive/status.py``); a change
+there belongs here.
 
 Each need carries a *harmless form* of its command, used to ask Redis whether a user may run
 it (``ACL DRYRUN``, or sending it where that is not permitted): Redis checks the ACL first,
@@ -33,6 +35,7 @@ from marketbus.symbols import normalize_symbol
 
 STREAMS = f"{DEFAULT_PREFIX}:*"
 STATUS = f"{STATUS_PREFIX}:*"
+ARCHIVE_STATUS = f"{STATUS_PREFIX}:archive:*"  # archive.status: mb:status:archive:<name>
 CONTROL = f"{CONTROL_PREFIX}:*"
 SUBS = f"{SUBS_PREFIX}:*"
 KEY = "{key}"  # stands for a key matching the need's pattern in ``probe``
@@ -41,6 +44,13 @@ KEY = "{key}"  # stands for a key matching the need's pattern in ``probe``
 FEATURES = {
     "control": "run-time subscription changes (marketbus subscribe) will be ignored",
     "memory-check": "the publisher cannot compare its streams with maxmemory at start",
+    "archive-status": "the archiver writes no status hash: `marketbus archive status` will "
+    "not see it",
+    "trim-detection": "a consumer cannot count the entries trimmed before it read them "
+    "(stats.trimmed stays 0, no history fill)",
+    "trim-group-count": "a consumer group's lag stays inflated after a trim (the count is "
+    "still right in each member's stats)",
+    "window": "Consumer.window() cannot read the stream between the archive and the buffer",
 }
 """What a role loses without an optional need, by feature."""
 
@@ -48,7 +58,7 @@ FEATURES = {
 class Role(StrEnum):
     PUBLISHER = "publisher"
     CONSUMER = "consumer"
-    ARCHIVE = "archive"  # reads history: enumerates and reads streams, reads worker status
+    ARCHIVE = "archive"  # a group member archiving every stream; writes only its own status
 
 
 @dataclass(frozen=True)
@@ -60,6 +70,7 @@ class Need:
     pattern: str | None
     why: str
     feature: str | None = None  # optional: the role runs without it, with this feature off
+    dryrun_only: bool = False  # no harmless form exists (MULTI): checked by ACL DRYRUN only
 
     @property
     def optional(self) -> bool:
@@ -139,6 +150,56 @@ ROLES: dict[Role, tuple[Need, ...]] = {
             STREAMS,
             "reclaims entries a crashed member left pending",
         ),
+        Need(
+            "xinfo|stream",
+            ("XINFO", "STREAM", KEY),
+            STREAMS,
+            "counts the entries trimmed before it read them (entries-added)",
+            feature="trim-detection",
+        ),
+        Need(
+            "xinfo|groups",
+            ("XINFO", "GROUPS", KEY),
+            STREAMS,
+            "counts what its group lost to trimming, and its lag",
+            feature="trim-detection",
+        ),
+        Need(
+            "multi",
+            ("MULTI",),
+            None,
+            "reads the backfill and the stream's counters at one instant",
+            feature="trim-detection",
+            dryrun_only=True,
+        ),
+        Need(
+            "exec",
+            ("EXEC",),
+            None,
+            "reads the backfill and the stream's counters at one instant",
+            feature="trim-detection",
+        ),
+        Need(
+            "eval",
+            ("EVAL", "return 1", "not-a-number"),
+            None,
+            "corrects its group's read count after a trim, once per group",
+            feature="trim-group-count",
+        ),
+        Need(
+            "xgroup|setid",
+            ("XGROUP", "SETID", KEY, "g", "not-an-id"),
+            STREAMS,
+            "corrects its group's read count after a trim (inside the script)",
+            feature="trim-group-count",
+        ),
+        Need(
+            "xrange",
+            ("XRANGE", KEY, "+", "-", "COUNT", "1"),
+            STREAMS,
+            "reads the stream between the archive and the ring buffer (window)",
+            feature="window",
+        ),
     ),
     Role.ARCHIVE: (
         Need("scan", _SCAN, None, "finds the streams (again, periodically, for new ones)"),
@@ -165,15 +226,23 @@ ROLES: dict[Role, tuple[Need, ...]] = {
             "xpending",
             ("XPENDING", KEY, "g", "-", "+", "not-a-number"),
             STREAMS,
-            "measures its lag and finds what a dead member left",
-        ),
-        Need(
-            "xautoclaim",
-            ("XAUTOCLAIM", KEY, "g", "c", "0", "not-an-id"),
-            STREAMS,
-            "claims entries another archiver left pending",
+            "finds members no longer running that left entries pending (it adopts them)",
         ),
         Need("xinfo|groups", ("XINFO", "GROUPS", KEY), STREAMS, "reads its group's lag"),
+        Need(
+            "hset",
+            ("HSET", KEY, "f", "v", "odd"),
+            ARCHIVE_STATUS,
+            "writes its status (marketbus archive status)",
+            feature="archive-status",
+        ),
+        Need(
+            "expire",
+            ("EXPIRE", KEY, "not-a-number"),
+            ARCHIVE_STATUS,
+            "status heartbeat TTL",
+            feature="archive-status",
+        ),
     ),
 }
 
@@ -221,4 +290,13 @@ def configured_keys(settings: Settings) -> dict[str, tuple[str, ...]]:
     }
 
 
-__all__ = ["FEATURES", "ROLES", "Need", "Role", "acl_rules", "configured_keys", "needs"]
+__all__ = [
+    "ARCHIVE_STATUS",
+    "FEATURES",
+    "ROLES",
+    "Need",
+    "Role",
+    "acl_rules",
+    "configured_keys",
+    "needs",
+]

@@ -193,8 +193,46 @@ class SupervisorSettings(_Frozen):
     )
 
 
+class ArchiveSettings(_Frozen):
+    """``[archive]``: ``marketbus archive`` (docs/history.md). The fields after ``compact``
+    are :class:`archive.ArchiveConfig`'s, by the same names; one left out takes the
+    archiver's default. (Defined here, not there: this package sits below ``archive``.)"""
+
+    dir: str | None = Field(None, description="the archive directory (a local path)")
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="serve /healthz, /readyz, /metrics here"
+    )
+    metrics_host: str = "127.0.0.1"
+    status_every_s: float = Field(
+        5.0, gt=0, description="write the status hash mb:status:archive:<name> this often"
+    )
+    keep_days: int | None = Field(
+        None, ge=1, description="retention: drop dates before today - keep_days (hourly)"
+    )
+    compact: bool = Field(
+        False, description="merge each finished day's files into one file per partition (hourly)"
+    )
+    streams: str | None = None
+    group: str | None = None
+    name: str | None = None
+    roll_bytes: int | None = None
+    roll_age_s: float | None = None
+    rescan_s: float | None = None
+    count: int | None = None
+    block_ms: int | None = None
+    retry_min_s: float | None = None
+    retry_max_s: float | None = None
+    log_every_s: float | None = None
+    stop_timeout_s: float | None = None
+    row_group_rows: int | None = None
+    zstd_level: int | None = None
+    adopt_every_s: float | None = None
+    lock_wait_s: float | None = None
+    pause_gc: bool | None = None
+
+
 class Settings(BaseSettings):
-    """Everything a publisher needs."""
+    """Everything a publisher needs (and, under ``archive``, the archiver)."""
 
     model_config = SettingsConfigDict(
         frozen=True,
@@ -206,6 +244,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     exchanges: tuple[ExchangeSettings, ...] = (ExchangeSettings(),)
     supervisor: SupervisorSettings = SupervisorSettings()
+    archive: ArchiveSettings = ArchiveSettings()
     log_level: str = "info"
     log_json: bool | None = None
     metrics_port: int | None = Field(

@@ -534,7 +534,7 @@ def doctor_command(
 @app.command("fake-exchange")
 def fake_exchange(
     exchange: Annotated[
-        str, typer.Option(help="protocol to speak: binance, okx or bybit")
+        str, typer.Option(help="protocol to speak: binance, okx, bybit or coinbase")
     ] = "binance",
     recording: Annotated[
         Path | None, typer.Option(help="JSONL recording to replay (default: the bundled one)")
@@ -550,7 +550,8 @@ def fake_exchange(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535)] = 0,
 ) -> None:
-    """A local exchange speaking Binance spot, OKX v5 or Bybit v5 (first stdout line: its URL)."""
+    """A local exchange speaking Binance spot, OKX v5, Bybit v5 or Coinbase Advanced Trade
+    (first stdout line: its URL)."""
     from fake_exchange.cli import EXCHANGES, run
 
     if exchange not in EXCHANGES:
@@ -590,7 +591,12 @@ def demo(
 
 
 from marketbus_cli.history_cmds import register as _register_history  # noqa: E402
+from marketbus_cli.replay_cmd import register as _register_replay  # noqa: E402
 
 _register_history(app)
+_register_replay(app)
+from marketbus_cli.backfill_cmd import register as _register_backfill  # noqa: E402
+
+_register_backfill(app)
 
 __all__ = ["app"]

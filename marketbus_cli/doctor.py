@@ -20,6 +20,13 @@ import redis.exceptions as rex
 from rich.console import Console
 from rich.table import Table
 
+from consumers.trims import (
+    GroupInfo,
+    StreamInfo,
+    TrimInfoUnavailable,
+    parse_groups,
+    parse_stream_info,
+)
 from marketbus.acl import Need, Role, configured_keys, needs
 from marketbus.capacity import estimate
 from marketbus.errors import (
@@ -29,14 +36,17 @@ from marketbus.errors import (
     RedisUnavailableError,
     UnknownSymbolError,
 )
+from marketbus.keys import stream_pattern
 from marketbus.redaction import scrub
 from marketbus.redis_client import connect, from_redis
 from marketbus.settings import ExchangeSettings, Settings, redact_url
 from marketbus_cli.doctor_checks import (
+    LAG_SHARE,
     MIN_DRYRUN,
     AclFacts,
     Check,
     Denial,
+    GroupLag,
     MarketFacts,
     RedisFacts,
     Status,
@@ -52,6 +62,7 @@ from marketbus_cli.doctor_checks import (
 )
 
 CONFIG_PARAMS = ("appendonly", "save", "maxmemory", "maxmemory-policy")
+LAG_STREAMS = 10_000  # streams looked at for consumer-group lag, at most
 
 
 def _text(v: Any) -> str:
@@ -168,7 +179,9 @@ async def _dryrun(
 
 
 async def _probe(client: Any, todo: Sequence[tuple[Need, str | None]]) -> list[Denial]:
-    """Denials by sending each need's harmless form: NOPERM names a refusal."""
+    """Denials by sending each need's harmless form: NOPERM names a refusal (needs without
+    one are left unchecked)."""
+    todo = [(n, k) for n, k in todo if not n.dryrun_only]
     replies = await _pipelined(client, [n.args(k) for n, k in todo])
     out = []
     for (need, key), reply in zip(todo, replies, strict=True):
@@ -214,6 +227,7 @@ async def gather_redis(settings: Settings, role: Role, timeout: float) -> RedisF
             if config is None:
                 config = await _from_info(client) or None
             acl = await gather_acl(client, settings, role, version, whoami)
+            lag = await gather_lag(client, settings.redis.maxlen)
     except TimeoutError:
         return _with(facts, user=user, error=f"no answer within {timeout:g} s")
     except MarketbusError as e:
@@ -226,7 +240,68 @@ async def gather_redis(settings: Settings, role: Role, timeout: float) -> RedisF
     finally:
         if client is not None:
             await client.aclose()
-    return RedisFacts(facts.target, facts.tls, whoami, None, version, config, config_error, acl)
+    return RedisFacts(
+        facts.target, facts.tls, whoami, None, version, config, config_error, acl, lag
+    )
+
+
+async def gather_lag(client: Any, maxlen: int) -> tuple[GroupLag, ...] | None:
+    """How far behind each consumer group of each ``md:*`` stream is (``XINFO``, read only).
+    None when this user may not look, or Redis has no ``entries-added`` (before 7.0)."""
+    try:
+        keys: list[Any] = []
+        async for k in client.scan_iter(match=stream_pattern(), count=1000, _type="stream"):
+            keys.append(k)
+            if len(keys) >= LAG_STREAMS:
+                break
+        if not keys:
+            return ()
+        pipe = client.pipeline(transaction=False)
+        for k in keys:  # raw replies: HELLO 2 above may have changed the protocol under redis-py
+            pipe.execute_command("XINFO", "STREAM", k)
+            pipe.execute_command("XINFO", "GROUPS", k)
+        replies = await pipe.execute(raise_on_error=False)
+        out: list[GroupLag] = []
+        for i, k in enumerate(keys):
+            stream, groups = replies[2 * i], replies[2 * i + 1]
+            for reply in (stream, groups):
+                if isinstance(reply, rex.NoPermissionError):
+                    return None
+            if isinstance(stream, BaseException) or isinstance(groups, BaseException):
+                continue  # deleted since SCAN (or not a stream any more)
+            info = parse_stream_info(stream)
+            for g in parse_groups(groups).values():
+                out.append(await _group_lag(client, _text(k), info, g, maxlen))
+    except (rex.NoPermissionError, TrimInfoUnavailable):
+        return None
+    return tuple(out)
+
+
+async def _group_lag(
+    client: Any, key: str, info: StreamInfo, g: GroupInfo, maxlen: int
+) -> GroupLag:
+    """A group's distance from the stream's newest entry. Redis' ``lag`` counts entries
+    trimmed before the group read them as unread (a group that lost some stays "behind"
+    them), so a lag that would warn is counted again on what the stream holds."""
+    cap = info.length if info.trimmed_ever else maxlen
+    trimmed = 0
+    if g.last_delivered >= info.last_generated:
+        behind = 0
+    elif info.first is None or g.last_delivered < info.first:
+        behind = info.length  # everything held is after it; what was before it is gone
+        if g.entries_read is not None:
+            trimmed = max(info.below_first - g.entries_read, 0)
+    else:
+        behind = info.length if g.lag is None else min(g.lag, info.length)
+        limit = int(LAG_SHARE * cap) + 1
+        if behind >= limit:
+            ld = f"{g.last_delivered[0]}-{g.last_delivered[1]}"
+            try:
+                held = len(await client.xrange(key, min=f"({ld}", max="+", count=limit))
+            except rex.ResponseError:
+                held = limit
+            behind = held if held < limit else behind
+    return GroupLag(key, g.name, behind, cap, g.pending, trimmed)
 
 
 def _with(facts: RedisFacts, *, user: str | None, error: str) -> RedisFacts:
@@ -358,6 +433,7 @@ __all__ = [
     "config_summary",
     "diagnose",
     "exit_code",
+    "gather_lag",
     "gather_markets",
     "gather_redis",
     "render",

@@ -56,6 +56,18 @@ class AclFacts:
 
 
 @dataclass(frozen=True)
+class GroupLag:
+    """One consumer group on one ``md:*`` stream, as ``XINFO`` tells it."""
+
+    stream: str
+    group: str
+    behind: int  # entries the stream holds after the group's last delivered one
+    cap: int  # the stream's length cap: its length once trimmed, else the configured MAXLEN
+    pending: int = 0  # delivered, not acknowledged
+    trimmed: int = 0  # entries trimmed before the group read them, which it has not passed yet
+
+
+@dataclass(frozen=True)
 class RedisFacts:
     target: str  # the URL, password redacted
     tls: bool = False
@@ -65,6 +77,7 @@ class RedisFacts:
     config: Mapping[str, str] | None = None  # CONFIG GET replies; None: not permitted
     config_error: str | None = None
     acl: AclFacts | None = None
+    lag: tuple[GroupLag, ...] | None = None  # None: not looked at (not permitted, Redis < 7)
 
 
 @dataclass(frozen=True)
@@ -331,6 +344,48 @@ def check_markets(m: MarketFacts) -> Check:
     return Check(name, Status.OK, f"{ok} among {m.markets} markets{where}")
 
 
+LAG_SHARE = 0.5
+"""A group this far behind, as a share of its stream's length cap, is warned about."""
+
+
+def check_lag(groups: Sequence[GroupLag] | None, share: float = LAG_SHARE) -> Check | None:
+    """Consumer groups (bots, the archiver's) close to losing entries: once a group is
+    behind by the stream's MAXLEN, what it has not read is trimmed before it does. None
+    when there is no group to look at."""
+    if not groups:
+        return None
+    near = [g for g in groups if g.trimmed or g.behind > share * g.cap]
+    if not near:
+        worst = max(groups, key=lambda g: g.behind / max(g.cap, 1))
+        streams = len({g.stream for g in groups})
+        return Check(
+            "lag",
+            Status.OK,
+            f"{len(groups)} consumer group(s) on {streams} stream(s); the furthest behind: "
+            f"{_behind(worst)}",
+        )
+    near.sort(key=lambda g: (-g.trimmed, -g.behind / max(g.cap, 1)))
+    parts = [_behind(g) for g in near[:5]]
+    more = f"; and {len(near) - 5} more" if len(near) > 5 else ""
+    return Check(
+        "lag",
+        Status.WARN,
+        "; ".join(parts) + more + ": once a group is MAXLEN behind, what it has not read is "
+        "trimmed unread; speed it up (or restart it), or raise redis.maxlen",
+    )
+
+
+def _behind(g: GroupLag) -> str:
+    text = (
+        f"group {g.group!r} on {g.stream} is {g.behind:,} entries behind "
+        f"({g.behind / max(g.cap, 1):.0%} of its ~{g.cap:,} cap"
+    )
+    text += f", {g.pending:,} pending)" if g.pending else ")"
+    if g.trimmed:
+        text += f", {g.trimmed:,} entries were trimmed before it read them"
+    return text
+
+
 def redis_checks(facts: RedisFacts, role: Role, est: Estimate | None, control: bool) -> list[Check]:
     out = [check_redis(facts)]
     if facts.error is not None:
@@ -341,6 +396,9 @@ def redis_checks(facts: RedisFacts, role: Role, est: Estimate | None, control: b
     out.append(check_eviction(facts.config, facts.config_error))
     if est is not None:
         out.append(check_capacity(est, facts.config, facts.config_error))
+    lag = check_lag(facts.lag)
+    if lag is not None:
+        out.append(lag)
     return out
 
 
@@ -360,6 +418,7 @@ __all__ = [
     "AclFacts",
     "Check",
     "Denial",
+    "GroupLag",
     "MarketFacts",
     "RedisFacts",
     "Status",
@@ -367,6 +426,7 @@ __all__ = [
     "check_capacity",
     "check_config",
     "check_eviction",
+    "check_lag",
     "check_markets",
     "check_persistence",
     "check_redis",

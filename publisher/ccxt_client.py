@@ -19,7 +19,7 @@ import ccxt.pro
 from marketbus.errors import UnknownExchangeError
 from marketbus.models import Channel
 from marketbus.settings import ExchangeSettings
-from publisher import bybit
+from publisher import binanceusdm, bybit, coinbase
 from publisher.endpoints import rebase_urls
 from publisher.okx_books import checked_book_message
 from publisher.pacing import snapshot_limit
@@ -37,7 +37,9 @@ class Tap:
     has none yet (Bybit's tickers: CCXT stamps them after parsing), read from the arguments
     of the ``within`` handler. ``message``: a test of those arguments, for a handler that
     serves several channels (OKX's ``handle_ticker`` parses ``tickers`` and ``mark-price``
-    frames alike); several taps may share a method.
+    frames alike); several taps may share a method. ``convert``: the structure of ``channel``
+    made from the parsed one (None: nothing to deliver), where CCXT parses it as something
+    else (Binance USD-M's funding rate inside its mark price ticker).
     """
 
     method: str
@@ -46,6 +48,7 @@ class Tap:
     within: str | None = None
     event_time: Callable[[tuple[Any, ...]], Any] | None = None
     message: Callable[[tuple[Any, ...]], bool] | None = None
+    convert: Callable[[Any], Any] | None = None
 
 
 def _binance_ticker_event(args: tuple[Any, ...]) -> bool:
@@ -91,6 +94,28 @@ TAPS: dict[str, tuple[Tap, ...]] = {
         ),  # its linear tickers also feed funding, mark and open interest (deriv_feeds)
         Tap("parse_ws_liquidation", Channel.LIQUIDATIONS, within="handle_liquidation"),
     ),
+    "coinbase": (
+        # parse_trade is REST's too (fetch_trades): only its websocket calls are tapped
+        Tap("parse_trade", Channel.TRADES, within="handle_trade"),
+        Tap(
+            "parse_ws_ticker",
+            Channel.TICKER,
+            within="handle_tickers",
+            event_time=coinbase.message_time,
+        ),
+    ),
+    "binanceusdm": (  # Binance's parsers (publisher.binanceusdm)
+        Tap("parse_ws_trade", Channel.TRADES),
+        Tap("parse_ws_ticker", Channel.TICKER, _binance_ticker_event),
+        Tap("parse_ws_ticker", Channel.MARK, binanceusdm.is_mark_price),
+        Tap(
+            "parse_ws_ticker",
+            Channel.FUNDING,
+            binanceusdm.is_mark_price,
+            convert=binanceusdm.funding_from_mark_price,
+        ),
+        Tap("parse_ws_liquidation", Channel.LIQUIDATIONS, within="handle_liquidation"),
+    ),
 }
 
 OVERRIDES: dict[str, dict[str, Callable[[Any], Any]]] = {
@@ -101,13 +126,22 @@ OVERRIDES: dict[str, dict[str, Callable[[Any], Any]]] = {
         "handle_order_book": bybit.checked_order_book,
         "watch_topics": bybit.resubscribing_watch_topics,
     },
+    # nor Coinbase's sequence_num, and more (publisher.coinbase)
+    "coinbase": coinbase.OVERRIDES,
 }
 
-MARKET_TYPES: dict[str, tuple[str, ...]] = {"bybit": ("spot", "linear"), "okx": ("spot", "swap")}
+MARKET_TYPES: dict[str, tuple[str, ...]] = {
+    "bybit": ("spot", "linear"),
+    "okx": ("spot", "swap"),
+    "binanceusdm": binanceusdm.MARKET_TYPES,
+}
 """What ``load_markets`` loads (CCXT's ``fetchMarkets.types``); every other exchange: spot.
 Bybit's perpetuals and OKX's swaps are what most of their bots trade. Bybit's spot and linear
 ids are the same strings (``BTCUSDT``), told apart by the websocket url each arrives on;
-OKX's differ (``BTC-USDT``, ``BTC-USDT-SWAP``)."""
+OKX's differ (``BTC-USDT``, ``BTC-USDT-SWAP``). Binance USD-M has no spot at all."""
+
+DEFAULT_TYPES: dict[str, str] = {"binanceusdm": binanceusdm.DEFAULT_TYPE}
+"""CCXT's ``defaultType`` (what a call without a market means); every other exchange: spot."""
 
 SUBSCRIBE_LIMITS: dict[str, int] = {"bybit": 10}
 """Symbols per subscribe request (one ``watch_*_for_symbols`` call): Bybit spot refuses a
@@ -115,6 +149,7 @@ request with more than 10 topics."""
 
 STREAMS_PER_CONNECTION: dict[str, dict[str, int]] = {
     "binance": {"spot": 1_024, "margin": 1_024, "linear": 1_024, "inverse": 1_024},
+    "binanceusdm": binanceusdm.STREAMS_PER_CONNECTION,
 }
 """Streams one websocket connection may hold, by market type (CCXT's
 ``subscriptionLimitByStream``: it counts the streams it puts on each connection and refuses
@@ -140,7 +175,7 @@ def _tapped_class(
     for tap in taps:
         by_method.setdefault(tap.method, []).append(tap)
     for method, group in by_method.items():
-        original = getattr(base, method)
+        original = namespace.get(method) or getattr(base, method)  # a tap wraps an override
 
         def wrapper(
             self: Any, *args: Any, _orig: Any = original, _taps: tuple[Tap, ...] = tuple(group),
@@ -151,7 +186,11 @@ def _tapped_class(
             if hook is not None:
                 for tap in _taps:
                     if _applies(self.__dict__, tap, args):
-                        hook(tap.channel, _stamped(self, tap, result))
+                        value = _stamped(self, tap, result)
+                        if tap.convert is not None:
+                            value = tap.convert(value)
+                        if value is not None:
+                            hook(tap.channel, value)
             return result
 
         namespace[method] = wrapper
@@ -214,7 +253,7 @@ def ccxt_config(cfg: ExchangeSettings) -> dict[str, Any]:
         # with a tap every trade is seen as parsed, so the cache only costs memory and
         # full-GC time (every cached trade is a few dicts the collector walks)
         "tradesLimit": cfg.trades_limit or (10 if has_taps(cfg.name) else 100_000),
-        "defaultType": "spot",
+        "defaultType": DEFAULT_TYPES.get(cfg.name, "spot"),
         "fetchMarkets": {"types": list(MARKET_TYPES.get(cfg.name, ("spot",)))},
     }
     if cfg.name in STREAMS_PER_CONNECTION:
@@ -277,7 +316,7 @@ def streams_per_connection(client: Any, market_type: object) -> int | None:
 
 def watch_params(exchange_id: str, channel: Channel, cfg: ExchangeSettings) -> dict[str, Any]:
     """Extra params for the ``watch_*`` call: which stream to use, where it matters."""
-    if exchange_id == "binance":
+    if exchange_id in ("binance", "binanceusdm"):
         name = cfg.trade_stream if channel is Channel.TRADES else cfg.ticker_stream
         return {"name": name}
     return {}

@@ -2,6 +2,9 @@
 
 In order of preference:
 
+0. an exchange's own row (:data:`EXCHANGE_FEEDS`), where CCXT carries a channel inside another
+   one's structure: Binance USD-M's funding rate comes in the ``markPrice@1s`` frames
+   ``watch_mark_prices`` subscribes (CCXT 4.5.90 has no ``watch_funding_rate`` there);
 1. ``TICKER``: the exchange's own ticker carries it (Bybit linear tickers hold the funding
    rate, mark and index price and open interest): the ``tickers`` subscription feeds it, no
    subscription of its own (one ``watch_tickers`` holds it, shared with channel ``ticker``);
@@ -72,6 +75,16 @@ class Source:
     many: bool = False
 
 
+EXCHANGE_FEEDS: dict[str, dict[Channel, Source]] = {
+    # the mark price stream also carries the funding rate and next funding time (r, T); the
+    # tap reads them (publisher.binanceusdm.funding_from_mark_price). Mark price, liquidations
+    # and open interest take the generic rows: watch_mark_prices, watch_liquidations_for_symbols
+    # (forceOrder), fetch_open_interest (REST /fapi/v1/openInterest, polled)
+    "binanceusdm": {Channel.FUNDING: Source(Feed.WATCH, "watch_mark_prices", True)},
+}
+"""Per exchange, the websocket feed of a channel where the generic rows would miss it."""
+
+
 def _first(has: Mapping[str, Any], methods: tuple[tuple[str, str, bool], ...]) -> Source | None:
     for cap, method, many in methods:
         if has.get(cap):
@@ -84,6 +97,9 @@ def source(exchange: str, channel: Channel, has: Mapping[str, Any], mode: str = 
     if channel not in DERIVATIVES:
         raise ValueError(f"{channel.value} is not a derivatives channel")
     if mode != "poll":
+        own = EXCHANGE_FEEDS.get(exchange, {}).get(channel)
+        if own is not None and own.method is not None and has.get(_has_key(own.method)):
+            return own
         if channel in TICKER_CARRIES.get(exchange, ()) and (
             has.get("watchTickers") or has.get("watchTicker")
         ):
@@ -94,6 +110,12 @@ def source(exchange: str, channel: Channel, has: Mapping[str, Any], mode: str = 
     return _first(has, FETCH_METHODS[channel]) or Source(Feed.NONE)
 
 
+def _has_key(method: str) -> str:
+    """CCXT's ``has`` key of a method: ``watch_mark_prices`` -> ``watchMarkPrices``."""
+    head, *rest = method.split("_")
+    return head + "".join(w.capitalize() for w in rest)
+
+
 def is_contract(market: Mapping[str, Any] | None) -> bool:
     """A market derivatives channels exist for (a perpetual or a future, CCXT's
     ``contract``); False for spot, margin and unknown markets."""
@@ -101,6 +123,7 @@ def is_contract(market: Mapping[str, Any] | None) -> bool:
 
 
 __all__ = [
+    "EXCHANGE_FEEDS",
     "FETCH_METHODS",
     "TICKER_CARRIES",
     "WATCH_METHODS",

@@ -51,7 +51,9 @@ def candle(i: int) -> Candle:
     )
 
 
-def commit_records(store: Store, commit: int, entries: Sequence[tuple[str, Record]]) -> Committed:
+def commit_records(
+    store: Store, commit: int | None, entries: Sequence[tuple[str, Record]]
+) -> Committed:
     """``(entry id, record)`` pairs committed as the archiver would (per stream, by date)."""
     by_stream: dict[StreamKey, list[list[Any]]] = {}
     for entry_id, r in entries:

@@ -5,18 +5,28 @@ REST-polling client sees the same market as a websocket one: `market/books` is t
 `market/trades` the trades sent (newest first, as OKX), `market/candles` built from those
 trades. Bodies and HTTP statuses follow OKX's error table (51001 "Instrument ID does not exist"
 comes with HTTP 200; 50011 with 429), so CCXT maps them through its real error table.
+
+`history-trades` and `history-candles` (and `candles` given `after`/`before`) page further back:
+before the live session (the UTC day the fake started) they answer from a deterministic
+synthetic history (`fake_exchange.history`), newest first as OKX. History trade ids sit in a
+range of their own (`HISTORY_ID_BASE` on), before every live id in paging order.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from decimal import Decimal
+from itertools import islice, takewhile
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from fake_exchange.derive import Candle
 from fake_exchange.faults import Faults, HttpFailure
+from fake_exchange.history import ORIGIN_MS, HistTrade, SyntheticHistory, floor_day, plain_text
 from fake_exchange.okx import frames as of
+from fake_exchange.okx.frames import Payload
 from fake_exchange.okx.market import TRADE_HISTORY, OkxMarket
 from fake_exchange.push_server import fault_middleware, json_response
 
@@ -50,10 +60,17 @@ def _int(
 
 
 class OkxRestApi:
-    """The `/api/v5/*` routes, read from the market the server owns."""
+    """The `/api/v5/*` routes, read from the market the server owns.
 
-    def __init__(self, market: Callable[[], OkxMarket]) -> None:
+    `history`: what paging before the live session answers from; by default a
+    `SyntheticHistory` ending at the start of today (UTC).
+    """
+
+    def __init__(
+        self, market: Callable[[], OkxMarket], history: SyntheticHistory | None = None
+    ) -> None:
         self._market = market
+        self.history = history or SyntheticHistory("okx", floor_day(_now_ms()))
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -124,7 +141,9 @@ class OkxRestApi:
         return json_response(of.rest_ok(hist[::-1][:limit]))
 
     async def history_trades(self, request: web.Request) -> web.Response:
-        """`type` 1: after/before are tradeIds (default), 2: timestamps; newest first, max 100."""
+        """Newest first, at most 100. `type` 1 (default): `after`/`before` are tradeIds
+        (older than / newer than); 2: `after` is a time (ms, older than). Neither: the latest
+        of the live session. Past the live session's oldest trade: the history."""
         try:
             inst = self._inst(request)
             limit = _int(request, "limit", 100, 100) or 100
@@ -132,14 +151,49 @@ class OkxRestApi:
             before = _int(request, "before", None)
         except _BadParam as e:
             return e.response
-        field = "ts" if request.query.get("type") == "2" else "tradeId"
-        rows = [
-            t
-            for t in reversed(self._market().trades.get(inst, ()))
-            if (after is None or int(t[field]) < after)
-            and (before is None or int(t[field]) > before)
-        ]
-        return json_response(of.rest_ok(rows[:limit]))
+        live = self._market().trades.get(inst, ())
+        by_ts = request.query.get("type") == "2"
+        if after is None and before is None:
+            return json_response(of.rest_ok(list(islice(reversed(live), limit))))
+        key: Callable[[int], tuple[int, int]]
+        if by_ts:
+            rows = self._older_by_ts(inst, live, after)
+            key = _ts_key
+        else:
+            rows = self._older_by_id(inst, live, after)
+            key = self._id_key
+        if before is not None:
+            floor = key(before)
+            rows = takewhile(lambda r: key(int(r["ts" if by_ts else "tradeId"])) > floor, rows)
+        return json_response(of.rest_ok(list(islice(rows, limit))))
+
+    def _id_key(self, trade_id: int) -> tuple[int, int]:
+        """Paging order of trade ids: every history id before every live one."""
+        return (0 if self.history.is_history_id(trade_id) else 1, trade_id)
+
+    def _older_by_id(
+        self, inst: str, live: Iterable[Payload], after: int | None
+    ) -> Iterator[Payload]:
+        """Trades older than tradeId `after` (None: all), newest first: live, then history."""
+        unified = _unified(inst)
+        if after is not None and self.history.is_history_id(after):
+            yield from map(lambda t: _trade_row(inst, t), self.history.before_id(unified, after))
+            return
+        for t in reversed(list(live)):
+            if after is None or int(t["tradeId"]) < after:
+                yield t
+        end = self.history.end_id(unified)
+        yield from map(lambda t: _trade_row(inst, t), self.history.before_id(unified, end))
+
+    def _older_by_ts(
+        self, inst: str, live: Iterable[Payload], after: int | None
+    ) -> Iterator[Payload]:
+        """Trades before time `after` (None: all), newest first: live, then history."""
+        for t in reversed(list(live)):
+            if after is None or int(t["ts"]) < after:
+                yield t
+        upper = self.history.end_ms if after is None else after
+        yield from map(lambda t: _trade_row(inst, t), self.history.before_ms(_unified(inst), upper))
 
     async def books(self, request: web.Request) -> web.Response:
         return self._books(request, 400)
@@ -168,7 +222,8 @@ class OkxRestApi:
         return self._candles(request, 100)
 
     def _candles(self, request: web.Request, cap: int) -> web.Response:
-        """Built from the trades sent; `after`/`before` are exclusive bounds on the open time."""
+        """Built from the trades sent; `after`/`before` are exclusive bounds on the open time.
+        Given either, bars before the live session come from the history."""
         try:
             inst = self._inst(request)
             limit = _int(request, "limit", 100, cap) or 100
@@ -186,7 +241,58 @@ class OkxRestApi:
             for r in rows
             if (after is None or int(r[0]) < after) and (before is None or int(r[0]) > before)
         ]
+        if after is not None or before is not None:
+            oldest_live = int(rows[-1][0]) if rows else 2**63
+            past = self._past_candles(inst, bar, after, before, limit)
+            rows += [r for r in past if int(r[0]) < oldest_live]
         return json_response(of.rest_ok(rows[:limit]))
+
+    def _past_candles(
+        self, inst: str, bar: str, after: int | None, before: int | None, limit: int
+    ) -> list[list[str]]:
+        """History bars with trades opening in (`before`, `after`), newest first, at most
+        `limit` (walked back a `limit` of bars at a time)."""
+        length = of.bar_ms(bar)
+        offset = (-of.bar_start(0, bar)) % length
+        history = self.history
+        upper = min(after if after is not None else history.end_ms, history.end_ms)
+        lower = max(before + 1 if before is not None else 0, ORIGIN_MS)
+        out: list[list[str]] = []
+        while upper > lower and len(out) < limit:
+            start = max(lower, upper - limit * length)
+            found = history.candles(_unified(inst), length, start, upper, offset)
+            out += [_candle_row(c) for c in reversed(found)]
+            upper = start
+        return out[:limit]
+
+
+def _unified(inst: str) -> str:
+    """'BTC-USDT' -> 'BTC/USDT': the history's name of an instrument."""
+    return inst.replace("-", "/")
+
+
+def _ts_key(ts_ms: int) -> tuple[int, int]:
+    return (0, ts_ms)
+
+
+def _trade_row(inst: str, t: HistTrade) -> Payload:
+    side = "sell" if t.maker else "buy"  # OKX's side is the taker's
+    return of.trade_row(inst, t.id, plain_text(t.px), plain_text(t.qty), side, t.ts)
+
+
+def _candle_row(c: Candle) -> list[str]:
+    """A closed history bar; spot: vol in base, volCcy in quote (exact)."""
+    quote = of.fmt(Decimal(c.quote).scaleb(-16))
+    return of.candle_row(
+        c.open_ms,
+        plain_text(c.open),
+        plain_text(c.high),
+        plain_text(c.low),
+        plain_text(c.close),
+        plain_text(c.volume),
+        quote,
+        True,
+    )
 
 
 # --------------------------------------------------------------------------- faults

@@ -1,5 +1,6 @@
 """The archiver against a real redis-server: every record once, across restarts, kills,
-refused acknowledgements, an unwritable directory, trimmed and invalid entries."""
+refused acknowledgements, an unwritable directory, trimmed and invalid entries, and with
+several archivers sharing one group and one directory (members adopting those gone)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from structlog.testing import capture_logs
 
 from archive import ArchiveConfig, Archiver, History
 from archive.sql import connect
+from archive.store import read_manifest
+from consumers.archive_layout import commit_of
 from marketbus import codec
 from marketbus.keys import parse_stream_key, stream_key
 from marketbus.models import Record
@@ -279,7 +282,7 @@ async def test_sigkill_at_random_moments_loses_nothing_and_writes_nothing_twice(
     stop_writing = asyncio.Event()
     hurry = asyncio.Event()  # set once the kills are done: the rest at full speed
 
-    async def writer() -> None:  # ~500 records/s while the kills go on
+    async def writer() -> None:  # ~250 records/s while the kills go on (~60 s of them)
         async with StreamSink(redis, maxlen=1_000_000, batch_size=128) as sink:
             for i in range(0, len(recs), 25):
                 for r in recs[i : i + 25]:
@@ -288,7 +291,7 @@ async def test_sigkill_at_random_moments_loses_nothing_and_writes_nothing_twice(
                 if stop_writing.is_set():
                     break
                 if not hurry.is_set():
-                    await asyncio.sleep(0.05)
+                    await asyncio.sleep(0.1)
 
     writing = asyncio.create_task(writer())
     kills = 0
@@ -358,3 +361,152 @@ async def test_sigterm_commits_what_is_held_and_exits_zero(
     assert (await redis.xpending(key, "archive"))["pending"] == 0
     assert await assert_archive_is_redis(redis, tmp_path / "a") == 100
     assert b'"archive_stopped"' in log.read_bytes()
+
+
+async def test_two_archivers_share_one_group_and_directory_each_entry_once(
+    redis: aioredis.Redis, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Two members of one group (two consumer names) on one directory while records are
+    written: Redis splits each stream between them, each commits under the shared commit
+    lock with its own marks, and the archive holds every entry exactly once."""
+    recs = records(3_000)
+    await publish(redis, recs[:2000])
+    fast = {"roll_bytes": 40_000, "count": 32}
+    async with (
+        Archiver(redis_server.url, tmp_path, config(name="a1", **fast)) as a,
+        Archiver(redis_server.url, tmp_path, config(name="a2", **fast)) as b,
+    ):
+        for i in range(2000, len(recs), 200):  # the rest while both run
+            await publish(redis, recs[i : i + 200])
+            await asyncio.sleep(0.02)
+        await eventually(lambda: group_idle(redis))
+    assert a.stats.rows > 0 and b.stats.rows > 0  # both did part of the work
+    assert a.stats.rows + b.stats.rows == len(recs)
+    assert a.stats.skipped == b.stats.skipped == 0
+    assert await assert_archive_is_redis(redis, tmp_path) == len(recs)
+    manifest = read_manifest(tmp_path)
+    assert manifest is not None and set(manifest.writers) == {"a1", "a2"}
+    commits = sorted(commit_of(p.name) or 0 for p in part_files(tmp_path))
+    assert manifest.commit == a.stats.commits + b.stats.commits >= commits[-1]
+
+
+async def test_a_member_that_is_gone_is_adopted_by_a_running_one(
+    redis: aioredis.Redis, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """A member stops for good between its commit and its XACK (here: XACK refused to its
+    user), leaving committed and uncommitted entries pending under its name: a running
+    member adopts them, skips the committed ones by the gone member's marks, archives the
+    rest, and acknowledges all."""
+    await redis.execute_command(
+        "ACL", "SETUSER", "noack", "on", ">pw", "~*", "&*", "+@all", "-xack"
+    )
+    key = stream_key("binance", "BTC/USDT", "trades")
+    await publish(redis, [trade(i) for i in range(100)])
+    url = redis_server.url.replace("redis://", "redis://noack:pw@")
+    async with Archiver(url, tmp_path, config(name="gone")) as g:
+        await eventually(lambda: _rows(g, 100))
+    await publish(redis, [trade(i) for i in range(100, 160)])
+    await redis.xreadgroup("archive", "gone", {key: ">"})  # delivered, never archived
+    assert (await redis.xpending(key, "archive"))["pending"] == 160
+    with capture_logs() as logs:
+        async with Archiver(redis_server.url, tmp_path, config(name="live")) as a:
+            await eventually(lambda: group_idle(redis))
+    assert (a.stats.adopted, a.stats.skipped, a.stats.rows) == (160, 100, 60)
+    adopted = [e for e in logs if e["event"] == "archive_member_adopted"]
+    assert [(e["member"], e["entries"]) for e in adopted] == [("gone", 160)]
+    assert await assert_archive_is_redis(redis, tmp_path) == 160
+    manifest = read_manifest(tmp_path)
+    assert manifest is not None and "gone" not in manifest.writers  # nothing left to guard
+
+
+async def test_a_running_member_keeps_its_pending_entries(
+    redis: aioredis.Redis, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Entries a running member holds (read, its commit an hour away) are not adopted by
+    another: its name is taken in the directory, so they would be written twice."""
+    key = stream_key("binance", "BTC/USDT", "trades")
+    await publish(redis, [trade(i) for i in range(50)])
+    async with Archiver(redis_server.url, tmp_path, config(name="slow", roll_age_s=3600)) as s:
+        await eventually(lambda: _buffered(s, 50))
+        async with Archiver(
+            redis_server.url, tmp_path, config(name="other", adopt_every_s=0.05)
+        ) as o:
+            await asyncio.sleep(0.5)
+            assert o.stats.adopted == 0 and o.stats.rows == 0
+            assert (await redis.xpending(key, "archive"))["pending"] == 50
+    assert s.stats.rows == 50  # committed by its own archiver at stop
+    assert await assert_archive_is_redis(redis, tmp_path) == 50
+
+
+async def _buffered(a: Archiver, n: int) -> bool:
+    return a.stats.buffered >= n
+
+
+async def test_two_archiver_processes_killed_at_random_lose_nothing_and_write_nothing_twice(
+    redis: aioredis.Redis, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Two archiver processes of one group on one directory; one of them, at random, killed
+    with SIGKILL ten times while records are written, and started again: under its own name,
+    or (every third time) under a new one, so its old name's entries wait for the other
+    member to adopt them. At the end: every entry exactly once."""
+    rng = random.Random(int(os.environ.get("ARCHIVE_KILL_SEED", "7")))
+    root = tmp_path / "archive"
+    toml = tmp_path / "archive.toml"
+    toml.write_text("[archive]\nadopt_every_s = 0.3\nrescan_s = 0.2\nlock_wait_s = 5\n")
+    logs = {n: tmp_path / f"{n}.log" for n in ("p0", "p1")}
+    for path in logs.values():
+        path.write_bytes(b"")
+    recs = records(4_000)
+    hurry = asyncio.Event()
+
+    async def writer() -> None:
+        async with StreamSink(redis, maxlen=1_000_000, batch_size=128) as sink:
+            for i in range(0, len(recs), 25):
+                for r in recs[i : i + 25]:
+                    sink.put(r)
+                await sink.drain()
+                if not hurry.is_set():
+                    await asyncio.sleep(0.1)
+
+    fast = ("--roll-age", "0.05", "--roll-mb", "0.02", "--count", "50", "--config", str(toml))
+    names = {"p0": "m0", "p1": "m1"}
+    procs = {p: _start(redis_server.url, root, logs[p], "--name", names[p], *fast) for p in names}
+    writing = asyncio.create_task(writer())
+    renamed = 0
+    try:
+        for k in range(10):
+            victim = rng.choice(["p0", "p1"])
+            await _started(logs[victim], logs[victim].read_bytes().count(b"archive_opened") or 1,
+                           procs[victim])  # fmt: skip
+            await asyncio.sleep(rng.uniform(0.05, 0.5))
+            assert procs[victim].poll() is None, logs[victim].read_text()[-2000:]
+            procs[victim].kill()
+            procs[victim].wait(10)
+            if k % 3 == 2:
+                renamed += 1
+                names[victim] = f"m{victim[-1]}-{renamed}"
+            opened = logs[victim].read_bytes().count(b"archive_opened")
+            procs[victim] = _start(
+                redis_server.url, root, logs[victim], "--name", names[victim], *fast
+            )
+            await _started(logs[victim], opened + 1, procs[victim])
+        assert not writing.done()  # records were written all along
+        hurry.set()
+        await asyncio.wait_for(writing, 60)
+        await eventually(lambda: group_idle(redis), timeout=90)
+        for p in procs.values():
+            p.send_signal(signal.SIGTERM)
+        for p in procs.values():
+            assert p.wait(30) == 0
+    finally:
+        hurry.set()
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+        await asyncio.wait_for(writing, 60)
+    text = "".join(path.read_text() for path in logs.values())
+    assert "Traceback" not in text
+    assert renamed == 3 and text.count('"archive_member_adopted"') >= 1
+    assert await assert_archive_is_redis(redis, root) == len(recs)
+    assert not [p for p in root.rglob("*.tmp")]

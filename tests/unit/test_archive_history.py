@@ -186,3 +186,18 @@ def test_history_survives_its_directory_being_copied(store: Store, tmp_path: Pat
     copy = tmp_path / "copy"
     shutil.copytree(store.root, copy, ignore=shutil.ignore_patterns(STATE_DIR))
     assert History(copy).read("binance", "BTC/USDT", "trades", 0, 2**62).num_rows == 3
+
+
+def test_candles_put_backfilled_trades_in_time_between_the_live_ones(store: Store) -> None:
+    """Rows from REST (entry id ``0-n``: backfill) have no arrival order of their own: they
+    take their exchange time, so a filled gap does not make the live trades around it late."""
+    m = 60_000
+    base = T0 - T0 % m
+    live = [(base + 1_000, 10.0, 1.0), (base + m + 2, 11.0, 1.0), (base + 4 * m + 3, 14.0, 1.0)]
+    rest = [(base + 2 * m + 5, 12.0, 2.0), (base + 3 * m + 7, 13.0, 2.0)]
+    entries = [(f"{ts + 20}-0", _trade(ts, p, a, i)) for i, (ts, p, a) in enumerate(live)]
+    entries += [(f"0-{100 + i}", _trade(ts, p, a, 100 + i)) for i, (ts, p, a) in enumerate(rest)]
+    commit_records(store, 1, entries)
+    got = History(store.root).candles("binance", "BTC/USDT", "1m", base, base + 5 * m)
+    assert got.column("start_ms").to_pylist() == [base + i * m for i in range(5)]
+    assert got.column("close").to_pylist() == [10.0, 11.0, 12.0, 13.0, 14.0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,42 @@ SERVICES: dict[str, Any] = COMPOSE["services"]
 
 def publishers() -> list[str]:
     return [n for n, s in SERVICES.items() if "publish" in (s.get("command") or [])]
+
+
+def archivers() -> list[str]:
+    """Services running ``marketbus archive`` (the archiver itself, not a subcommand)."""
+    out = []
+    for n, s in SERVICES.items():
+        cmd = s.get("command") or []
+        if cmd[:1] == ["archive"] and not {"compact", "prune", "status"} & set(cmd):
+            out.append(n)
+    return out
+
+
+def bind_sources(service: str) -> dict[str, Path]:
+    """Container path -> repo file of each ``./path:/container/path:ro`` volume."""
+    out: dict[str, Path] = {}
+    for v in SERVICES[service].get("volumes", []):
+        host, container, *_ = v.split(":")
+        if host.startswith("./"):
+            out[container] = ROOT / host
+    return out
+
+
+def service_config(service: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The settings ``marketbus archive --config FILE`` loads in the service: the mounted
+    repo file, then the service's environment."""
+    for k in list(os.environ):
+        if k.startswith("MARKETBUS_"):
+            monkeypatch.delenv(k)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    for k, v in SERVICES[service].get("environment", {}).items():
+        monkeypatch.setenv(k, str(v))
+    params = parse_cli(SERVICES[service]["command"])
+    config = params["config"]
+    mounts = bind_sources(service)
+    assert str(config) in mounts, f"{service}: --config {config} is not a file of the repo"
+    return load_settings(mounts[str(config)])
 
 
 def dockerfile_instructions() -> list[tuple[str, str]]:
@@ -186,3 +223,83 @@ def test_each_publisher_waits_for_its_doctor_pre_flight(service: str) -> None:
         == (SERVICES[service]["environment"]["MARKETBUS_REDIS__URL"])
     )
     assert SERVICES[pre]["restart"] == "no"
+
+
+def test_there_is_an_archiver() -> None:
+    assert archivers() == ["archive"]
+
+
+@pytest.mark.parametrize("service", archivers())
+def test_the_archiver_writes_to_a_named_volume_and_reads_the_compose_redis(
+    service: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from archive.config import from_settings
+
+    svc = SERVICES[service]
+    s = service_config(service, monkeypatch)
+    assert urlsplit(s.redis.url).hostname == "redis" and urlsplit(s.redis.url).password is None
+    assert s.archive.dir is not None
+    named = {
+        container: host
+        for host, container, *_ in (v.split(":") for v in svc["volumes"])
+        if not host.startswith((".", "/"))
+    }
+    mount = [c for c in named if Path(s.archive.dir).is_relative_to(c)]
+    assert mount, f"{s.archive.dir} is on no named volume: the archive would die with the container"
+    assert named[mount[0]] in COMPOSE["volumes"]
+    config = from_settings(s.archive)  # valid, as the archiver will build it at start
+    assert config.name != "" and s.archive.name is not None, "a fixed consumer name (not the host)"
+    assert svc["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert svc["restart"] == "unless-stopped"
+    assert "--redis-password" not in " ".join(svc["command"])
+
+
+@pytest.mark.parametrize("service", archivers())
+def test_the_archiver_has_time_to_commit_what_it_holds_at_stop(
+    service: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docker stop sends SIGTERM, then SIGKILL after stop_grace_period (10 s by default):
+    the archiver's last commit may be retried for stop_timeout_s, after its read loop stops."""
+    from archive.config import from_settings
+
+    config = from_settings(service_config(service, monkeypatch).archive)
+    grace = SERVICES[service]["stop_grace_period"]
+    m = re.fullmatch(r"(\d+)s", grace)
+    assert m, f"stop_grace_period {grace!r}: give it in seconds"
+    assert int(m.group(1)) >= config.stop_timeout_s + 15
+
+
+@pytest.mark.parametrize("service", archivers())
+def test_the_archiver_healthcheck_is_its_status(
+    service: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    svc = SERVICES[service]
+    test = svc["healthcheck"]["test"]
+    assert test[:4] == ["CMD", "marketbus", "archive", "status"]
+    params = parse_subcommand(test[2:])
+    assert params["config"] == parse_cli(svc["command"])["config"]
+    assert params["name"] == service_config(service, monkeypatch).archive.name
+
+
+def parse_subcommand(argv: list[str]) -> dict[str, Any]:
+    """``archive status ...`` parsed by the real click group and subcommand."""
+    group = typer.main.get_command(app)
+    name, sub, *args = argv
+    cmd = group.commands[name].commands[sub]  # type: ignore[attr-defined]
+    params: dict[str, Any] = cmd.make_context(sub, list(args)).params
+    return params
+
+
+def test_the_image_holds_what_the_archive_service_runs() -> None:
+    """The archive package is copied into the build, and the volume's mount point exists in
+    the image, owned by the image's user: Docker gives a new named volume the owner of the
+    directory it is mounted on (else root, and the archiver, not root, cannot write)."""
+    assert "COPY archive " in DOCKERFILE, "the image lacks the archive package"
+    final = " ".join(a for i, a in dockerfile_instructions() if i == "RUN")
+    mounts = {c for s in archivers() for h, c, *_ in (v.split(":") for v in SERVICES[s]["volumes"])
+              if not h.startswith((".", "/"))}  # fmt: skip
+    for mount in mounts:
+        assert re.search(rf"(install -d|mkdir)\b[^&]*{re.escape(mount)}\b", final), mount
+        assert re.search(
+            rf"chown\b[^&]*{re.escape(mount)}|install -d -o \w+[^&]*{re.escape(mount)}", final
+        )

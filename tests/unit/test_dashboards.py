@@ -1,9 +1,9 @@
 """The monitoring stack: compose services, Prometheus config and alert rules, Grafana dashboard.
 
 No Docker here: all of it is validated by parsing. Every metric a panel or a rule queries must be
-one the publisher's ``/metrics`` really serves (read from the running aiohttp app's registry, not
-from a list), one of the redis_exporter metrics named below, or a proposed one the panel says is
-missing. Labels are checked the same way, so ``by (channel)`` on a metric without a ``channel``
+one the publisher's or the archiver's ``/metrics`` really serves (read from the running aiohttp
+apps' registries, not from a list), one of the redis_exporter metrics named below, or a proposed
+one the panel says is missing. Labels are checked the same way, so ``by (channel)`` on a metric without a ``channel``
 label (an always-empty legend in Grafana) fails here.
 """
 
@@ -27,6 +27,8 @@ import yaml
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
+from archive import ArchiveConfig, Archiver
+from archive.metrics import make_app as make_archive_app
 from marketbus.keys import stream_key
 from marketbus.models import Channel
 from marketbus.settings import Settings, load_settings
@@ -34,7 +36,7 @@ from publisher.app import Publisher
 from publisher.http import make_app
 from publisher.state import ConnState
 from tests.factories import ticker, trade
-from tests.unit.test_compose import SERVICES, parse_cli, publishers
+from tests.unit.test_compose import SERVICES, archivers, parse_cli, publishers, service_config
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -264,9 +266,19 @@ async def scrape_publisher() -> str:
         await pub.sink.stop(drain_timeout=1.0)
 
 
+async def scrape_archiver() -> str:
+    """/metrics of a real Archiver (not started: its figures as after some work)."""
+    a = Archiver(fakeredis.FakeAsyncRedis(), "/nonexistent", ArchiveConfig(name="t"))
+    a.stats.lag, a.stats.lag_max, a.stats.last_commit_ms = 12, 7, int(time.time() * 1000)
+    async with TestClient(TestServer(make_archive_app(a, maxlen=100_000))) as client:
+        resp = await client.get("/metrics")
+        assert resp.status == 200
+        return await resp.text()
+
+
 @pytest.fixture(scope="module")
 def exported() -> Exported:
-    text = asyncio.run(scrape_publisher())
+    text = asyncio.run(scrape_publisher()) + asyncio.run(scrape_archiver())
     labels: dict[str, set[str]] = {}
     families: dict[str, str] = {}
     for fam in text_string_to_metric_families(text):
@@ -416,6 +428,23 @@ def test_prometheus_scrapes_no_publisher_that_is_not_in_compose() -> None:
     assert hosts == set(publishers())
 
 
+@pytest.mark.parametrize("service", archivers())
+def test_prometheus_scrapes_each_archiver_on_its_configured_port(
+    service: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = service_config(service, monkeypatch)
+    assert s.archive.metrics_port, f"{service} serves no /metrics: set [archive] metrics_port"
+    assert s.archive.metrics_host in ("0.0.0.0", "::"), "loopback only: Prometheus cannot reach it"
+    assert f"{service}:{s.archive.metrics_port}" in targets("marketbus-archive")
+    assert str(s.archive.metrics_port) in [str(p) for p in SERVICES[service].get("expose", [])]
+    assert service in SERVICES["prometheus"]["depends_on"]
+
+
+def test_prometheus_scrapes_no_archiver_that_is_not_in_compose() -> None:
+    hosts = {t.rsplit(":", 1)[0] for t in targets("marketbus-archive")}
+    assert hosts == set(archivers()) and hosts
+
+
 def test_redis_exporter_reads_the_compose_redis_and_every_stream() -> None:
     env = SERVICES["redis-exporter"]["environment"]
     assert urlsplit(env["REDIS_ADDR"]).hostname == "redis"
@@ -507,7 +536,7 @@ def test_dashboard_covers_what_operators_watch() -> None:
     wanted = {
         "Records/s per exchange", "Records/s per exchange and channel", "Publish lag",
         "Reconnects", "Trade-id gaps", "Book resyncs", "Spool size", "Consumer group lag",
-        "Consumer lag", "Redis memory",
+        "Consumer lag", "Redis memory", "Archivers writable", "Archive lag", "Archive writes",
     }  # fmt: skip
     assert wanted <= titles, wanted - titles
 
@@ -564,6 +593,13 @@ def test_proposed_metrics_are_missing_and_panels_say_so(exported: Exported) -> N
                     assert m in p["description"] and "proposed" in p["description"]
     for r in alert_rules():  # an alert on a metric nobody exports would never fire
         assert not set(read_promql(r["expr"]).metrics) & set(PROPOSED_METRICS), r["alert"]
+
+
+def test_the_registry_read_sees_the_archiver_metrics(exported: Exported) -> None:
+    assert exported.families["marketbus_archive_rows"] == "counter"
+    assert exported.labels["marketbus_archive_rows_total"] == set()
+    for gauge in ("writable", "lag_max_entries", "stream_maxlen", "last_commit_age_seconds"):
+        assert exported.families[f"marketbus_archive_{gauge}"] == "gauge", gauge
 
 
 def test_the_registry_read_sees_the_publisher_metrics(exported: Exported) -> None:
