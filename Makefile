@@ -9,6 +9,9 @@ PY     := $(shell for c in "$(PYTHON)" $$(ls -d $$HOME/.pyenv/versions/*/bin/$(P
 # `make test PYTHON=python3.13` keeps its own virtualenv beside the default one
 VENV   ?= $(if $(filter python3,$(PYTHON)),.venv,.venv-$(notdir $(PYTHON)))
 BIN    := $(VENV)/bin
+# the suite runs in this many processes (pytest-xdist, a test file per process at a time):
+# most tests wait on sockets and subprocesses, so two halve the time on a 2-core machine
+TEST_JOBS ?= 2
 STAMP  := $(VENV)/.installed
 LOCK   := requirements.lock
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -61,7 +64,7 @@ run: deps
 	$(BIN)/marketbus demo
 
 test: deps
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile
 
 lint: venv
 	$(BIN)/ruff format --check .
@@ -92,7 +95,7 @@ test-latest: deps
 	"$$tmp/venv/bin/python" -m pip install -q --upgrade '.[dev]' && \
 	echo "newest releases (differences from $(LOCK)):" && \
 	"$$tmp/venv/bin/python" tools/lockfile.py $(LOCK) && \
-	"$$tmp/venv/bin/python" -m pytest -q -p no:cacheprovider $(NOT_THE_LOCK)
+	"$$tmp/venv/bin/python" -m pytest -q -p no:cacheprovider -n $(TEST_JOBS) --dist loadfile $(NOT_THE_LOCK)
 
 # The floors pyproject.toml declares, resolved by uv (--resolution lowest-direct).
 test-lowest: deps
@@ -104,7 +107,7 @@ test-lowest: deps
 	"$$tmp/venv/bin/python" -m pip install -q --no-deps --no-build-isolation . && \
 	echo "lowest direct releases (differences from $(LOCK)):" && \
 	"$$tmp/venv/bin/python" tools/lockfile.py $(LOCK) && \
-	"$$tmp/venv/bin/python" -m pytest -q -p no:cacheprovider $(NOT_THE_LOCK)
+	"$$tmp/venv/bin/python" -m pytest -q -p no:cacheprovider -n $(TEST_JOBS) --dist loadfile $(NOT_THE_LOCK)
 
 clean:
 	rm -rf .venv .venv-* .pytest_cache .mypy_cache .ruff_cache bench-results .run

@@ -287,7 +287,8 @@ async def test_killed_process_resumes_from_its_cursor(tmp_path: Path) -> None:
 
 
 async def test_429s_are_waited_out_as_retry_after_says_and_never_banned(tmp_path: Path) -> None:
-    limits = BinanceLimits(weight_per_window=40, window_s=1.0, ban_after=2)
+    # exchangeInfo (20) and one aggTrades page (4) fit a window; a second page within 3 s does not
+    limits = BinanceLimits(weight_per_window=24, window_s=3.0, ban_after=2)
     plan = BackfillPlan((BTC,), (Channel.TRADES,), (), DAY, DAY + 4 * HOUR_MS)
     async with binance(limits=limits) as fx:
         stats = await run(fx, "binance", tmp_path, plan, rate_limit=False, retry=Retry(min_s=0.05))

@@ -232,7 +232,7 @@ async def test_without_the_rights_to_look_it_says_so_once_and_reads_on() -> None
     is off, logged once, and reading is as before."""
     with running_redis() as server:
         admin = aioredis.Redis.from_url(server.url)
-        rules = f"on >con-secret {acl_rules(Role.CONSUMER)} -xinfo -multi".split()
+        rules = f"on >con-secret {acl_rules(Role.CONSUMER)} -xinfo -multi -exec".split()
         await admin.execute_command("ACL", "SETUSER", "consumer", *rules)
         await admin.xadd(TRADES, codec.encode(trade(0)))
         url = server.url.replace("redis://", "redis://consumer:con-secret@")
