@@ -29,7 +29,7 @@ from marketbus.symbols import squash
 
 ENTRY_BYTES: Mapping[Channel, int] = {
     Channel.TRADES: 210,
-    Channel.TICKER: 275,
+    Channel.TICKER: 290,
     Channel.CANDLES: 245,
     Channel.FUNDING: 225,
     Channel.MARK: 160,
