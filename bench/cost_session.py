@@ -62,7 +62,8 @@ class CostPlan:
 @dataclass(frozen=True)
 class Reader:
     kind: str
-    """``plain``, ``callback``, ``group`` (``bench.pubproc`` consumer) or ``rawxread``."""
+    """``plain``, ``callback``, ``group``, ``linger`` (``bench.pubproc`` consumer) or
+    ``rawxread``."""
     label: str
 
 
@@ -70,8 +71,12 @@ READERS = (
     Reader("plain", "consumer, plain XREAD -> ring buffers"),
     Reader("callback", "consumer, plain + on_record callback"),
     Reader("group", "consumer group, XREADGROUP + XACK -> ring buffers"),
+    Reader("linger", "consumer, plain, linger_ms=2 (fewer, larger reads)"),
     Reader("rawxread", "raw redis-py XREAD, no decoding (reference)"),
 )
+
+LINGER_MS = 2.0
+"""The ``linger`` reader's ``Consumer(linger_ms=...)``."""
 
 SnapFn = Callable[[], Awaitable[cm.Snap]]
 
@@ -290,6 +295,7 @@ async def _reader_phase(
             "capacity": plan.capacity,
             "callback": rd.kind == "callback",
             "group": GROUP if rd.kind == "group" else None,
+            "linger_ms": LINGER_MS if rd.kind == "linger" else 0,
             "ids": True,
         }
         proc = Proc("consumer", spec)

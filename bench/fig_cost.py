@@ -5,7 +5,8 @@ the native parser and through CCXT's (each its own session, own process, uvloop 
 ``marketbus publish``), redis-server's write side (the publisher alone) and its read side
 per consumer kind (Redis' CPU while one reader follows, less the write side's share), and
 the consumer library in its own process: plain ``XREAD`` into ring buffers, the same with
-an ``on_record`` callback, a group (``XREADGROUP`` + ``XACK``). References in the same run:
+an ``on_record`` callback, a group (``XREADGROUP`` + ``XACK``), plain with ``linger_ms=2``
+(fewer, larger reads). References in the same run:
 figure 1's bare websocket reader for the publisher, a raw redis-py ``XREAD`` without
 decoding for the consumer (and for Redis' read side). Each window is cut into ``--repeats``
 parts: one run each (min, median). Lossless: the fake's writes against ``entries-added``
@@ -226,7 +227,7 @@ def figures(
 
     raw = _phase(native, "rawxread")
     raw_parts, raw_read = consumer_parts(raw), read_side(raw)
-    tags = {"plain": "a", "callback": "b", "group": "c"}
+    tags = {"plain": "a", "callback": "b", "group": "c", "linger": "d"}
     consumer_figs: list[Figure] = []
     for rd in READERS:
         phase = _phase(native, rd.kind)

@@ -91,6 +91,7 @@ async def _consumer(spec: dict[str, Any]) -> None:
         backfill=0,
         block_ms=100,
         count=1000,
+        linger_ms=float(spec.get("linger_ms", 0)),
         **kw,
     ) as c:
         seen = [0]

@@ -93,6 +93,7 @@ class Consumer(Ingest, PlainMode, GroupMode, TrimWatch, Window):
         candles: Sequence[str | int] = (),
         candle_keep: int = DEFAULT_KEEP,
         pause_gc: bool = False,
+        linger_ms: float = 0.0,
         history: str | Path | History | None = None,
         history_wait_s: float = 90.0,
         namespace: str | None = None,
@@ -107,6 +108,8 @@ class Consumer(Ingest, PlainMode, GroupMode, TrimWatch, Window):
             )
         if history_wait_s < 0:
             raise ConfigError("history_wait_s >= 0 please")
+        if not 0 <= linger_ms <= 1000:
+            raise ConfigError("linger_ms between 0 and 1000 please (0: off, the default)")
         try:
             self._prefix = namespace_prefix(namespace)
         except ValueError as e:
@@ -134,6 +137,9 @@ class Consumer(Ingest, PlainMode, GroupMode, TrimWatch, Window):
         # read and its ingest (consumers/streams.py says why, docs/performance.md what it
         # gains). Process-wide, so a library does not do it to its host unless asked.
         self.pause_gc = pause_gc
+        # opt-in: wait this long after a read that caught up, so the next takes more entries
+        # (consumers.consumer_parts._linger); fewer reads, up to linger_ms more latency
+        self.linger_ms = float(linger_ms)
         self._start_ids = dict(start_ids or {})
         self.keys: dict[str, StreamKey] = {}
         self.last_ids: dict[str, str] = {}

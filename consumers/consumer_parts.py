@@ -11,6 +11,7 @@ type-checks on its own.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -58,6 +59,7 @@ class ConsumerParts:
     count: int
     reclaim_idle_ms: int
     pause_gc: bool
+    linger_ms: float
     stats: ConsumerStats
     _raw_reads: bool
     _stopping: bool
@@ -73,6 +75,15 @@ class ConsumerParts:
     _history: History | None
     history_wait_s: float
     _key_of: dict[StreamKey, str]
+
+    async def _linger(self, behind: bool, received_before: int) -> None:
+        """``linger_ms``: after a read that caught up and brought entries, wait that long
+        before the next, so entries gather and one read takes several. A live reader's cost
+        is mostly per read (100 streams at 5k records/s: ~4-10 entries a read); the price is
+        up to ``linger_ms`` of added latency for an entry written during the wait. Off (0)
+        by default: latency first."""
+        if self.linger_ms > 0 and not behind and self.stats.received != received_before:
+            await asyncio.sleep(self.linger_ms / 1000)
 
     if TYPE_CHECKING:  # defined by the parts; declared here so each part type-checks
 

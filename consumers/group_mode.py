@@ -68,9 +68,11 @@ class GroupMode(ConsumerParts):
                         next_claim = time.monotonic() + max(self.reclaim_idle_ms / 4000, 0.05)
                     if self._trim.on and time.monotonic() >= look:
                         look = await self._trim_look(keys)
+                    got = self.stats.received
                     with gc_paused(behind and self.pause_gc and not self._callbacks):
                         behind = await self._read_group(reads, block=not behind)
                     self._advance_candles()
+                    await self._linger(behind, got)
                 except asyncio.CancelledError:
                     raise
                 except Exception as e:

@@ -4,6 +4,11 @@ With callbacks, entry by entry (:meth:`Ingest._ingest`); without, a whole reply 
 stream at once (:meth:`Ingest._ingest_batch`): column-wise when every entry is valid and new,
 else row by row. A buffer never holds one entry id twice; invalid entries are counted and
 logged (at most once a second).
+
+Small batches go row by row: a live reader's batches are mostly one to a few entries a
+stream (100 streams at 5k records/s: ~10 entries a read over ~10 streams), and a column-wise
+append costs a numpy array per column whatever the batch size: 26 µs for one trade against
+1.7 µs for a row append (measured; they break even at ~16 rows).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from marketbus.errors import DecodeError
 from marketbus.models import Channel
 
 log = structlog.get_logger("marketbus.consumer")
+SMALL_BATCH = 16
+"""Below this many entries a batch is appended row by row (see the module docstring)."""
 
 
 class Ingest(ConsumerParts):
@@ -64,7 +71,7 @@ class Ingest(ConsumerParts):
         """No callbacks: decode a whole XREAD batch of one stream and append it to the buffer
         at once: column-wise when every entry is valid and new (the common case), else entry
         by entry (which finds and logs the invalid ones)."""
-        if not self._ingest_columns(key, entries):
+        if len(entries) < SMALL_BATCH or not self._ingest_columns(key, entries):
             self._ingest_rows(key, entries)
 
     def _ingest_columns(self, key: str, entries: Sequence[Sequence[Any]]) -> bool:
@@ -129,7 +136,12 @@ class Ingest(ConsumerParts):
                 last = idt
         self.stats.received += valid
         if rows:
-            self._buffers[sk].extend(rows)
+            buffer = self._buffers[sk]
+            if len(rows) < SMALL_BATCH:
+                for r in rows:
+                    buffer.append(r)
+            else:
+                buffer.extend(rows)
             self._derive(key, want, rows, latest)
             self._buffer_last[key] = last  # type: ignore[assignment]
 

@@ -57,6 +57,7 @@ class PlainMode(ConsumerParts):
                 watch.next()
             if now >= look and self._trim.on:
                 look = await self._trim_look(keys)
+            got = self.stats.received
             with gc_paused(behind and self.pause_gc and not self._callbacks):
                 behind, error = await self._read_plain(keys, watch.quiet, block=not behind)
             if error is not None:
@@ -65,6 +66,7 @@ class PlainMode(ConsumerParts):
                 watch.now()
                 continue
             delay = 0.05
+            await self._linger(behind, got)
 
     async def _read_plain(
         self, keys: list[str], quiet: set[str], *, block: bool

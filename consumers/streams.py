@@ -95,12 +95,17 @@ def id_numbers(
 async def raw_command(client: aioredis.Redis, *args: Any) -> Any:
     """A command on a pooled connection, its reply as hiredis parsed it: nested lists (maps
     on RESP3), no redis-py response callback. As in redis-py's ``execute_command``: the
-    connection's retry policy, and an error or a cancellation mid-reply disconnects it."""
+    connection's retry policy, and an error or a cancellation mid-reply disconnects it.
+
+    Packed by hiredis in one call: redis-py's encoder runs a Python function per argument,
+    which for an ``XREAD`` of 100 streams (~200 arguments) was half the consumer's CPU at
+    5k records/s (measured with cProfile: 480 µs of ~930 µs a read)."""
+    packed = hiredis.pack_command(args)
     pool: Any = client.connection_pool
     conn = await pool.get_connection()
 
     async def once() -> Any:
-        await conn.send_command(*args)
+        await conn.send_packed_command(packed)
         return await conn.read_response()
 
     try:

@@ -21,7 +21,7 @@ from consumers import BookTop, Candle, Consumer, Record, Ticker, Trade
 from consumers.streams import ReplyPipe
 from marketbus import codec
 from marketbus.acl import Role, acl_rules
-from marketbus.errors import RedisAuthError
+from marketbus.errors import ConfigError, RedisAuthError
 from marketbus.keys import stream_key
 from tests.factories import ticker, trade
 from tests.redis_server import running_redis
@@ -929,3 +929,37 @@ def test_spread_example_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]
     assert info.value.code == 2 and "two markets" in capsys.readouterr().err
     assert asyncio.run(spread.run(["binance:BTC/USDT", "nocolon"])) == 2
     assert "nocolon" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mode", ["plain", "group"])
+async def test_linger_gathers_a_trickle_into_fewer_reads(
+    redis: aioredis.Redis, redis_server: Any, mode: str
+) -> None:
+    """``linger_ms``: after a read that brought entries the consumer waits before the next,
+    so a trickle of one entry every 10 ms is taken in reads of several: at most one read
+    (plus the catch-up ones) per linger, every entry once, in order."""
+    kw: dict[str, Any] = {"group": "bots", "name": "a"} if mode == "group" else {}
+    command = "xreadgroup" if mode == "group" else "xread"
+    async with Consumer(
+        redis_server.url, ["binance:BTC/USDT"], ["trades"], backfill=0, block_ms=5_000,
+        linger_ms=100, **kw,
+    ) as c:  # fmt: skip
+        await until_async(lambda: blocked_count_is(redis, command, 1), timeout=10)
+        before = await calls_of(redis, command)
+        t0 = time.monotonic()
+        for i in range(100):
+            await add(redis, [trade(i)])
+            await asyncio.sleep(0.01)
+        await until(lambda: c.stats.received == 100, timeout=10)
+        elapsed = time.monotonic() - t0
+        reads = await calls_of(redis, command) - before
+        ids = held_ids(c)
+    assert ids == [str(i) for i in range(100)]
+    # each read that brought entries is followed by 100 ms of nothing: at most one a linger
+    assert reads <= elapsed / 0.1 + 3, (reads, elapsed)
+    assert c.stats.received == 100
+
+
+def test_linger_out_of_range_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="linger_ms"):
+        Consumer("redis://127.0.0.1:1", ["binance:BTC/USDT"], linger_ms=-1)

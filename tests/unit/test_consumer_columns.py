@@ -16,6 +16,7 @@ from structlog.testing import capture_logs
 
 from consumers import Consumer, streams
 from consumers.columns import COLUMNS, NO_SEQ, batch_columns, row, row_at
+from consumers.ingest import SMALL_BATCH, Ingest
 from consumers.markets import MarketIndex, normalize_symbol, plan
 from consumers.ringbuffer import RingBuffer
 from consumers.streams import gc_paused, id_numbers, payload, payloads
@@ -379,22 +380,25 @@ async def _consume(
 async def test_batches_with_bad_and_repeated_entries_store_each_good_entry_once(
     raw: bool, resp3: bool
 ) -> None:
-    good = [_entry(i, raw=raw) for i in range(10)]
-    bad = _entry(100, raw=raw, data=b"\xc1")
-    foreign = _entry(101, raw=raw, data=codec.pack(ticker(1)))
+    n = 2 * SMALL_BATCH + 4
+    good = [_entry(i, raw=raw) for i in range(n)]
+    bad = _entry(1000, raw=raw, data=b"\xc1")
+    foreign = _entry(1001, raw=raw, data=codec.pack(ticker(1)))
+    a, b = SMALL_BATCH, SMALL_BATCH + 2
     batches = [
-        good[:4],  # clean: column-wise
-        [*good[4:6], bad, good[6]],  # one bad entry: row by row
-        [good[5], good[6], foreign, *good[7:]],  # overlap + a foreign record
+        good[:a],  # clean and not small: column-wise
+        [*good[a:b], bad, good[b]],  # one bad entry: row by row
+        [good[b - 1], good[b], foreign, *good[b + 1 :]],  # overlap + a foreign record
     ]
+    assert len(batches[2]) >= SMALL_BATCH  # the column path is asked, and refuses
     replies = [{KEY.encode(): b} if resp3 else [[KEY.encode(), b]] for b in batches]
     with capture_logs() as logs:
         c = await _consume(replies)
     buf = c.buffer("binance", "BTC/USDT", "trades")
-    assert buf.table().column("id").to_pylist() == [str(i) for i in range(10)]
-    assert buf.table().column("entry_ms").to_pylist() == [1_700_000_000_000 + i for i in range(10)]
+    assert buf.table().column("id").to_pylist() == [str(i) for i in range(n)]
+    assert buf.table().column("entry_ms").to_pylist() == [1_700_000_000_000 + i for i in range(n)]
     assert c.stats.invalid == 2
-    assert c.stats.received == 4 + 3 + 5  # valid entries read, repeats included
+    assert c.stats.received == a + 3 + (n - b + 1)  # valid entries read, repeats included
     assert c.last_ids[KEY] == good[-1][0].decode()
     skipped = [e for e in logs if e["event"] == "invalid_entry_skipped"]
     assert skipped and skipped[0]["stream"] == KEY and skipped[0]["id"] == bad[0].decode()
@@ -404,13 +408,49 @@ async def test_batches_with_bad_and_repeated_entries_store_each_good_entry_once(
 async def test_an_overlapping_batch_of_valid_entries_stores_each_entry_once(raw: bool) -> None:
     """A reply that repeats entries the buffer holds, every entry valid and of the stream's
     channel (so the column path could take it): the repeats are not stored again."""
-    good = [_entry(i, raw=raw) for i in range(8)]
-    replies = [[[KEY.encode(), good[:4]]], [[KEY.encode(), good[2:8]]]]
+    n = 3 * SMALL_BATCH
+    good = [_entry(i, raw=raw) for i in range(n)]
+    replies = [[[KEY.encode(), good[: 2 * SMALL_BATCH]]], [[KEY.encode(), good[SMALL_BATCH:]]]]
     c = await _consume(replies)
     buf = c.buffer("binance", "BTC/USDT", "trades")
-    assert buf.table().column("id").to_pylist() == [str(i) for i in range(8)]
-    assert buf.table().column("entry_ms").to_pylist() == [1_700_000_000_000 + i for i in range(8)]
-    assert (c.stats.received, c.stats.invalid) == (4 + 6, 0)
+    assert buf.table().column("id").to_pylist() == [str(i) for i in range(n)]
+    assert buf.table().column("entry_ms").to_pylist() == [1_700_000_000_000 + i for i in range(n)]
+    assert (c.stats.received, c.stats.invalid) == (2 * SMALL_BATCH + 2 * SMALL_BATCH, 0)
+
+
+@pytest.mark.parametrize("size", [1, 2, SMALL_BATCH - 1, SMALL_BATCH, SMALL_BATCH + 1])
+async def test_small_and_large_batches_store_the_same_rows(
+    size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches below SMALL_BATCH go row by row (cheaper for the one-to-few entries a live
+    read brings), larger ones column-wise: the buffer and the candles are the same."""
+    columnwise: list[int] = []
+    real = Ingest._ingest_columns
+
+    def spy(self: Ingest, key: str, entries: Any) -> bool:
+        done = real(self, key, entries)
+        columnwise.extend([len(entries)] if done else [])
+        return done
+
+    monkeypatch.setattr(Ingest, "_ingest_columns", spy)
+    # these trades are from 2023: the wall clock would close their candle after the first read
+    monkeypatch.setattr(Ingest, "_advance_candles", lambda self: None)
+    entries = [_entry(i, raw=True) for i in range(3 * SMALL_BATCH + 1)]
+    chunks = [entries[i : i + size] for i in range(0, len(entries), size)]
+    split = await _consume([[[KEY.encode(), ch]] for ch in chunks], candles=["1m"])
+    assert columnwise == [size] * (len(entries) // size) * (size >= SMALL_BATCH)
+    columnwise.clear()
+    whole = await _consume([[[KEY.encode(), entries]]], candles=["1m"])
+    assert columnwise == [len(entries)]
+    a = split.buffer("binance", "BTC/USDT", "trades").table()
+    assert a.num_rows == len(entries)
+    assert a.equals(whole.buffer("binance", "BTC/USDT", "trades").table())
+    assert (
+        split.candles("binance", "BTC/USDT")
+        .table("1m")
+        .equals(whole.candles("binance", "BTC/USDT").table("1m"))
+    )
+    assert split.stats.received == whole.stats.received == len(entries)
 
 
 async def test_batch_path_feeds_candles_like_the_row_path() -> None:
