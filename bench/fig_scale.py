@@ -11,7 +11,9 @@ Sessions (``bench.scale_session``), each with its own redis-server, fake and pub
 
 The Binance fake enforces Binance's limits (``fake_exchange.limits``: 6,000 weight a minute
 with 429 then 418, 1,024 streams and 5 messages a second per connection); the OKX fake
-enforces none (not modelled yet). Targets of issue #13: all streams publishing within 60 s,
+enforces OKX's (``fake_exchange.okx.limits``: REST requests per endpoint and 2 s with 429
+code 50011, 3 new connections a second, 480 subscribe requests an hour per connection, then
+60014 and a closed connection). Targets of issue #13: all streams publishing within 60 s,
 RSS <= 350 MB, nothing dropped, every trade id in Redis. One run per session (``--repeats``
 does not apply: a session is the repeat). A table per session and one per bot.
 """
@@ -45,7 +47,7 @@ def plans(ctx: Context) -> list[ScalePlan]:
         )  # fmt: skip
     out.append(
         ScalePlan("O1 okx 300 mkts trades+ticker+book", TTB, markets=300, rate=3_000,
-                  limits=None, window=window, exchange="okx")
+                  limits={}, window=window, exchange="okx")
     )  # fmt: skip
     return out
 
@@ -65,7 +67,7 @@ def _fmt(v: Any, digits: int = 0) -> str:
 
 def _limit(row: dict[str, Any], key: str) -> int | None:
     lim = (row.get("fake") or {}).get("limits")
-    return None if lim is None else int(lim[key])
+    return None if lim is None else int(lim.get(key, 0))
 
 
 def _rss_per_market_kb(row: dict[str, Any], p: ScalePlan) -> float | None:
@@ -167,11 +169,13 @@ def figures_of(row: dict[str, Any], p: ScalePlan) -> list[Figure]:
     banned = _limit(row, "banned")
     if banned is not None:
         limited = _limit(row, "limited") or 0
+        closed = _limit(row, "closed_for_subscribes") or 0  # OKX: 60014, connection closed
+        total = banned + limited + closed
         figs.append(
-            _fig(f"{tag} 418 bans + 429 refusals from the fake", "responses",
-                 banned + limited, "0", banned + limited == 0,
-                 reference=f"429: {limited}, 418: {banned}; fake limits {row['fake']['limits']}",
-                 pacer=pub.get("pacer"))
+            _fig(f"{tag} refusals from the fake (429, 418, 60014)", "responses",
+                 total, "0", total == 0,
+                 reference=f"429: {limited}, 418: {banned}, 60014: {closed}; fake limits "
+                 f"{row['fake']['limits']}", pacer=pub.get("pacer"))
         )  # fmt: skip
     for b in row.get("bots") or []:
         lag = b["lag_ms"]

@@ -5,7 +5,8 @@
 
 A synthetic market on ``symbols`` Binance spot markets: ``rate`` frames/s of aggTrade and
 ticker round-robin, plus a depth diff per subscribed book every ``depth_interval`` s; with
-``limits`` (``fake_exchange.limits.BinanceLimits`` fields, ``{}`` for Binance's own) the
+``limits`` (``fake_exchange.limits.BinanceLimits`` fields, or for OKX
+``fake_exchange.okx.limits.OkxLimits`` fields; ``{}`` for the exchange's own) the
 request weight, streams per connection and messages per second are enforced. Instead of a
 sent log (a million frames in a minute), every aggTrade written is counted per market (how
 many, lowest and highest id), and frames per kind.
@@ -34,6 +35,7 @@ from bench.fakeproc import FakeProc
 from fake_exchange import FakeExchange, FakeOkx, OkxSyntheticSource, SentFrame, SyntheticSource
 from fake_exchange.limits import BinanceLimits
 from fake_exchange.okx import instruments as okx_instruments
+from fake_exchange.okx.limits import OkxLimits
 from fake_exchange.sources import unified_symbols
 
 
@@ -100,7 +102,8 @@ async def _serve(spec: dict[str, Any]) -> None:
             channels=tuple(spec.get("channels", ("trades", "tickers", "books"))),
             seed=int(spec.get("seed", 0)),
         )
-        fx = CountingOkx(okx)
+        raw = spec.get("limits")
+        fx = CountingOkx(okx, limits=None if raw is None else OkxLimits(**raw))
         await fx.start()
         names = okx_instruments.unified_symbols(okx.instruments())
         ids = okx.inst_ids()
@@ -152,12 +155,11 @@ def _command(
         subs = fx.subscribed_streams() if isinstance(fx, CountingFake) else fx.subscribed()
         return {"streams": len(subs)}
     if op == "stats":
-        st = fx.limit_stats if isinstance(fx, CountingFake) else None
-        return {
-            "kinds": dict(fx.kinds),
-            "conns": len(fx._conns),
-            "limits": None if st is None else dataclasses.asdict(st),
-        }
+        st = fx.limit_stats
+        limits = None if st is None else dataclasses.asdict(st)
+        if limits is not None and isinstance(fx, CountingOkx):
+            limits.setdefault("banned", 0)  # OKX has no ban: 429s (limited) only
+        return {"kinds": dict(fx.kinds), "conns": len(fx._conns), "limits": limits}
     if op == "stall":
         fx.faults.stall(float(cmd["seconds"]))
         return {"ok": True}

@@ -1,11 +1,13 @@
-"""The engine the push-protocol fakes (OKX, Bybit) share: lifecycle, player, fan-out, faults.
+"""The engine the push-protocol fakes (OKX, Bybit, Coinbase) share: lifecycle, player, fan-out,
+faults.
 
 An exchange subclasses `PushServer` with its protocol: the routes it serves, how it reads a
 client's text (`_on_text`), what it does with a source event (`_publish`, usually mirror it
 and `_fan_out` the frame) and what its sent log holds. Everything else, the part that does
 not depend on the exchange, lives here once: loopback-only binding, the player that keeps the
-source's timing (with stalls), per-connection outboxes with backpressure, subscriptions by key
-with epochs, `wait_subscribed`, `flush`, the websocket off switch and the `Faults` target.
+source's timing (with stalls, and the hold until the first subscription), per-connection
+outboxes with backpressure, subscriptions by key with epochs, `wait_subscribed`, `flush`, the
+websocket off switch and the `Faults` target.
 """
 
 from __future__ import annotations
@@ -41,6 +43,35 @@ class State(enum.Enum):
     NEW = "new"
     RUNNING = "running"
     STOPPED = "stopped"
+
+
+class Hold:
+    """`hold_until_subscribed`: the player waits for the first websocket subscription, then
+    `delay` seconds more, so a client started after the server misses none of the source's
+    frames. Later subscriptions change nothing; `delay` None: no hold."""
+
+    def __init__(self, delay: float | None) -> None:
+        if delay is not None and not delay >= 0:
+            raise ValueError(f"hold_until_subscribed: a delay >= 0 s or None, not {delay!r}")
+        self.delay = delay
+        self.subscribed_at: float | None = None
+        """Wall-clock time of the first subscription (None: none yet)."""
+        self._first = asyncio.Event()
+
+    def subscribed(self) -> None:
+        if self.subscribed_at is None:
+            self.subscribed_at = time.time()
+            self._first.set()
+
+    async def wait(self) -> None:
+        """Until `delay` after the first subscription (at once without a hold)."""
+        if self.delay is None:
+            return
+        await self._first.wait()
+        assert self.subscribed_at is not None
+        left = self.subscribed_at + self.delay - time.time()
+        if left > 0:
+            await asyncio.sleep(left)
 
 
 class TimedEvent(Protocol):
@@ -110,6 +141,7 @@ class PushServer(ABC, Generic[SentT]):
         websocket: bool,
         queue_size: int,
         sent_limit: int,
+        hold_until_subscribed: float | None = None,
     ) -> None:
         if not loopback(host):
             raise ValueError(f"{type(self).__name__} serves loopback addresses only, not {host!r}")
@@ -130,6 +162,9 @@ class PushServer(ABC, Generic[SentT]):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._player: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
+        self.hold = Hold(hold_until_subscribed)
+        """`hold_until_subscribed`: the source starts `hold.delay` s after the first
+        subscription (`hold.subscribed_at`)."""
         self.log = logging.getLogger("fake_exchange." + type(self).__name__.lower())
 
     # ------------------------------------------------------------------ the protocol's part
@@ -311,6 +346,9 @@ class PushServer(ABC, Generic[SentT]):
         task.add_done_callback(self._tasks.discard)
 
     async def _play(self) -> None:
+        if self.hold.delay is not None:
+            await self.hold.wait()
+            self.log.info("playing: %.1f s after the first subscription", self.hold.delay)
         loop = asyncio.get_running_loop()
         target = loop.time()
         streak = count = 0
@@ -384,6 +422,7 @@ class PushServer(ABC, Generic[SentT]):
     def _register(self, conn: Connection, key: Key) -> None:
         conn.subs[key] = next(self._epochs)
         self._subs.setdefault(key, set()).add(conn)
+        self.hold.subscribed()
 
     def _notify_subscribed(self) -> None:
         waiters, self._sub_waiters = self._sub_waiters, []
@@ -408,4 +447,12 @@ class PushServer(ABC, Generic[SentT]):
         self.log.debug("ws connection %d closed", conn.conn_id)
 
 
-__all__ = ["PushServer", "State", "TimedEvent", "fault_middleware", "json_response", "loopback"]
+__all__ = [
+    "Hold",
+    "PushServer",
+    "State",
+    "TimedEvent",
+    "fault_middleware",
+    "json_response",
+    "loopback",
+]

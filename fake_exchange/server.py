@@ -5,7 +5,8 @@ Each connection owns a bounded queue and one writer task, so frames reach a sock
 they were produced and a slow reader slows the player (backpressure) instead of losing frames.
 Every frame actually written is logged in `sent` for tests to compare with what CCXT returned.
 The source keeps playing whether or not anyone listens (or the websocket is switched off), so
-REST always answers from a moving market.
+REST always answers from a moving market; with `hold_until_subscribed` it starts only that long
+after the first websocket subscription (`push_server.Hold`, shared with the push fakes).
 
 Which market it speaks is the source's `venue`: USD-M adds its REST prefix (`/fapi/v1`), its
 stream grammar, and the `/public/ws` and `/market/ws` urls CCXT uses for it
@@ -36,6 +37,7 @@ from fake_exchange.faults import Faults
 from fake_exchange.limits import BinanceLimits, LimitStats, MessageMeter, WeightLimiter
 from fake_exchange.market_state import MarketState
 from fake_exchange.protocol import parse_control, stream_ok, streams_from_path, too_many_streams
+from fake_exchange.push_server import Hold
 from fake_exchange.rest import RestApi, fault_middleware, limit_middleware
 from fake_exchange.sources import FrameSource, unified_symbols
 from fake_exchange.usdm import Category
@@ -113,6 +115,7 @@ class FakeExchange:
         websocket: bool = True,
         limits: BinanceLimits | None = None,
         clock: Callable[[], float] = time.time,
+        hold_until_subscribed: float | None = None,
     ) -> None:
         self.source = source
         self.host = host
@@ -144,6 +147,9 @@ class FakeExchange:
         self._drops: dict[str, int] = {}
         self.dropped: dict[str, int] = {}
         """Frames `drop()` kept from their subscribers so far, by stream."""
+        self.hold = Hold(hold_until_subscribed)
+        """`hold_until_subscribed`: the source starts `hold.delay` s after the first
+        subscription (`hold.subscribed_at`)."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -412,6 +418,9 @@ class FakeExchange:
                 fut.set_result(None)
 
     async def _play(self) -> None:
+        if self.hold.delay is not None:
+            await self.hold.wait()
+            log.info("playing: %.1f s after the first subscription", self.hold.delay)
         loop = asyncio.get_running_loop()
         target = loop.time()
         streak = 0
@@ -535,6 +544,8 @@ class FakeExchange:
         for s in streams:
             conn.streams.add(s)
             self._subs.setdefault(s, set()).add(conn)
+        if streams:
+            self.hold.subscribed()
         self._notify_subscribed()
 
     def _unsubscribe(self, conn: _Connection, streams: Iterable[str]) -> None:

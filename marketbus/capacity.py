@@ -90,7 +90,7 @@ def estimate(settings: Settings) -> Estimate:
         markets = len({squash(s) for s in ex.symbols})
         for ch in ex.channels:
             per = entry_bytes(ch, ex.book_depth)
-            parts.append(ChannelEstimate(ex.name, ch, markets, per, markets * entries * per))
+            parts.append(ChannelEstimate(ex.bus_name, ch, markets, per, markets * entries * per))
     return Estimate(maxlen, tuple(parts))
 
 

@@ -73,6 +73,23 @@ def stream_pattern(prefix: str = DEFAULT_PREFIX) -> str:
     return f"{prefix}:{{*}}:*"
 
 
+TESTNET_SUFFIX = "-testnet"
+"""What an exchange's name on the bus ends with in sandbox mode (CCXT ids hold no ``-``)."""
+
+
+def sandbox_name(exchange_id: str) -> str:
+    """The bus name of ``exchange_id``'s public testnet: ``binance`` -> ``binance-testnet``,
+    so test data is keyed apart from live data (``md:{binance-testnet:BTC/USDT}:trades``)."""
+    return f"{exchange_id}{TESTNET_SUFFIX}"
+
+
+def split_testnet(exchange: str) -> tuple[str, bool]:
+    """Inverse of :func:`sandbox_name`: the CCXT id and whether the name is a testnet's."""
+    if exchange.endswith(TESTNET_SUFFIX) and len(exchange) > len(TESTNET_SUFFIX):
+        return exchange[: -len(TESTNET_SUFFIX)], True
+    return exchange, False
+
+
 def worker_id(exchange: str, instance: str | None = None) -> str:
     """How status and control keys name a worker: ``binance``, or ``binance@eu`` when several
     publisher processes split one exchange's markets (each with its own ``instance``)."""

@@ -7,6 +7,7 @@ print as ``**********``.
 
 from __future__ import annotations
 
+import functools
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +30,7 @@ from pydantic_settings import (
 )
 
 from marketbus.errors import ConfigError
+from marketbus.keys import TESTNET_SUFFIX, sandbox_name, split_testnet
 from marketbus.models import INTERVALS_MS, MAX_BOOK_LEVELS, Channel
 from marketbus.redaction import redact_url as redact_url  # re-exported: callers import it here
 from marketbus.redaction import register_secret, url_secrets
@@ -86,10 +88,58 @@ class RedisSettings(_Frozen):
         return password
 
 
-NATIVE_PARSERS = frozenset({"binance", "okx"})
+NATIVE_PARSERS = frozenset({"binance", "okx", "bybit"})
 """Exchanges with a native trade/ticker parser whose equivalence tests cover every frame kind
-the publisher subscribes to (tests/unit/test_native_parser.py, tests/unit/test_native_okx.py);
+the publisher subscribes to (tests/unit/test_native_parser.py, tests/unit/test_native_okx.py,
+tests/unit/test_native_bybit.py);
 ``publisher.native.FAST_PATHS`` holds the parsers (a test keeps the two lists equal)."""
+
+
+SANDBOX_TESTED = ("binance", "binanceusdm", "bybit", "okx")
+"""Exchanges whose sandbox mode is tested here (against the fake exchange: the testnets
+themselves are not reachable from the tests). CCXT 4.5.90 has test urls for 44 more."""
+
+
+def _sandbox_in_options(options: dict[str, Any]) -> bool:
+    """Whether the extra CCXT config turns CCXT's sandbox on by itself (its constructor reads
+    ``sandbox``/``testnet`` from the config and from its options)."""
+    inner = options.get("options")
+    places = [options, inner] if isinstance(inner, dict) else [options]
+    return any(bool(p.get(k)) for p in places for k in ("sandbox", "testnet"))
+
+
+@functools.cache
+def sandbox_refusal(exchange_id: str, mode: str = "ws") -> str | None:
+    """Why ``exchange_id`` cannot run in sandbox mode, or None when it can.
+
+    CCXT's ``set_sandbox_mode`` swaps ``urls['api']`` for ``urls['test']``; an adapter with
+    no test urls has none to swap to (CCXT 4.5.90 even installs ``None`` for coinbase and
+    kraken, whose ``test`` is declared empty), and one whose test urls hold no websocket
+    url while its live ones do can only be polled there.
+    """
+    import ccxt
+    import ccxt.pro
+
+    pro = getattr(ccxt.pro, exchange_id, None)
+    urls = (pro or getattr(ccxt, exchange_id))().urls
+    test = urls.get("test")
+    tested = ", ".join(SANDBOX_TESTED)
+    if not test:
+        return (
+            f"{exchange_id} has no public testnet in ccxt {ccxt.__version__} (its urls['test'] "
+            f"is empty): sandbox = true works for {tested} (and other exchanges CCXT has test "
+            "urls for)"
+        )
+    live = urls.get("api")
+    no_ws = (
+        isinstance(live, dict) and "ws" in live and not (isinstance(test, dict) and "ws" in test)
+    )
+    if pro is not None and no_ws and mode == "ws":
+        return (
+            f"{exchange_id}'s testnet in ccxt {ccxt.__version__} has REST urls only, no "
+            "websocket url: use mode = 'poll' with sandbox = true"
+        )
+    return None
 
 
 class ExchangeSettings(_Frozen):
@@ -129,6 +179,11 @@ class ExchangeSettings(_Frozen):
     poll_interval_s: float | None = Field(
         None, gt=0, le=3_600, description="seconds between polls; auto from the rate limit"
     )
+    sandbox: bool = Field(
+        False,
+        description="the exchange's public testnet, through CCXT's sandbox mode; streams, "
+        "records, status and metrics name the exchange <name>-testnet (bus_name)",
+    )
 
     @field_validator("name")
     @classmethod
@@ -137,8 +192,32 @@ class ExchangeSettings(_Frozen):
 
         name = v.strip().lower()
         if name not in ccxt.exchanges:
-            raise ValueError(f"unknown exchange {v!r}: ccxt supports {len(ccxt.exchanges)}")
+            base, testnet = split_testnet(name)
+            known = testnet and base in ccxt.exchanges
+            hint = f" (a testnet is name = {base!r}, sandbox = true)" if known else ""
+            raise ValueError(f"unknown exchange {v!r}: ccxt supports {len(ccxt.exchanges)}{hint}")
         return name  # without websocket support in ccxt.pro it is polled over REST
+
+    @property
+    def bus_name(self) -> str:
+        """The exchange's name on the bus: the records' ``exchange``, the stream keys
+        (``md:{binance-testnet:BTC/USDT}:trades``), the status key, metrics labels. ``name``
+        stays CCXT's id (the adapter and every per-exchange table are looked up by it)."""
+        return sandbox_name(self.name) if self.sandbox else self.name
+
+    @model_validator(mode="after")
+    def _testnet_exists(self) -> ExchangeSettings:
+        if _sandbox_in_options(self.options):
+            raise ValueError(
+                "options: CCXT's sandbox/testnet switch would publish testnet data under the "
+                f"live name {self.name!r}: use sandbox = true (streams named {self.name}"
+                f"{TESTNET_SUFFIX})"
+            )
+        if self.sandbox:
+            why = sandbox_refusal(self.name, self.mode)
+            if why is not None:
+                raise ValueError(why)
+        return self
 
     @model_validator(mode="after")
     def _native_supported(self) -> ExchangeSettings:
@@ -282,7 +361,7 @@ class Settings(BaseSettings):
     def _unique(cls, v: tuple[ExchangeSettings, ...]) -> tuple[ExchangeSettings, ...]:
         if not v:
             raise ValueError("needs at least one exchange")
-        names = [e.name for e in v]
+        names = [e.bus_name for e in v]  # binance and binance sandbox may run side by side
         if len(set(names)) != len(names):
             raise ValueError(f"exchange listed twice: {names}")
         return v

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import redis.exceptions
 import typer
 
+from fake_exchange import registry as _fakes
 from marketbus.acl import Role
 from marketbus.errors import ConfigError, FatalError, MarketbusError, RedisUnavailableError
 from marketbus.models import Channel
@@ -147,6 +148,14 @@ ModeOpt = Annotated[
 BookDepthOpt = Annotated[
     int | None, typer.Option(min=1, help="levels per side on channel book (default 20)")
 ]
+SandboxOpt = Annotated[
+    bool,
+    typer.Option(
+        "--sandbox",
+        help="the exchange's public testnet (CCXT's sandbox mode: binance, binanceusdm, bybit, "
+        "okx); its streams are named <exchange>-testnet, apart from live data",
+    ),
+]
 InstanceOpt = Annotated[
     str | None,
     typer.Option(help="this process's name when several split one exchange's markets"),
@@ -168,6 +177,7 @@ def publisher_settings(
     book_depth: int | None = None,
     metrics_port: int | None = None,
     instance: str | None = None,
+    sandbox: bool | None = None,
 ) -> Any:
     """The publisher's settings: defaults < TOML file < ``MARKETBUS_*`` env < these flags.
 
@@ -178,7 +188,7 @@ def publisher_settings(
 
     base = load_settings(config)
     overrides: dict[str, Any] = {}
-    flags = (exchange, symbols, channels, exchange_url, parser, mode, book_depth)
+    flags = (exchange, symbols, channels, exchange_url, parser, mode, book_depth, sandbox)
     if any(v is not None for v in flags):
         first = base.exchanges[0].model_dump()
         if exchange is not None:
@@ -195,6 +205,8 @@ def publisher_settings(
             first["mode"] = mode
         if book_depth is not None:
             first["book_depth"] = book_depth
+        if sandbox is not None:
+            first["sandbox"] = sandbox
         overrides["exchanges"] = [first]
     if metrics_port is not None:
         overrides["metrics_port"] = metrics_port
@@ -221,6 +233,7 @@ def publish(
         int | None, typer.Option(help="serve /healthz, /readyz and /metrics on this port")
     ] = None,
     instance: InstanceOpt = None,
+    sandbox: SandboxOpt = False,
     config: ConfigOpt = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
     log_json: Annotated[
@@ -239,6 +252,7 @@ def publish(
             config, redis_url, redis_password_file, exchange=exchange, symbols=symbols,
             channels=channels, exchange_url=exchange_url, parser=parser, mode=mode,
             book_depth=book_depth, metrics_port=metrics_port, instance=instance,
+            sandbox=True if sandbox else None,
         )  # fmt: skip
     except MarketbusError as e:
         raise _fail(e) from None
@@ -340,13 +354,16 @@ def health(
 
 
 def _exchange_id(name: str) -> str:
-    """``binance``, or ``binance@eu`` for the publisher started with ``instance = "eu"``."""
+    """``binance``, or ``binance@eu`` for the publisher started with ``instance = "eu"``
+    (``binance-testnet``: the one started with ``sandbox = true``)."""
     import re
 
     import ccxt
 
+    from marketbus.keys import split_testnet
+
     ex, at, instance = name.strip().lower().partition("@")
-    if ex not in ccxt.exchanges:
+    if split_testnet(ex)[0] not in ccxt.exchanges:
         raise _fail(ConfigError(f"unknown exchange {name!r}: ccxt has no such id"))
     if at and not re.fullmatch(r"[a-z0-9_.-]{1,64}", instance):
         raise _fail(ConfigError(f"bad instance name in {name!r}: use letters, digits, _ . -"))
@@ -531,10 +548,13 @@ def doctor_command(
     raise typer.Exit(doc.exit_code(checks, strict))
 
 
-@app.command("fake-exchange")
+@app.command(
+    "fake-exchange",
+    help=f"A local fake exchange, first stdout line its URL: {_fakes.labels()}.",
+)
 def fake_exchange(
     exchange: Annotated[
-        str, typer.Option(help="protocol to speak: binance, okx, bybit or coinbase")
+        str, typer.Option(help=f"protocol to speak: {', '.join(_fakes.FAKES)}")
     ] = "binance",
     recording: Annotated[
         Path | None, typer.Option(help="JSONL recording to replay (default: the bundled one)")
@@ -547,11 +567,18 @@ def fake_exchange(
         int | None, typer.Option(min=1, help="generate random-walk data for N symbols instead")
     ] = None,
     rate: Annotated[float, typer.Option(help="synthetic frames per second, in total")] = 1000.0,
+    hold_until_subscribed: Annotated[
+        bool,
+        typer.Option(
+            "--hold-until-subscribed",
+            help=f"start the replay (or synthetic data) {_fakes.HOLD_S:g} s after the first "
+            "websocket subscription, so a client started later misses nothing",
+        ),
+    ] = False,
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535)] = 0,
 ) -> None:
-    """A local exchange speaking Binance spot, OKX v5, Bybit v5 or Coinbase Advanced Trade
-    (first stdout line: its URL)."""
+    """A fake exchange process; its help text is built from `fake_exchange.registry`."""
     from fake_exchange.cli import EXCHANGES, run
 
     if exchange not in EXCHANGES:
@@ -560,8 +587,9 @@ def fake_exchange(
         raise _fail(ConfigError(f"--rate: must be > 0 (got {rate:g})"))
     if recording is not None and not recording.is_file():
         raise _fail(ConfigError(f"--recording: no such file: {recording}"))
+    hold = _fakes.HOLD_S if hold_until_subscribed else None
     try:
-        run(recording, speed, loop, synthetic, rate, host, port, exchange)
+        run(recording, speed, loop, synthetic, rate, host, port, exchange, hold)
     except (ValueError, OSError) as e:  # a recording we cannot replay, a port in use
         raise _fail(e, 2 if isinstance(e, ValueError) else 1) from None
     except KeyboardInterrupt:

@@ -228,6 +228,7 @@ async def gather_redis(settings: Settings, role: Role, timeout: float) -> RedisF
                 config = await _from_info(client) or None
             acl = await gather_acl(client, settings, role, version, whoami)
             lag = await gather_lag(client, settings.redis.maxlen)
+            archivers = await gather_archivers(client)
     except TimeoutError:
         return _with(facts, user=user, error=f"no answer within {timeout:g} s")
     except MarketbusError as e:
@@ -241,8 +242,9 @@ async def gather_redis(settings: Settings, role: Role, timeout: float) -> RedisF
         if client is not None:
             await client.aclose()
     return RedisFacts(
-        facts.target, facts.tls, whoami, None, version, config, config_error, acl, lag
-    )
+        facts.target, facts.tls, whoami, None, version, config, config_error, acl, lag,
+        archivers,
+    )  # fmt: skip
 
 
 async def gather_lag(client: Any, maxlen: int) -> tuple[GroupLag, ...] | None:
@@ -273,6 +275,26 @@ async def gather_lag(client: Any, maxlen: int) -> tuple[GroupLag, ...] | None:
             for g in parse_groups(groups).values():
                 out.append(await _group_lag(client, _text(k), info, g, maxlen))
     except (rex.NoPermissionError, TrimInfoUnavailable):
+        return None
+    return tuple(out)
+
+
+async def gather_archivers(client: Any) -> tuple[dict[str, Any], ...] | None:
+    """The status hashes the archivers write (``mb:status:archive:<name>``, read only); None
+    when this user may not read them."""
+    from archive.status import STATUS_PATTERN, parse_status
+
+    out = []
+    try:
+        async for key in client.scan_iter(match=STATUS_PATTERN, count=100, _type="hash"):
+            reply = await client.execute_command("HGETALL", key)
+            if isinstance(reply, list):  # a raw RESP2 reply: field, value, ...
+                reply = dict(zip(reply[0::2], reply[1::2], strict=False))
+            fields = {_text(k).encode(): _text(v).encode() for k, v in dict(reply).items()}
+            status = parse_status(fields)
+            if status is not None:
+                out.append(status)
+    except rex.NoPermissionError:
         return None
     return tuple(out)
 
@@ -321,17 +343,19 @@ async def gather_markets(cfg: ExchangeSettings, timeout: float) -> MarketFacts:
     try:
         client = make_client(cfg, None)
     except MarketbusError as e:
-        return MarketFacts(cfg.name, url, error=str(e), fatal=True)
+        return MarketFacts(cfg.bus_name, url, error=str(e), fatal=True)
     client.timeout = int(timeout * 1000)  # CCXT's per-request timeout, ms
     try:
         async with asyncio.timeout(timeout):
             await client.load_markets()
     except TimeoutError:
-        return MarketFacts(cfg.name, url, error=f"no answer within {timeout:g} s", unreachable=True)
+        return MarketFacts(
+            cfg.bus_name, url, error=f"no answer within {timeout:g} s", unreachable=True
+        )
     except Exception as e:
         err = from_ccxt(e)
         return MarketFacts(
-            cfg.name,
+            cfg.bus_name,
             url,
             error=str(err)[:300],
             unreachable=isinstance(err, ExchangeUnavailableError),
@@ -348,7 +372,7 @@ async def gather_markets(cfg: ExchangeSettings, timeout: float) -> MarketFacts:
         except UnknownSymbolError as e:
             unknown.append(str(e))
     return MarketFacts(
-        cfg.name, url, markets=len(client.markets), resolved=resolved, unknown=tuple(unknown)
+        cfg.bus_name, url, markets=len(client.markets), resolved=resolved, unknown=tuple(unknown)
     )
 
 
@@ -362,7 +386,7 @@ def config_summary(settings: Settings, config: Path | None) -> str:
     if env:
         sources.append(f"{len(env)} MARKETBUS_* variable(s)")
     exchanges = ", ".join(
-        f"{e.name}: {len(e.symbols)} symbol(s) x {','.join(c.value for c in e.channels)}"
+        f"{e.bus_name}: {len(e.symbols)} symbol(s) x {','.join(c.value for c in e.channels)}"
         for e in settings.exchanges
     )
     return f"valid ({' + '.join(sources)}): {exchanges}; maxlen {settings.redis.maxlen:,}"
@@ -433,6 +457,7 @@ __all__ = [
     "config_summary",
     "diagnose",
     "exit_code",
+    "gather_archivers",
     "gather_lag",
     "gather_markets",
     "gather_redis",

@@ -7,11 +7,13 @@ judgement lives here, so each threshold and message is unit-tested without a ser
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from archive.status import health, status_line
 from marketbus.acl import FEATURES, Need, Role, needs
 from marketbus.capacity import Estimate, fits, human_bytes
 
@@ -78,6 +80,8 @@ class RedisFacts:
     config_error: str | None = None
     acl: AclFacts | None = None
     lag: tuple[GroupLag, ...] | None = None  # None: not looked at (not permitted, Redis < 7)
+    # the archivers' status hashes (archive.status); None: not looked at (not permitted)
+    archivers: tuple[dict[str, Any], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -386,7 +390,29 @@ def _behind(g: GroupLag) -> str:
     return text
 
 
-def redis_checks(facts: RedisFacts, role: Role, est: Estimate | None, control: bool) -> list[Check]:
+ARCHIVE_MAX_AGE_S = 30.0
+"""An archiver's status older than this: it is not running (it writes it every 5 s)."""
+
+
+def check_archivers(
+    statuses: Sequence[dict[str, Any]] | None, now_ms: int, max_age_s: float = ARCHIVE_MAX_AGE_S
+) -> list[Check]:
+    """One line per archiver that reported a status (``marketbus archive``): ok while it
+    archives, its status is fresh and its lag on its busiest stream is under half of MAXLEN
+    (the window in which nothing is lost, docs/history.md); a warning saying which, else.
+    None or no archiver: no line (archiving is optional)."""
+    out = []
+    for s in sorted(statuses or (), key=lambda s: str(s.get("name"))):
+        ok, why = health(s, now_ms, max_age_s)
+        detail = status_line(s, now_ms)
+        out.append(Check(f"archive:{s.get('name')}", Status.OK if ok else Status.WARN,
+                         detail if ok else f"{why} -- {detail}"))  # fmt: skip
+    return out
+
+
+def redis_checks(
+    facts: RedisFacts, role: Role, est: Estimate | None, control: bool, now_ms: int | None = None
+) -> list[Check]:
     out = [check_redis(facts)]
     if facts.error is not None:
         return out
@@ -399,7 +425,8 @@ def redis_checks(facts: RedisFacts, role: Role, est: Estimate | None, control: b
     lag = check_lag(facts.lag)
     if lag is not None:
         out.append(lag)
-    return out
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    return out + check_archivers(facts.archivers, now)
 
 
 def exit_code(checks: Sequence[Check], strict: bool) -> int:
@@ -423,6 +450,7 @@ __all__ = [
     "RedisFacts",
     "Status",
     "check_acl",
+    "check_archivers",
     "check_capacity",
     "check_config",
     "check_eviction",

@@ -1,4 +1,5 @@
-"""``marketbus inspect``: the streams in Redis, their lengths, first/last entries, worker status."""
+"""``marketbus inspect``: the streams in Redis, their lengths, first/last entries, the
+publisher workers' and the archivers' status."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from marketbus.errors import DecodeError
 from marketbus.keys import STATUS_PREFIX, parse_stream_key, status_key, stream_pattern
 from marketbus.redis_client import connect
 from marketbus.settings import RedisSettings
+
+ARCHIVE_PREFIX = status_key("archive:")  # mb:status:archive:<name>: an archiver's, not a worker's
 
 
 def describe_entry(entries: list[Any]) -> dict[str, Any] | None:
@@ -62,6 +65,8 @@ def _status(raw: bytes | None, key: bytes) -> dict[str, Any] | None:
 
 async def inspect(redis: RedisSettings) -> dict[str, Any]:
     """Streams and statuses as data (the CLI prints it)."""
+    from archive.status import parse_status  # (not at the top: ``health`` needs no pyarrow)
+
     client = connect(redis)
     try:
         streams = []
@@ -69,9 +74,14 @@ async def inspect(redis: RedisSettings) -> dict[str, Any]:
             s = await _stream(client, k)
             if s is not None:
                 streams.append(s)
-        statuses = []
+        statuses, archivers = [], []
         async for k in client.scan_iter(match=f"{STATUS_PREFIX}:*", count=100):
             if await client.type(k) == b"hash":
+                if k.decode(errors="replace").startswith(ARCHIVE_PREFIX):
+                    archiver = parse_status(await client.hgetall(k))
+                    if archiver is not None:
+                        archivers.append(archiver)
+                    continue
                 st = _status(await client.hget(k, "json"), k)
                 if st is not None:
                     statuses.append(st)
@@ -79,7 +89,8 @@ async def inspect(redis: RedisSettings) -> dict[str, Any]:
         await client.aclose()
     streams.sort(key=lambda s: s["key"])
     statuses.sort(key=lambda s: str(s["exchange"]))
-    return {"streams": streams, "workers": statuses}
+    archivers.sort(key=lambda s: str(s["name"]))
+    return {"streams": streams, "workers": statuses, "archivers": archivers}
 
 
 async def worker_health(redis: RedisSettings, exchange: str, max_age: float) -> tuple[bool, str]:
@@ -137,3 +148,10 @@ def print_inspection(data: dict[str, Any], console: Console | None = None) -> No
             str(st.get("sink", {}).get("pending", 0)), str(st.get("last_error") or "-")[:60],
         )  # fmt: skip
     con.print(w)
+    if data.get("archivers"):
+        from archive.status import status_line
+
+        con.print("archivers (marketbus archive status tells whether each is healthy)")
+        now_ms = int(time.time() * 1000)
+        for a in data["archivers"]:
+            con.print(f"  {a.get('name')}: {status_line(a, now_ms)}", soft_wrap=True)

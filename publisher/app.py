@@ -48,7 +48,8 @@ class Publisher:
             pause_at=r.pause_reading_at,
         )
         self.workers = {
-            e.name: ExchangeWorker(e, self.sink, settings.supervisor) for e in settings.exchanges
+            e.bus_name: ExchangeWorker(e, self.sink, settings.supervisor)
+            for e in settings.exchanges
         }
         self._tasks: list[asyncio.Task[None]] = []
         self._worker_tasks: dict[str, list[asyncio.Task[None]]] = {}
@@ -132,17 +133,19 @@ class Publisher:
 
     async def add_exchange(self, cfg: ExchangeSettings) -> ExchangeWorker:
         """Start one more exchange worker in this running publisher."""
-        if cfg.name in self.workers:
-            raise ConfigError(f"exchange {cfg.name!r} is running already")
+        if cfg.bus_name in self.workers:  # binance and binance-testnet are two workers
+            raise ConfigError(f"exchange {cfg.bus_name!r} is running already")
         w = ExchangeWorker(cfg, self.sink, self.settings.supervisor)
-        self.workers[cfg.name] = w
+        self.workers[w.name] = w
         if self._running:
             self._start_worker(w)
-        log.info("exchange_added", exchange=cfg.name, symbols=cfg.symbols)
+        log.info("exchange_added", exchange=w.name, symbols=cfg.symbols)
         return w
 
     async def remove_exchange(self, name: str) -> None:
-        """Stop one exchange worker (its client is closed); the others never notice."""
+        """Stop one exchange worker (its client is closed); the others never notice.
+
+        ``name`` is the worker's bus name: ``binance``, or ``binance-testnet`` for a sandbox."""
         w = self.workers.pop(name, None)
         if w is None:
             raise ConfigError(f"exchange {name!r} is not running")

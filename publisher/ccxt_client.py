@@ -13,13 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import ccxt
 import ccxt.async_support
 import ccxt.pro
 
-from marketbus.errors import UnknownExchangeError
+from marketbus.errors import ConfigError, UnknownExchangeError
 from marketbus.models import Channel
 from marketbus.settings import ExchangeSettings
-from publisher import binanceusdm, bybit, coinbase
+from publisher import binanceusdm, bybit, coinbase, kraken
 from publisher.endpoints import rebase_urls
 from publisher.okx_books import checked_book_message
 from publisher.pacing import snapshot_limit
@@ -116,6 +117,10 @@ TAPS: dict[str, tuple[Tap, ...]] = {
         ),
         Tap("parse_ws_liquidation", Channel.LIQUIDATIONS, within="handle_liquidation"),
     ),
+    "kraken": (  # websocket v2; parse_trade is REST's too: only its websocket calls are tapped
+        Tap("parse_trade", Channel.TRADES, within="handle_trades"),
+        Tap("safe_ticker", Channel.TICKER, within="handle_ticker", event_time=kraken.ticker_time),
+    ),
 }
 
 OVERRIDES: dict[str, dict[str, Callable[[Any], Any]]] = {
@@ -128,6 +133,8 @@ OVERRIDES: dict[str, dict[str, Callable[[Any], Any]]] = {
     },
     # nor Coinbase's sequence_num, and more (publisher.coinbase)
     "coinbase": coinbase.OVERRIDES,
+    # nor Kraken's book checksum (off in ccxt 4.5.90), and more (publisher.kraken)
+    "kraken": kraken.OVERRIDES,
 }
 
 MARKET_TYPES: dict[str, tuple[str, ...]] = {
@@ -256,6 +263,8 @@ def ccxt_config(cfg: ExchangeSettings) -> dict[str, Any]:
         "defaultType": DEFAULT_TYPES.get(cfg.name, "spot"),
         "fetchMarkets": {"types": list(MARKET_TYPES.get(cfg.name, ("spot",)))},
     }
+    if cfg.name == "kraken":  # the book depth to subscribe (ccxt's default is 10 levels)
+        options.update(kraken.client_options(cfg.book_depth))
     if cfg.name in STREAMS_PER_CONNECTION:
         options["subscriptionLimitByStream"] = dict(STREAMS_PER_CONNECTION[cfg.name])
     snapshot = snapshot_limit(cfg.name, cfg.book_depth)
@@ -294,10 +303,26 @@ def make_client(cfg: ExchangeSettings, on_parsed: OnParsed | None) -> Any:
         raise UnknownExchangeError(f"exchange {cfg.name!r} is not in ccxt")
     taps = TAPS.get(cfg.name, ())
     client = _client_class(cfg.name, base)(ccxt_config(cfg))
-    if cfg.url:
+    if cfg.sandbox:
+        enter_sandbox(client)
+    if cfg.url:  # after the sandbox switch: the test urls are the ones rebased
         client.urls = {**client.urls, "api": rebase_urls(client.urls["api"], cfg.url)}
     client.__dict__["_marketbus_on_parsed"] = on_parsed if taps else None
     return client
+
+
+def enter_sandbox(client: Any) -> None:
+    """CCXT's own sandbox mode: ``urls['api']`` becomes ``urls['test']`` (the live ones are
+    kept in ``urls['apiBackup']``), plus what the adapter adds (OKX: the demo-trading header
+    ``x-simulated-trading: 1`` and ``?brokerId=9999`` on its websocket urls; Binance: no
+    option markets). Settings refuse an exchange without test urls before this runs."""
+    test = client.urls.get("test")
+    if not test:  # CCXT would install None as the api urls (coinbase, kraken in 4.5.90)
+        raise ConfigError(f"{client.id} has no public testnet in ccxt (urls['test'] is empty)")
+    try:
+        client.set_sandbox_mode(True)
+    except ccxt.NotSupported as e:
+        raise ConfigError(f"{client.id}: sandbox mode refused by ccxt: {e}") from e
 
 
 def subscribe_limit(exchange_id: str, default: int) -> int:

@@ -31,7 +31,7 @@ class DerivativesMixin(WorkerParts):
     skipped: dict[str, str]
 
     def _deriv_source(self, client: Any, channel: Channel) -> Source:
-        return source(self.name, channel, getattr(client, "has", {}) or {}, self.cfg.mode)
+        return source(self.exchange_id, channel, getattr(client, "has", {}) or {}, self.cfg.mode)
 
     # -- which markets ----------------------------------------------------------------------
     def _contracts_only(
@@ -72,11 +72,11 @@ class DerivativesMixin(WorkerParts):
         if src.feed is Feed.POLL:
             await self._poll(client, channel, symbols)
             return
-        tapped = channel in tapped_channels(self.name)
+        tapped = channel in tapped_channels(self.exchange_id)
         if src.feed is Feed.TICKER:  # the tickers subscription carries it (held, maybe shared)
             many = bool(client.has.get("watchTickers"))
             method = "watch_tickers" if many else "watch_ticker"
-            tapped = Channel.TICKER in tapped_channels(self.name)
+            tapped = Channel.TICKER in tapped_channels(self.exchange_id)
             await self._hold_subscription(client, Channel.TICKER, Source(Feed.WATCH, method, many), symbols,
                              tapped, derive=channel)  # fmt: skip
             return
@@ -149,7 +149,7 @@ class DerivativesMixin(WorkerParts):
     ) -> None:
         """The derivatives channels an exchange's ticker carries (Bybit linear), for the ones
         this market is subscribed to."""
-        carried = TICKER_CARRIES.get(self.name)
+        carried = TICKER_CARRIES.get(self.exchange_id)
         if not carried or not isinstance(ticker, dict):
             return
         symbol = ticker.get("symbol")
@@ -166,7 +166,7 @@ class DerivativesMixin(WorkerParts):
         """Whether some channel still wants ``symbol``'s tickers subscription held (the
         ``ticker`` channel, or one its tickers carry)."""
         client = self._client
-        for channel in (Channel.TICKER, *TICKER_CARRIES.get(self.name, ())):
+        for channel in (Channel.TICKER, *TICKER_CARRIES.get(self.exchange_id, ())):
             if symbol not in desired.get(channel, ()):
                 continue
             if channel is Channel.TICKER or (

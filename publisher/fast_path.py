@@ -1,14 +1,14 @@
 """What every native parser is: the protocol the worker uses, and the state they share.
 
-A native parser (``publisher.native`` for Binance, ``publisher.native_okx`` for OKX) is handed
-every websocket frame before CCXT parses it; :data:`publisher.native.FAST_PATHS` says which
-exchange has one.
+A native parser (``publisher.native`` for Binance, ``publisher.native_okx`` for OKX,
+``publisher.native_bybit`` for Bybit) is handed every websocket frame before CCXT parses it;
+:data:`publisher.native.FAST_PATHS` says which exchange has one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Protocol
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
 
 from marketbus.models import Channel, Record
 
@@ -26,6 +26,14 @@ class FastPath(Protocol):
     """Frames consumed so far."""
 
     def __call__(self, data: str | bytes, recv_ns: int) -> bool: ...
+
+    def follow(self, markets: Iterable[Mapping[str, Any]]) -> None:
+        """Follow these CCXT markets (sets ``symbols``; Bybit's spot and linear share ids)."""
+        ...
+
+    def for_url(self, url: str) -> Callable[[str | bytes, int], bool]:
+        """The parser of the connection to ``url`` (Bybit's market type is in its url)."""
+        ...
 
 
 class FastPathFactory(Protocol):
@@ -58,3 +66,12 @@ class FastPathBase:
         self._emit = emit
         self._on_invalid = on_invalid
         self.frames = 0
+
+    def __call__(self, data: str | bytes, recv_ns: int) -> bool:
+        return False  # each parser says what it takes
+
+    def follow(self, markets: Iterable[Mapping[str, Any]]) -> None:
+        self.symbols = {m["id"]: m["symbol"] for m in markets}
+
+    def for_url(self, url: str) -> Callable[[str | bytes, int], bool]:
+        return self.__call__  # one parser for every connection

@@ -3,8 +3,8 @@
 CCXT spends ~35-45 µs a frame in its generic parsing; the frames we publish have a fixed,
 documented shape, so reading them with orjson and building the record directly costs a few
 µs. CCXT still does everything else (markets, symbols, subscriptions, REST, reconnects).
-Binance's parser is here, OKX's in :mod:`publisher.native_okx`; :data:`FAST_PATHS` says which
-exchange has one. Selected per exchange with ``parser = "native"`` (``auto``: wherever one
+Binance's parser is here, OKX's in :mod:`publisher.native_okx`, Bybit's in
+:mod:`publisher.native_bybit`; :data:`FAST_PATHS` says which exchange has one. Selected per exchange with ``parser = "native"`` (``auto``: wherever one
 exists); the output is the same record CCXT's path produces for the same frame (tested on
 recorded and synthetic frames).
 """
@@ -18,6 +18,7 @@ import orjson
 
 from marketbus.models import Channel, Record, Trade
 from publisher.fast_path import FastPath, FastPathBase, FastPathFactory
+from publisher.native_bybit import BybitFastPath
 from publisher.native_okx import OkxFastPath
 from publisher.normalize import NormalizeError, ticker_record
 
@@ -94,5 +95,9 @@ class BinanceFastPath(FastPathBase):
 
 __all__ = ["FAST_PATHS", "BinanceFastPath", "FastPath", "binance_record"]
 
-FAST_PATHS: dict[str, FastPathFactory] = {"binance": BinanceFastPath, "okx": OkxFastPath}
+FAST_PATHS: dict[str, FastPathFactory] = {
+    "binance": BinanceFastPath,
+    "okx": OkxFastPath,
+    "bybit": BybitFastPath,
+}
 """Exchange -> its native parser; ``marketbus.settings.NATIVE_PARSERS`` lists the same names."""

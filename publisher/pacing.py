@@ -39,12 +39,25 @@ class ExchangeLimits:
     snapshot_limits: tuple[int, ...] = ()
     """Book snapshot sizes the exchange's REST serves, smallest first (empty: books come
     over the websocket, no REST snapshot)."""
+    rest_window_ms: float | None = None
+    """The exchange's REST window when it is not CCXT's ``rollingWindowSize`` (60 s): OKX
+    counts per 2 s, so a minute's budget spent in one second would be refused."""
+    subscribes_per_window: int | None = None
+    """Subscribe/unsubscribe requests one websocket connection may send per
+    ``subscribe_window_s`` (OKX: 480 an hour)."""
+    subscribe_window_s: float = 3_600.0
 
 
 LIMITS: dict[str, ExchangeLimits] = {
     # 6,000 weight a minute per IP; 5 messages a second per connection (pings and pongs
     # counted: a request every 250 ms has been seen closed, every 500 ms held), so 3 a second
     "binance": ExchangeLimits(True, 3.0, (100, 500, 1_000, 5_000)),
+    # per IP and endpoint, requests per 2 s (CCXT's okx costs encode them: cost 1 = 20 per
+    # 2 s at its rateLimit); 480 subscribe/unsubscribe requests an hour per connection
+    "okx": ExchangeLimits(True, rest_window_ms=2_000, subscribes_per_window=480),
+    # USD-M: 2,400 weight a minute per IP (CCXT's fapi costs are the weights, at 20 a second:
+    # 1,200 a minute, half of it); 10 incoming messages a second per connection, so 5
+    "binanceusdm": ExchangeLimits(True, 5.0, (5, 10, 20, 50, 100, 500, 1_000)),
 }
 
 SNAPSHOT_MARGIN = 5
@@ -268,6 +281,13 @@ class Pacer:
     exchange: str
     rest: WindowBudget | None = None
     books: SnapshotGate = field(default_factory=SnapshotGate)
+    subscribe_waits: int = 0
+    """Subscribe requests that waited for room in a connection's requests per window."""
+    subscribe_waited_s: float = 0.0
+
+    def subscribe_wait(self, seconds: float) -> None:
+        self.subscribe_waits += 1
+        self.subscribe_waited_s += seconds
 
     @property
     def limits(self) -> ExchangeLimits:
@@ -289,6 +309,11 @@ class Pacer:
     def status(self) -> dict[str, float | int]:
         """The counters ``marketbus inspect`` shows."""
         out: dict[str, float | int] = {"books_awaiting_snapshot": self.books.pending}
+        if self.limits.subscribes_per_window:
+            out.update(
+                ws_subscribe_waits=self.subscribe_waits,
+                ws_subscribe_waited_s=round(self.subscribe_waited_s, 2),
+            )
         if self.rest is not None:
             st = self.rest.stats
             out.update(

@@ -40,7 +40,9 @@ def refusal_status(e: BaseException) -> int:
 
 def pace_rest(client: Any, pacer: Pacer) -> bool:
     """Put the budget in front of ``client``'s REST calls; False where the exchange has none."""
-    window_ms = float(getattr(client, "rollingWindowSize", 0) or 60_000)
+    window_ms = pacer.limits.rest_window_ms or float(
+        getattr(client, "rollingWindowSize", 0) or 60_000
+    )
     budget = pacer.rest_budget(float(getattr(client, "rateLimit", 0) or 0), window_ms)
     if budget is None:
         return False

@@ -86,7 +86,7 @@ class SubscriptionsMixin(WorkerParts):
                     self._start_batch(client, batch.channel, keep)
             running.setdefault(batch.channel, set()).update(s for s in batch.symbols if s in want)
         added: dict[Channel, list[str]] = {}
-        limit = subscribe_limit(self.name, MAX_SYMBOLS_PER_SUBSCRIBE)
+        limit = subscribe_limit(self.exchange_id, MAX_SYMBOLS_PER_SUBSCRIBE)
         for channel, symbols in desired.items():
             new = [s for s in symbols if s not in running.get(channel, set())]
             per_symbol = len(self.cfg.candle_intervals) if channel is Channel.CANDLES else 1
@@ -116,11 +116,11 @@ class SubscriptionsMixin(WorkerParts):
         self._allowed = frozenset((c, s) for c, syms in self.active.items() for s in syms)
         self.markets = sorted({s for syms in self.active.values() for s in syms})
         if self._fast_path is not None:
-            ids = {}
-            for channel in (Channel.TRADES, Channel.TICKER):
-                for sym in self.active.get(channel, []):
-                    ids[client.market(sym)["id"]] = sym
-            self._fast_path.symbols = ids
+            self._fast_path.follow(
+                client.market(sym)
+                for channel in (Channel.TRADES, Channel.TICKER)
+                for sym in self.active.get(channel, [])
+            )
         if added or removed:
             self.log.info(
                 "subscriptions",
@@ -166,13 +166,15 @@ class SubscriptionsMixin(WorkerParts):
     def _derivative_feed(self, client: Any, channel: Channel) -> Feed | None:
         if channel not in DERIVATIVES:
             return None
-        return source(self.name, channel, getattr(client, "has", {}) or {}, self.cfg.mode).feed
+        return source(
+            self.exchange_id, channel, getattr(client, "has", {}) or {}, self.cfg.mode
+        ).feed
 
     async def _unwatch(self, client: Any, channel: Channel, symbols: list[str]) -> None:
         """Tell the exchange to stop sending (best effort: our filter already drops them)."""
         try:
             async with asyncio.timeout(5):
-                params = watch_params(self.name, channel, self.cfg)  # the same stream name
+                params = watch_params(self.exchange_id, channel, self.cfg)  # the same stream name
                 if channel is Channel.TRADES and client.has.get("unWatchTradesForSymbols"):
                     await client.un_watch_trades_for_symbols(symbols, dict(params))
                 elif channel is Channel.TICKER and client.has.get("unWatchTickers"):

@@ -37,8 +37,8 @@ class WatchMixin(WorkerParts):
         if channel is Channel.CANDLES:
             await self._watch_candles(client, symbols)
             return
-        params = watch_params(self.name, channel, self.cfg)
-        tapped = has_taps(self.name)
+        params = watch_params(self.exchange_id, channel, self.cfg)
+        tapped = has_taps(self.exchange_id)
         if channel is Channel.TRADES:
             if client.has.get("watchTradesForSymbols"):
                 while True:
@@ -95,7 +95,7 @@ class WatchMixin(WorkerParts):
                 for s in symbols:
                     tg.create_task(self._watch_books(client, [s]))
             return
-        if snapshot_limit(self.name, self.cfg.book_depth) is not None:
+        if snapshot_limit(self.exchange_id, self.cfg.book_depth) is not None:
             await self.pacer.books.admit(symbols)
         resyncs: list[float] = []
         seen: dict[str, tuple[Any, Any]] = {}

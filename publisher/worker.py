@@ -82,7 +82,8 @@ class ExchangeWorker(SubscriptionsMixin, WatchMixin, PollingMixin, DerivativesMi
         client_factory: Callable[..., Any] = make_client,
     ) -> None:
         self.cfg = cfg
-        self.name = cfg.name
+        self.name = cfg.bus_name  # what records, keys, status and metrics say
+        self.exchange_id = cfg.name  # what CCXT and the per-exchange tables know
         self._sink = sink
         self._sup = supervisor or SupervisorSettings()
         self._client_factory = client_factory
@@ -100,14 +101,14 @@ class ExchangeWorker(SubscriptionsMixin, WatchMixin, PollingMixin, DerivativesMi
         self.polled: set[Channel] = set()
         self._poll_s = 0.0
         self._polled_tickers: dict[str, Ticker] = {}
-        self.klines = CandleTracker(cfg.name)
+        self.klines = CandleTracker(self.name)
         self.deriv_gate = DerivativesGate()
         self.dropped: dict[str, str] = {}
         self.skipped: dict[str, str] = {}
         self.stats = WorkerStats()
         self._fast_path: FastPath | None = None
-        self.trade_ids = TradeIdTracker.for_exchange(cfg.name, on_anomaly=self._id_anomaly)
-        self.pacer = Pacer(cfg.name)
+        self.trade_ids = TradeIdTracker.for_exchange(self.exchange_id, on_anomaly=self._id_anomaly)
+        self.pacer = Pacer(self.exchange_id)
         self._failures = 0
         self._last_invalid_log = 0.0
         self._session_started = 0.0
@@ -118,7 +119,7 @@ class ExchangeWorker(SubscriptionsMixin, WatchMixin, PollingMixin, DerivativesMi
         self._held_total = 0
         self._live_seen: dict[str, asyncio.Event] = {}
         self.log = log.bind(exchange=self.name)
-        self._ticker_carries = bool(TICKER_CARRIES.get(self.name)) and cfg.mode != "poll"
+        self._ticker_carries = bool(TICKER_CARRIES.get(self.exchange_id)) and cfg.mode != "poll"
 
     # -- state ----------------------------------------------------------------------------
     def _set_state(self, new: ConnState, **kw: Any) -> None:
@@ -347,7 +348,7 @@ class ExchangeWorker(SubscriptionsMixin, WatchMixin, PollingMixin, DerivativesMi
         self._client = client
         hook_frames(client, self._on_frame)
         fast = self._fast_path = None
-        make_fast = FAST_PATHS.get(self.name)
+        make_fast = FAST_PATHS.get(self.exchange_id)
         if self.cfg.native and make_fast is not None:
             fast = self._fast_path = make_fast(
                 self.name,
@@ -361,8 +362,14 @@ class ExchangeWorker(SubscriptionsMixin, WatchMixin, PollingMixin, DerivativesMi
         if isinstance(self._sink, ReadGate):
             pace_reading(client, self._sink)
         pace_rest(client, self.pacer)  # within the exchange's limits, fake or live
-        if self.pacer.limits.messages_per_second:
-            pace_sending(client, self.pacer.limits.messages_per_second)
+        limits = self.pacer.limits
+        if limits.messages_per_second or limits.subscribes_per_window:
+            subscribes = (
+                (limits.subscribes_per_window, limits.subscribe_window_s)
+                if limits.subscribes_per_window
+                else None
+            )
+            pace_sending(client, limits.messages_per_second, subscribes, self.pacer.subscribe_wait)
         self.pacer.books.clear()
         try:
             await client.load_markets()
@@ -381,7 +388,7 @@ class ExchangeWorker(SubscriptionsMixin, WatchMixin, PollingMixin, DerivativesMi
             self.polled |= {
                 c
                 for c in DERIVATIVES
-                if source(self.name, c, client.has, self.cfg.mode).feed is Feed.POLL
+                if source(self.exchange_id, c, client.has, self.cfg.mode).feed is Feed.POLL
             }
             if self.polled:
                 self.log.info("polling", channels=sorted(c.value for c in self.polled))
@@ -416,7 +423,7 @@ class ExchangeWorker(SubscriptionsMixin, WatchMixin, PollingMixin, DerivativesMi
     # -- backfill -------------------------------------------------------------------------
     def _backfill_mode(self, client: Any) -> BackfillMode | None:
         has = bool(client.has.get("fetchTrades"))
-        return bfill.backfill_mode(self.name, self.cfg.trade_stream, has)
+        return bfill.backfill_mode(self.exchange_id, self.cfg.trade_stream, has)
 
     def _backfill_starts(self, client: Any, symbols: list[str]) -> dict[str, int]:
         """Symbols with a gap to fill (a trade published before this session) -> cursor."""

@@ -71,7 +71,8 @@ class Batch:
 class WorkerParts:
     """Attributes and cross-part methods of a worker (set and defined by its parts)."""
 
-    name: str
+    name: str  # on the bus (records, keys, status): binance-testnet in sandbox mode
+    exchange_id: str  # CCXT's id: the adapter and every per-exchange table
     cfg: ExchangeSettings
     log: Any
     stats: WorkerStats

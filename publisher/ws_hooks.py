@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
-from publisher.pacing import Spacing
+from publisher.pacing import WINDOW_MARGIN_S, Spacing, WindowBudget
 
 
 @runtime_checkable
@@ -46,7 +46,8 @@ def guard_frames(
       an exception never reaches a caller, stops the loop and leaves the watch hanging. The
       error is reported and the frame skipped.
     - With the native parser, ``fast(data, recv_ns)`` takes the frames it knows before CCXT
-      parses them (True = consumed); everything else goes on to CCXT.
+      parses them (True = consumed); everything else goes on to CCXT. A parser with a
+      ``for_url`` (``FastPath``) gets each connection's url first (Bybit's market type).
     """
     make_client = client.client
 
@@ -54,10 +55,12 @@ def guard_frames(
         ws = make_client(url)
         if not getattr(ws, "_marketbus_guarded", False):
             original = ws.handle_text_or_binary_message
+            bind = getattr(fast, "for_url", None)
+            take = bind(url) if bind is not None else fast
 
             def handle(data: Any) -> Any:
                 try:
-                    if fast is not None and fast(data, time.time_ns()):
+                    if take is not None and take(data, time.time_ns()):
                         if on_frame is not None:
                             on_frame()
                         return None
@@ -110,13 +113,23 @@ def pace_reading(client: Any, gate: ReadGate) -> None:
     client.client = paced_client
 
 
-def pace_sending(client: Any, per_second: float) -> None:
-    """At most ``per_second`` messages sent a second on each websocket connection CCXT opens.
+def pace_sending(
+    client: Any,
+    per_second: float | None,
+    subscribes: tuple[int, float] | None = None,
+    on_wait: Callable[[float], None] | None = None,
+) -> None:
+    """Within the exchange's limits on what we send, on each websocket connection CCXT opens.
 
-    Binance closes a connection that receives more than 5 messages in a second. CCXT spaces
-    its subscribe messages only with ``enableRateLimit`` (off against a fake exchange) and at
-    4 a second; a burst of resubscriptions after book resyncs, or live subscription changes,
-    would go out back to back. Each connection gets its own spacing, messages keep their order.
+    - ``per_second``: at most that many messages a second. Binance closes a connection that
+      receives more than 5 messages in a second. CCXT spaces its subscribe messages only with
+      ``enableRateLimit`` (off against a fake exchange) and at 4 a second; a burst of
+      resubscriptions after book resyncs, or live subscription changes, would go out back to
+      back. Messages keep their order.
+    - ``subscribes`` = (requests, window_s): at most that many subscribe/unsubscribe requests
+      in any window (OKX: 480 an hour per connection, then error 60014 and the connection is
+      closed). A request past it waits for room (``on_wait(seconds)`` is told), so a storm
+      of book resyncs slows down instead of losing the connection.
     """
     make_client = client.client
 
@@ -125,18 +138,41 @@ def pace_sending(client: Any, per_second: float) -> None:
         if getattr(ws, "_marketbus_spaced", False):
             return ws
         original = ws.send
-        spacing = Spacing(per_second)
+        spacing = Spacing(per_second) if per_second else None
+        budget = (
+            WindowBudget(subscribes[0], subscribes[1] + WINDOW_MARGIN_S) if subscribes else None
+        )
 
         async def send(message: Any) -> Any:
-            await spacing.wait()
+            if budget is not None and is_subscribe_request(message):
+                wait = budget.delay(1)
+                if wait > 0 and on_wait is not None:
+                    on_wait(wait)
+                await budget.acquire(1)
+                budget.finish(1)  # counted from now for a window: the exchange counts it so
+            if spacing is not None:
+                await spacing.wait()
             return await original(message)
 
         ws.send = send
         ws._marketbus_spaced = True
         ws._marketbus_spacing = spacing
+        ws._marketbus_subscribes = budget
         return ws
 
     client.client = spaced_client
 
 
-__all__ = ["ReadGate", "guard_frames", "hook_frames", "pace_reading", "pace_sending"]
+def is_subscribe_request(message: Any) -> bool:
+    """An OKX-style ``{"op": "subscribe" | "unsubscribe" | "login", ...}`` request."""
+    return isinstance(message, dict) and message.get("op") in ("subscribe", "unsubscribe", "login")
+
+
+__all__ = [
+    "ReadGate",
+    "guard_frames",
+    "hook_frames",
+    "is_subscribe_request",
+    "pace_reading",
+    "pace_sending",
+]

@@ -61,9 +61,16 @@ class FakeBybit(PushServer[BybitSentFrame]):
         answer_pings: bool = True,
         queue_size: int = 10_000,
         sent_limit: int = 1_000_000,
+        hold_until_subscribed: float | None = None,
     ) -> None:
         super().__init__(
-            host, port, autoplay, websocket=websocket, queue_size=queue_size, sent_limit=sent_limit
+            host,
+            port,
+            autoplay,
+            websocket=websocket,
+            queue_size=queue_size,
+            sent_limit=sent_limit,
+            hold_until_subscribed=hold_until_subscribed,
         )
         self.log = logging.getLogger("fake_exchange.bybit")
         self.source = source

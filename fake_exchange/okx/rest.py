@@ -14,19 +14,21 @@ range of their own (`HISTORY_ID_BASE` on), before every live id in paging order.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
 from itertools import islice, takewhile
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
+from aiohttp.typedefs import Handler, Middleware
 
 from fake_exchange.derive import Candle
 from fake_exchange.faults import Faults, HttpFailure
 from fake_exchange.history import ORIGIN_MS, HistTrade, SyntheticHistory, floor_day, plain_text
 from fake_exchange.okx import frames as of
 from fake_exchange.okx.frames import Payload
+from fake_exchange.okx.limits import OkxLimiter
 from fake_exchange.okx.market import TRADE_HISTORY, OkxMarket
 from fake_exchange.push_server import fault_middleware, json_response
 
@@ -314,6 +316,34 @@ def okx_failure(failure: HttpFailure) -> web.Response:
     return json_response(of.error_body(code, msg), status, failure.headers)
 
 
+def okx_limits_middleware(limiter: OkxLimiter, inner: Middleware) -> Middleware:
+    """OKX's limits in front of `inner` (the fault middleware): a websocket upgrade past the
+    connections per second gets HTTP 429; a REST request past its endpoint's requests per
+    window gets 429 with code 50011 and a Retry-After."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        ip = request.remote or "?"
+        now = time.monotonic()
+        if request.path.startswith("/ws/"):
+            if not limiter.connect(ip, now):
+                return _error(429, "50011", "Too Many Requests: 3 connections per second")
+        else:
+            wait = limiter.rest(ip, request.path, now)
+            if wait > 0:
+                resp = _error(
+                    429,
+                    "50011",
+                    "Rate limit reached. Please refer to API documentation and throttle "
+                    "requests accordingly.",
+                )
+                resp.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+                return resp
+        return await inner(request, handler)
+
+    return middleware
+
+
 def okx_fault_middleware(faults: Faults, websocket_enabled: Callable[[], bool]) -> Middleware:
     """Refusals, a disabled websocket and planned REST errors first; OKX JSON for 404s."""
     return fault_middleware(
@@ -326,4 +356,11 @@ def okx_fault_middleware(faults: Faults, websocket_enabled: Callable[[], bool]) 
     )
 
 
-__all__ = ["TRADE_HISTORY", "OkxMarket", "OkxRestApi", "okx_failure", "okx_fault_middleware"]
+__all__ = [
+    "TRADE_HISTORY",
+    "OkxMarket",
+    "OkxRestApi",
+    "okx_failure",
+    "okx_fault_middleware",
+    "okx_limits_middleware",
+]

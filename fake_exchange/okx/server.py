@@ -10,6 +10,7 @@ written, never the mirror.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterator
@@ -25,8 +26,9 @@ from fake_exchange.okx.connection import Connection, Key, OkxSentFrame
 from fake_exchange.okx.frame_source import OkxEvent, OkxFrameSource
 from fake_exchange.okx.frames import Payload
 from fake_exchange.okx.instruments import unified_symbols
+from fake_exchange.okx.limits import OkxLimiter, OkxLimits, OkxLimitStats
 from fake_exchange.okx.market import OkxMarket
-from fake_exchange.okx.rest import OkxRestApi, okx_fault_middleware
+from fake_exchange.okx.rest import OkxRestApi, okx_fault_middleware, okx_limits_middleware
 from fake_exchange.okx.rest_derivs import OkxDerivsRestApi
 from fake_exchange.okx.ws_protocol import initial_frame, parse_requests
 from fake_exchange.push_server import PushServer, State
@@ -49,9 +51,17 @@ class FakeOkx(PushServer[OkxSentFrame]):
         answer_pings: bool = True,
         queue_size: int = 10_000,
         sent_limit: int = 1_000_000,
+        hold_until_subscribed: float | None = None,
+        limits: OkxLimits | None = None,
     ) -> None:
         super().__init__(
-            host, port, autoplay, websocket=websocket, queue_size=queue_size, sent_limit=sent_limit
+            host,
+            port,
+            autoplay,
+            websocket=websocket,
+            queue_size=queue_size,
+            sent_limit=sent_limit,
+            hold_until_subscribed=hold_until_subscribed,
         )
         self.log = logging.getLogger("fake_exchange.okx")
         self.source = source
@@ -60,6 +70,11 @@ class FakeOkx(PushServer[OkxSentFrame]):
         self._market: OkxMarket | None = None
         self._markets: list[str] = []
         self._book_faults = BookFaults()
+        self.limits = limits
+        """OKX's limits (REST per endpoint, connections per second, subscribe requests per
+        connection), or None: unlimited, as before (`fake_exchange.okx.limits`)."""
+        self._limiter = OkxLimiter(limits) if limits is not None else None
+        self._closing: set[int] = set()
 
     # ------------------------------------------------------------------ the engine's hooks
 
@@ -80,7 +95,10 @@ class FakeOkx(PushServer[OkxSentFrame]):
         ]
 
     def _middleware(self) -> Middleware:
-        return okx_fault_middleware(self.faults, lambda: self._websocket)
+        faults = okx_fault_middleware(self.faults, lambda: self._websocket)
+        if self._limiter is None:
+            return faults
+        return okx_limits_middleware(self._limiter, faults)
 
     def _events(self, clock: Clock) -> Iterator[OkxEvent]:
         return self.source.events(clock)
@@ -123,6 +141,12 @@ class FakeOkx(PushServer[OkxSentFrame]):
         self._book_faults.add_bad_checksum(n, inst_id)
 
     @property
+    def limit_stats(self) -> OkxLimitStats | None:
+        """What OKX's limits did (429s, refused connections, connections closed for
+        subscribe requests); None when off."""
+        return None if self._limiter is None else self._limiter.stats
+
+    @property
     def book_gaps_sent(self) -> int:
         return self._book_faults.gaps_sent
 
@@ -152,6 +176,8 @@ class FakeOkx(PushServer[OkxSentFrame]):
     # ------------------------------------------------------------------ requests
 
     def _on_text(self, conn: Connection, text: str) -> None:
+        if conn.conn_id in self._closing or not self._within_limits(conn, text):
+            return
         market = self._state()
         for req in parse_requests(text, conn.kind, conn.tag, market.inst_ids, market.inst_types):
             if req.op == "ping":
@@ -165,6 +191,35 @@ class FakeOkx(PushServer[OkxSentFrame]):
             else:
                 self._unregister(conn, req.key)
                 self._control(conn, of.ws_event("unsubscribe", req.arg, conn.tag))
+
+    def _within_limits(self, conn: Connection, text: str) -> bool:
+        """Count a subscribe/unsubscribe request against its connection's limits: an
+        oversized one is refused (60012), one past the requests per window gets 60014 and
+        the connection is closed, as OKX does."""
+        if self._limiter is None or text == "ping" or '"op"' not in text:
+            return True
+        verdict = self._limiter.subscribe(conn.conn_id, len(text.encode()), time.monotonic())
+        if verdict is None:
+            return True
+        if verdict == "oversized":
+            msg = f"Illegal request: args over {self._limiter.limits.max_request_bytes} bytes"
+            self._control(conn, of.ws_error("60012", msg, conn.tag))
+            return False
+        self._control(conn, of.ws_error("60014", "Requests too frequent.", conn.tag))
+        self._closing.add(conn.conn_id)
+        self._spawn(self._close_soon(conn))
+        return False
+
+    async def _close_soon(self, conn: Connection) -> None:
+        """Close after the error event had time to go out (the writer sends it first)."""
+        await asyncio.sleep(0.1)
+        await conn.ws.close(code=4004, message=b"Requests too frequent.")
+
+    async def _drop(self, conn: Connection) -> None:
+        self._closing.discard(conn.conn_id)
+        if self._limiter is not None:
+            self._limiter.closed(conn.conn_id)
+        await super()._drop(conn)
 
     def _subscribe(self, conn: Connection, key: Key, arg: Payload) -> None:
         """Register, ack, then the channel's initial state; all before any later update."""

@@ -222,6 +222,11 @@ async def test_spot_and_perp_of_one_id_arrive_whole_side_by_side(redis_server: R
             st = pub.workers["bybit"].status()
             assert st["trade_gaps"] == st["trade_duplicates"] == st["invalid"] == 0
             assert st["book_resyncs"] == st["reconnects"] == 0
+            # the default parser is the native one: every trade frame (spot and perp of one
+            # id, told apart by their url) and every spot ticker; perp tickers go to CCXT
+            native = [f for f in fx.sent if f.topic.startswith("publicTrade.")
+                      or (f.category, f.topic.split(".")[0]) == ("spot", "tickers")]  # fmt: skip
+            assert st["parser"] == "native" and st["native_frames"] == len(native) > 0
         async with Consumer(redis_server.url, [f"bybit:{PERP}", f"bybit:{SPOT}"],
                             ["ticker", "trades", "book"], backfill=5000) as c:  # fmt: skip
             assert len(c.buffer("bybit", PERP, "trades")) == len(rows[PERP])

@@ -212,7 +212,7 @@ def test_trades_limit_defaults_and_override() -> None:
     assert has_taps("binance")
     assert ccxt_config(ExchangeSettings())["options"]["tradesLimit"] == 10
     assert ccxt_config(ExchangeSettings(trades_limit=5_000))["options"]["tradesLimit"] == 5_000
-    assert ccxt_config(ExchangeSettings(name="kraken"))["options"]["tradesLimit"] == 100_000
+    assert ccxt_config(ExchangeSettings(name="bitstamp"))["options"]["tradesLimit"] == 100_000
 
 
 async def test_trade_tap_hands_over_each_parsed_trade() -> None:
@@ -282,9 +282,9 @@ async def test_two_clients_have_their_own_hooks() -> None:
 
 async def test_exchange_without_taps_gets_the_plain_class() -> None:
     hook = Hook()
-    client = make_client(ExchangeSettings(name="kraken"), hook)
+    client = make_client(ExchangeSettings(name="bitstamp"), hook)
     try:
-        assert type(client) is ccxt.pro.kraken
+        assert type(client) is ccxt.pro.bitstamp
         assert client.__dict__["_marketbus_on_parsed"] is None
     finally:
         await _closed(client)

@@ -12,6 +12,7 @@ from publisher.ccxt_client import ccxt_config, streams_per_connection
 from publisher.pacing import Pacer, SnapshotGate, Spacing, WindowBudget, snapshot_limit
 from publisher.rest_hooks import refusal_status
 from publisher.worker_parts import chunks
+from publisher.ws_hooks import is_subscribe_request, pace_sending
 
 
 class Clock:
@@ -109,7 +110,7 @@ def test_pacer_sizes_the_rest_budget_from_ccxt_rate_limit() -> None:
     budget = pacer.rest_budget(50, 60_000)
     assert budget is not None and budget.capacity == 1_200  # 6,000 weight at 0.2 per weight
     assert pacer.rest_budget(50, 4_000) is budget and budget.capacity == 80
-    assert Pacer("okx").rest_budget(100, 60_000) is None
+    assert Pacer("bybit").rest_budget(100, 60_000) is None  # no REST budget there
     assert "rest_429" in pacer.status()
 
 
@@ -151,3 +152,59 @@ def test_streams_per_connection_reads_ccxt_option() -> None:
     assert streams_per_connection(client, "spot") == 1_024
     assert streams_per_connection(client, "swap") is None
     assert streams_per_connection(_Client({}), "spot") is None
+
+
+class _Ws:
+    """What pace_sending wraps: a CCXT websocket client's ``send``."""
+
+    def __init__(self) -> None:
+        self.sent: list[object] = []
+
+    async def send(self, message: object) -> None:
+        self.sent.append(message)
+
+
+class _WsFactory:
+    def __init__(self) -> None:
+        self.made: list[_Ws] = []
+
+    def client(self, url: str) -> _Ws:
+        ws = _Ws()
+        self.made.append(ws)
+        return ws
+
+
+async def test_subscribe_requests_wait_for_room_in_their_connections_window() -> None:
+    """OKX: at most N subscribe/unsubscribe requests per window on a connection; the one
+    past it waits (and says so), pings and other messages go at once, each connection has
+    its own window."""
+    client = _WsFactory()
+    waits: list[float] = []
+    pace_sending(client, None, (2, 0.3), waits.append)
+    ws = client.client("ws://a")
+    other = client.client("ws://b")
+    sub = {"op": "subscribe", "args": [{"channel": "trades", "instId": "BTC-USDT"}]}
+    t0 = asyncio.get_running_loop().time()
+    await ws.send(sub)
+    await ws.send({**sub, "op": "unsubscribe"})
+    await ws.send("ping")  # not a request: no wait
+    assert asyncio.get_running_loop().time() - t0 < 0.2 and waits == []
+    await other.send(sub)  # its own window
+    await ws.send(sub)  # the third in the window: waits for the first to leave it
+    assert asyncio.get_running_loop().time() - t0 >= 0.3
+    assert len(waits) == 1 and 0 < waits[0] <= 0.3 + 0.3
+    assert [m if isinstance(m, str) else m["op"] for m in ws.sent] == [  # type: ignore[index]
+        "subscribe", "unsubscribe", "ping", "subscribe",
+    ]  # fmt: skip
+    assert is_subscribe_request(sub) and not is_subscribe_request({"method": "SUBSCRIBE"})
+
+
+def test_okx_rest_budget_counts_per_two_seconds() -> None:
+    """OKX counts REST requests per 2 s: a minute's budget would be spent in one second."""
+    pacer = Pacer("okx")
+    assert pacer.limits.rest_window_ms == 2_000 and pacer.limits.subscribes_per_window == 480
+    budget = pacer.rest_budget(110, pacer.limits.rest_window_ms or 60_000)
+    assert budget is not None
+    # CCXT's okx cost 1 (tickers: OKX allows 20 per 2 s) -> at most 18 in a window
+    assert math.floor(budget.capacity) == 18 and budget.window_s == pytest.approx(2.25)
+    assert pacer.status()["ws_subscribe_waits"] == 0

@@ -353,6 +353,7 @@ def test_exchange_settings_options_are_kept() -> None:
         ("binance", "native", True),
         ("okx", "auto", True),
         ("okx", "ccxt", False),
+        ("bybit", "auto", True),
         ("kraken", "auto", False),  # no native parser: CCXT's path
     ],
 )
@@ -365,7 +366,7 @@ def test_parser_auto_is_native_where_a_native_parser_exists(
 
 
 def test_native_parser_on_an_exchange_without_one_is_refused_by_name() -> None:
-    with pytest.raises(ValidationError, match="exists for binance, okx only, not 'kraken'"):
+    with pytest.raises(ValidationError, match="exists for binance, bybit, okx only, not 'kraken'"):
         ExchangeSettings(name="kraken", symbols=["BTC/USDT"], parser="native")
 
 
