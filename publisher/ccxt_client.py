@@ -23,6 +23,7 @@ from marketbus.settings import ExchangeSettings
 from publisher import binanceusdm, bybit, coinbase, kraken
 from publisher.endpoints import rebase_urls
 from publisher.okx_books import checked_book_message
+from publisher.okx_index import indexed_tickers
 from publisher.pacing import snapshot_limit
 
 OnParsed = Callable[[Channel, dict[str, Any]], None]
@@ -124,8 +125,9 @@ TAPS: dict[str, tuple[Tap, ...]] = {
 }
 
 OVERRIDES: dict[str, dict[str, Callable[[Any], Any]]] = {
-    # ccxt 4.5.90 does not verify OKX's book checksum: we do, in front of its handler
-    "okx": {"handle_order_book_message": checked_book_message},
+    # ccxt 4.5.90 does not verify OKX's book checksum: we do, in front of its handler; nor
+    # join index-tickers into mark prices (publisher.okx_index)
+    "okx": {"handle_order_book_message": checked_book_message, "handle_ticker": indexed_tickers},
     # nor Bybit's update ids (u): a lost delta would leave a wrong book (publisher.bybit)
     "bybit": {
         "handle_order_book": bybit.checked_order_book,
@@ -201,9 +203,12 @@ def _tapped_class(
             return result
 
         namespace[method] = wrapper
-        for tap in group:
-            if tap.within is not None and tap.within not in namespace:
-                namespace[tap.within] = _counting(getattr(base, tap.within), tap.within)
+    counted: set[str] = set()
+    for tap in taps:  # an overridden handler is counted around its override
+        if tap.within is not None and tap.within not in counted:
+            inner = namespace.get(tap.within) or getattr(base, tap.within)
+            namespace[tap.within] = _counting(inner, tap.within)
+            counted.add(tap.within)
     return type(f"Tapped{base.__name__}", (base,), namespace)
 
 

@@ -22,12 +22,22 @@ In order of preference:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from marketbus.models import DERIVATIVES, Channel
+from publisher import okx_index
+
+MARK_INDEX: dict[
+    str, tuple[Callable[[Mapping[str, Any], list[str]], list[str]], dict[str, str]]
+] = {
+    "okx": (okx_index.index_symbols, okx_index.WATCH_PARAMS),
+}
+"""Exchanges whose mark price frames lack the index price, which another subscription carries:
+(the symbols to watch for these contracts, the ``watch_tickers`` params). OKX: its
+``index-tickers`` channel, joined in by ``publisher.okx_index``."""
 
 
 class Feed(StrEnum):

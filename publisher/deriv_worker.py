@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+
+import ccxt
 
 from marketbus.models import DERIVATIVES, Channel
 from publisher.ccxt_client import tapped_channels
-from publisher.deriv_feeds import TICKER_CARRIES, Feed, Source, is_contract, source
+from publisher.deriv_feeds import MARK_INDEX, TICKER_CARRIES, Feed, Source, is_contract, source
 from publisher.derivatives import DerivativesGate, derivative_from_ccxt, from_ticker_info
 from publisher.normalize import NormalizeError
 from publisher.worker_parts import WorkerParts
@@ -81,7 +83,13 @@ class DerivativesMixin(WorkerParts):
                              tapped, derive=channel)  # fmt: skip
             return
         if src.feed is Feed.WATCH:
-            await self._hold_subscription(client, channel, src, symbols, tapped)
+            index = MARK_INDEX.get(self.exchange_id) if channel is Channel.MARK else None
+            if index is None:
+                await self._hold_subscription(client, channel, src, symbols, tapped)
+                return
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._hold_index(client, *index, symbols))
+                tg.create_task(self._hold_subscription(client, channel, src, symbols, tapped))
             return
         # Feed.NONE: _contracts_only never lets such a channel through; hold nothing
         await asyncio.Event().wait()
@@ -109,6 +117,25 @@ class DerivativesMixin(WorkerParts):
             got = await method(symbols if src.many else symbols[0])
             if not tapped:
                 self._deliver(channel, got, derive)
+
+    async def _hold_index(
+        self,
+        client: Any,
+        symbols_of: Callable[[Mapping[str, Any], list[str]], list[str]],
+        params: dict[str, str],
+        symbols: list[str],
+    ) -> None:
+        """Hold the subscription that carries the index price of these contracts' marks
+        (``deriv_feeds.MARK_INDEX``). Its frames are taken in front of CCXT's handler, so
+        the call never returns; a refusal leaves the marks without index, said once."""
+        watch = symbols_of(client.markets or {}, symbols)
+        if not watch:
+            return
+        try:
+            while True:
+                await client.watch_tickers(watch, dict(params))
+        except ccxt.BadRequest as e:  # an index the exchange refused (60018): marks go on
+            self.log.warning("index_price_unavailable", symbols=watch[:5], error=str(e)[:200])
 
     def _deliver(self, channel: Channel, got: Any, derive: Channel | None) -> None:
         recv_ns = time.time_ns()

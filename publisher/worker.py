@@ -390,8 +390,9 @@ class ExchangeWorker(SubscriptionsMixin, WatchMixin, PollingMixin, DerivativesMi
                 for c in DERIVATIVES
                 if source(self.exchange_id, c, client.has, self.cfg.mode).feed is Feed.POLL
             }
-            if self.polled:
-                self.log.info("polling", channels=sorted(c.value for c in self.polled))
+            wanted_polled = sorted(c.value for c in self.polled if desired.get(c))
+            if wanted_polled:  # what this session polls (self.polled also covers later adds)
+                self.log.info("polling", channels=wanted_polled)
             trades_ws = Channel.TRADES not in self.polled  # a poll fetches its own gap
             gaps = self._backfill_starts(
                 client, desired.get(Channel.TRADES, []) if trades_ws else []

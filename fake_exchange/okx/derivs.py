@@ -23,7 +23,10 @@ INSTRUMENT_CHANNELS = frozenset({"funding-rate", "mark-price", "open-interest"})
 """Derivatives channels subscribed per instId."""
 TYPE_CHANNELS = frozenset({"liquidation-orders"})
 """Channels subscribed per instType (`arg.instType`); the fake keys them by it."""
-CHANNELS = INSTRUMENT_CHANNELS | TYPE_CHANNELS
+INDEX_CHANNEL = "index-tickers"
+"""The index price of an underlying (`instId` = the index, e.g. `BTC-USDT`, a SWAP's `uly`):
+where OKX publishes what its `mark-price` frames lack. The fake keys it by the index."""
+CHANNELS = INSTRUMENT_CHANNELS | TYPE_CHANNELS | {INDEX_CHANNEL}
 CONTRACT_TYPES = ("SWAP", "FUTURES")
 FUNDING_PERIOD_MS = 8 * 3_600_000
 
@@ -80,6 +83,20 @@ def mark_row(inst_id: str, mark: Decimal, ts_ms: int, inst_type: str = "SWAP") -
     return {"instType": inst_type, "instId": inst_id, "markPx": fmt(mark), "ts": str(ts_ms)}
 
 
+def index_of(inst_id: str) -> str:
+    """A contract's index (its `uly`): 'BTC-USDT-SWAP' -> 'BTC-USDT'."""
+    return inst_id.rsplit("-", 1)[0]
+
+
+def index_row(index: str, px: Decimal, ts_ms: int) -> Payload:
+    """An `index-tickers` row, shaped as OKX's (24 h figures: the price itself here)."""
+    p = fmt(px)
+    return {
+        "instId": index, "idxPx": p, "high24h": p, "low24h": p, "open24h": p,
+        "sodUtc0": p, "sodUtc8": p, "ts": str(ts_ms),
+    }  # fmt: skip
+
+
 def open_interest_row(
     inst_id: str, oi: Decimal, ct_val: Decimal, mark: Decimal, ts_ms: int
 ) -> Payload:
@@ -126,6 +143,7 @@ class SwapState:
     next_rate: Decimal | None = Decimal("0.00012")
     mark: Decimal = Decimal(0)
     oi: Decimal = Decimal(100_000)
+    index: Decimal = Decimal(0)
 
     def funding(self, ts_ms: int) -> Payload:
         funding_ms = (ts_ms // FUNDING_PERIOD_MS + 1) * FUNDING_PERIOD_MS
@@ -144,6 +162,10 @@ class SwapState:
         if channel == "mark-price":
             self.mark = max(tick, last + tick * rng.randint(-3, 3))
             return push(channel, self.inst_id, [mark_row(self.inst_id, self.mark, ts_ms)])
+        if channel == INDEX_CHANNEL:
+            self.index = max(tick, last + tick * rng.randint(-2, 2))
+            uly = index_of(self.inst_id)
+            return push(channel, uly, [index_row(uly, self.index, ts_ms)])
         if channel == "open-interest":
             self.oi = max(Decimal(0), self.oi + rng.randint(-500, 500))
             row = open_interest_row(self.inst_id, self.oi, self.ct_val, self.mark or last, ts_ms)
@@ -171,10 +193,13 @@ __all__ = [
     "CHANNELS",
     "CONTRACT_TYPES",
     "FUNDING_PERIOD_MS",
+    "INDEX_CHANNEL",
     "INSTRUMENT_CHANNELS",
     "TYPE_CHANNELS",
     "SwapState",
     "funding_row",
+    "index_of",
+    "index_row",
     "instrument_swap",
     "liquidation_frame",
     "liquidation_item",

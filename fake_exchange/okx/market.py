@@ -30,7 +30,8 @@ class OkxMarket:
         self.tickers: dict[str, Payload] = {}
         self.inst_types = {e["instId"]: t for t, entries in instruments.items() for e in entries}
         self.derivs: dict[tuple[str, str], Payload] = {}
-        """(channel, instId) -> the last `funding-rate`, `mark-price` or `open-interest` row."""
+        """(channel, instId) -> the last `funding-rate`, `mark-price`, `open-interest` or
+        `index-tickers` (instId: the index) row."""
         self.open_interest_history: dict[str, list[Payload]] = {}
         """instId -> every `open-interest` row, in order (what REST may have answered)."""
 
@@ -52,7 +53,9 @@ class OkxMarket:
             hist.extend(frame["data"])
         elif channel == "tickers" and frame["data"]:
             self.tickers[inst_id] = frame["data"][-1]
-        elif channel in derivs.INSTRUMENT_CHANNELS and frame["data"]:
+        elif (channel in derivs.INSTRUMENT_CHANNELS or channel == derivs.INDEX_CHANNEL) and frame[
+            "data"
+        ]:
             self.derivs[(channel, inst_id)] = frame["data"][-1]
             if channel == "open-interest":
                 self.open_interest_history.setdefault(inst_id, []).append(frame["data"][-1])

@@ -232,8 +232,9 @@ class FakeOkx(PushServer[OkxSentFrame]):
 
     def _initial(self, channel: str, inst: str) -> Payload | None:
         """books: a snapshot of the mirror; books5/bbo-tbt: the current top; funding-rate,
-        mark-price, open-interest: the last row published (once there is one); else nothing."""
-        if channel in derivs.INSTRUMENT_CHANNELS:
+        mark-price, open-interest, index-tickers: the last row published (once there is one);
+        else nothing."""
+        if channel in derivs.INSTRUMENT_CHANNELS or channel == derivs.INDEX_CHANNEL:
             row = self._state().derivative(channel, inst)
             return None if row is None else derivs.push(channel, inst, [row])
         if channel not in SEQ_CHANNELS:

@@ -71,7 +71,8 @@ class OkxSyntheticSource:
     Channels: trades, tickers, books (updates with seqId and checksum), books5, bbo-tbt,
     candle<bar> (the live candle of the trades sent; a closed candle once with confirm "1"),
     and for SWAPs only funding-rate, mark-price, open-interest, liquidation-orders (of
-    instType SWAP: one frame carries one or two liquidations), moving around the walk
+    instType SWAP: one frame carries one or two liquidations), index-tickers (of the SWAP's
+    index, its `uly`), moving around the walk
     (`fake_exchange.okx.derivs`). Deterministic for a given seed and clock.
     """
 
@@ -244,7 +245,7 @@ class OkxSyntheticSource:
                 w, channel = pairs[k % len(pairs)]
                 if w.swap is not None and channel in derivs.CHANNELS:
                     frame = w.swap.frame(channel, w.last_px, w.tick, now_ms, derivs_rng)
-                    key = "SWAP" if channel in derivs.TYPE_CHANNELS else w.inst_id
+                    key = frame["arg"].get("instId") or "SWAP"  # an instType's: keyed by it
                     yield OkxEvent(vt - last_vt, channel, key, frame)
                 else:
                     frame = self._frame(w, channel, now_ms, rng)

@@ -46,10 +46,17 @@ def channel_ok(
 ) -> bool:
     """A known instId on a channel of this endpoint (candles on /business, the rest /public);
     derivatives channels for contract instruments only (`inst_types`: instId -> instType;
-    funding on SWAPs), `liquidation-orders` for a contract instType."""
+    funding on SWAPs), `liquidation-orders` for a contract instType, `index-tickers` for an
+    index (a spot pair's id, or a contract's `uly`)."""
     channel, inst = arg.get("channel"), arg.get("instId")
     if kind == "public" and channel in derivs.TYPE_CHANNELS:
         return arg.get("instType") in derivs.CONTRACT_TYPES
+    if kind == "public" and channel == derivs.INDEX_CHANNEL:  # an index: a pair or a uly
+        types = inst_types or {}
+        return isinstance(inst, str) and (
+            inst in inst_ids
+            or any(derivs.index_of(i) == inst for i, t in types.items() if t != "SPOT")
+        )
     if not isinstance(channel, str) or inst not in inst_ids:
         return False
     if kind == "business":

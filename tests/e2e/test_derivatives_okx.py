@@ -187,3 +187,40 @@ async def test_swaps_resolve_by_okx_id_and_unified_symbol_and_spot_keeps_its_spe
             assert ("mark-price", "AAA-USDT") not in fx.subscribed()
             assert await r.xlen(stream_key("okx", SPOT, Channel.MARK)) == 0
     await r.aclose()
+
+
+async def test_okx_marks_carry_the_index_price_of_index_tickers(
+    redis_server: RedisServer,
+) -> None:
+    """OKX's mark-price frames have no index price; the publisher subscribes the contract's
+    index on `index-tickers` and every mark record carries the latest index price the
+    connection had received before that mark (None before the first)."""
+    r = await fresh_redis(redis_server)
+    source = OkxSyntheticSource([SPOT, PERP], rate=400, total=1600, seed=5,
+                                channels=("mark-price", "index-tickers"))  # fmt: skip
+    async with FakeOkx(source, autoplay=False) as fx:
+        async with publisher(redis_server, fx, [PERP], ["mark"]):
+            await fx.wait_subscribed([("mark-price", INST), ("index-tickers", "AAA-USDT")], 20)
+            fx.play()
+            await fx.wait_done(timeout=40)
+            want: list[tuple[Any, ...]] = []
+            index: float | None = None
+            for f in fx.sent:  # one connection: the order the publisher read them in
+                for x in f.payload["data"]:
+                    if f.channel == "index-tickers" and f.inst_id == "AAA-USDT":
+                        index = float(x["idxPx"])
+                    elif f.channel == "mark-price" and f.inst_id == INST:
+                        want.append((int(x["ts"]), float(x["markPx"]), index))
+            want = deduped(want)
+            assert len(want) > 50 and sum(1 for w in want if w[2] is not None) > 40
+
+            async def all_in() -> bool:
+                n = await r.xlen(stream_key("okx", PERP, Channel.MARK))
+                return bool(n >= len(want))
+
+            await until(all_in)
+            marks = await stored(r, PERP, Channel.MARK)
+            assert [(x.ts_ms, x.mark_price, x.index_price) for x in marks] == want
+            # the index frames were not published as the spot pair's ticker
+            assert await r.xlen(stream_key("okx", SPOT, Channel.TICKER)) == 0
+    await r.aclose()
