@@ -67,8 +67,8 @@ FAKES: dict[str, Fake] = {
              "fake_exchange.server:FakeExchange", _BINANCE_SOURCES),
         Fake("binanceusdm", "Binance USD-M futures", _HERE, "usdm_replay", "usdm_synthetic",
              "fake_exchange.server:FakeExchange", _BINANCE_SOURCES),
-        Fake("okx", "OKX v5", "fake_exchange.okx", "OkxReplaySource", "OkxSyntheticSource",
-             "FakeOkx"),
+        Fake("okx", "OKX v5", "fake_exchange.okx", f"{_HERE}:okx_replay", "OkxSyntheticSource",
+             "FakeOkx", ("fake_exchange.okx:OkxReplaySource", "OkxSyntheticSource")),
         Fake("bybit", "Bybit v5 spot and linear", "fake_exchange.bybit", "BybitReplaySource",
              "BybitSyntheticSource", "FakeBybit"),
         Fake("coinbase", "Coinbase Advanced Trade", "fake_exchange.coinbase",
@@ -101,6 +101,13 @@ def binance_replay(recording: Path | None, *, speed: float, loop: bool) -> Any:
 
 def usdm_replay(recording: Path | None, *, speed: float, loop: bool) -> Any:
     return _binance_replay("binanceusdm", recording, speed, loop)
+
+
+def okx_replay(recording: Path | None, *, speed: float, loop: bool) -> Any:
+    """Every instrument of the recording (the class's default replays BTC-USDT only)."""
+    from fake_exchange.okx import OkxReplaySource
+
+    return OkxReplaySource(recording, speed=speed, loop=loop, instruments=None)
 
 
 def binance_synthetic(n: int, *, rate: float) -> Any:

@@ -141,11 +141,11 @@ OVERRIDES: dict[str, dict[str, Callable[[Any], Any]]] = {
 
 MARKET_TYPES: dict[str, tuple[str, ...]] = {
     "bybit": ("spot", "linear"),
-    "okx": ("spot", "swap"),
+    "okx": ("spot", "swap", "future"),
     "binanceusdm": binanceusdm.MARKET_TYPES,
 }
 """What ``load_markets`` loads (CCXT's ``fetchMarkets.types``); every other exchange: spot.
-Bybit's perpetuals and OKX's swaps are what most of their bots trade. Bybit's spot and linear
+Bybit's perpetuals and OKX's swaps (and dated futures) are what most of their bots trade. Bybit's spot and linear
 ids are the same strings (``BTCUSDT``), told apart by the websocket url each arrives on;
 OKX's differ (``BTC-USDT``, ``BTC-USDT-SWAP``). Binance USD-M has no spot at all."""
 

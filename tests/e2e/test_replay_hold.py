@@ -41,7 +41,11 @@ SPEED = 30.0
 LEAD = 1.2
 """How long after the fake is up the publisher starts: without the hold, the replay is over."""
 FAST = {"status_interval_s": 0.2, "heartbeat_s": 30, "backoff_min_s": 0.2, "backoff_max_s": 1}
-OKX_REPLAYED = "BTC-USDT"
+OKX_REPLAYED = {  # every instrument of the recording: spot, an inverse swap, a dated future
+    "BTC-USDT": "BTC/USDT",
+    "UNI-USD-SWAP": "UNI/USD:UNI",
+    "BTC-USD-220527": "BTC/USD:BTC-220527",
+}
 """The instrument `OkxReplaySource` replays by default (the recording also has futures)."""
 
 Trades = dict[str, list[str]]
@@ -67,8 +71,9 @@ def okx_trades() -> Trades:
     out: Trades = {}
     for f in load_okx_recording(okx_recording()).frames:
         arg = f.frame.get("arg", {})
-        if (arg.get("channel"), arg.get("instId")) == ("trades", OKX_REPLAYED):
-            out.setdefault("BTC/USDT", []).extend(r["tradeId"] for r in f.frame["data"])
+        if arg.get("channel") == "trades" and arg.get("instId") in OKX_REPLAYED:
+            symbol = OKX_REPLAYED[arg["instId"]]
+            out.setdefault(symbol, []).extend(r["tradeId"] for r in f.frame["data"])
     return out
 
 
@@ -90,7 +95,7 @@ def coinbase_trades() -> Trades:
 CASES: dict[str, tuple[list[str], Callable[[], Trades]]] = {
     "binance": (list(BINANCE_RECORDED), binance_trades("binance")),
     "binanceusdm": (list(USDM_PERPS), binance_trades("binanceusdm")),
-    "okx": (["BTC/USDT"], okx_trades),
+    "okx": (list(OKX_REPLAYED.values()), okx_trades),
     "bybit": (["BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT", "DOGE/USDT:USDT"], bybit_trades),
     "coinbase": (list(COINBASE_RECORDED), coinbase_trades),
 }

@@ -45,9 +45,9 @@ def client() -> Any:
     return ex
 
 
-def test_okx_loads_spot_and_swaps(client: Any) -> None:
+def test_okx_loads_spot_swaps_and_futures(client: Any) -> None:
     assert ccxt_config(ExchangeSettings(name="okx"))["options"]["fetchMarkets"] == {
-        "types": ["spot", "swap"]
+        "types": ["spot", "swap", "future"]
     }
     m = client.markets["BTC/USDT:USDT"]
     assert (m["id"], m["type"], m["contract"], m["contractSize"]) == (INST, "swap", True, 0.01)
