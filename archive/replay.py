@@ -17,8 +17,10 @@ live ``md:`` keys are never read, written or deleted.
   Nothing is written, nor deleted, when the range holds no record.
 - **Writes**: pipelined ``XADD key MAXLEN ~ n <id> d ... h ...`` in batches of ``batch``
   commands packed as RESP bytes (:mod:`archive.replay_wire`), two batches in flight, so Redis
-  works while the next is encoded. Any error reply or lost connection ends the replay with
-  an error (what was confirmed is in ``stats.records``): rerun it with ``reset``.
+  works while the next is encoded. On a Redis Cluster each batch is split by node (a
+  stream's key names its slot) and every node's part goes in one write, the nodes at once,
+  each batch answered before the next. Any error reply or lost connection ends the replay
+  with an error (what was confirmed is in ``stats.records``): rerun it with ``reset``.
 - **Pace**: ``speed=None`` writes as fast as Redis takes them; ``speed=x`` writes a record
   with exchange time ``t`` at ``start + (t - t0) / x`` (``t0`` the first record's), sleeping
   (bounded, woken by :meth:`Replay.stop`) while nothing is due. ``stats.max_lag_ms`` is how
@@ -34,6 +36,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +47,7 @@ import redis.asyncio as aioredis
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from redis._parsers.hiredis import NOT_ENOUGH_DATA
+from redis.asyncio.cluster import RedisCluster
 
 from archive.replay_source import ArchiveSource, Selection, Slice
 from archive.replay_wire import Encoder
@@ -134,11 +138,11 @@ class Replay:
         self._owns_redis = isinstance(redis, str | RedisSettings)
         if isinstance(redis, str):
             redis = RedisSettings(url=redis)
-        if isinstance(redis, RedisSettings) and redis.cluster:
-            raise ConfigError("replay writes to a standalone Redis (cluster: not yet)")
         self.redis: Any = connect(redis, retries=0) if isinstance(redis, RedisSettings) else redis
-        if not isinstance(self.redis, aioredis.Redis):
-            raise ConfigError("replay needs a standalone redis.asyncio.Redis client")
+        self._cluster = isinstance(self.redis, RedisCluster)
+        if not self._cluster and not isinstance(self.redis, aioredis.Redis):
+            raise ConfigError("replay needs a redis.asyncio Redis or RedisCluster client")
+        self._nodes: dict[str, Any] = {}  # cluster: stream key -> the node serving its slot
         self.source = ArchiveSource(dir, config.selection(), config.slice_rows)
         self.stats = ReplayStats()
         self._encoders: dict[tuple[Channel, str], Encoder] = {}
@@ -284,10 +288,16 @@ class Replay:
                 # every record due by now, at least one
                 limit = self._now_ts(speed)
                 end = min(end, max(k + 1, int(np.searchsorted(piece.ts_ms, limit, "right"))))
-            packed = self._pack(piece, k, end, cursors)
-            if speed is not None:
-                self._note_lag(int(piece.ts_ms[k]), speed)  # the batch's most overdue record
-            await self._send(packed, end - k)
+            if self._cluster:
+                commands, keys = self._pack_rows(piece, k, end, cursors)
+                if speed is not None:
+                    self._note_lag(int(piece.ts_ms[k]), speed)
+                await self._send_cluster(commands, keys)
+            else:
+                packed = self._pack(piece, k, end, cursors)
+                if speed is not None:
+                    self._note_lag(int(piece.ts_ms[k]), speed)  # the batch's most overdue record
+                await self._send(packed, end - k)
             self.stats.last_ts_ms = int(piece.ts_ms[end - 1])
             k = end
 
@@ -342,6 +352,68 @@ class Replay:
             return b"".join(next(iter(chunks.values())))
         its = {p: iter(c) for p, c in chunks.items()}
         return b"".join([next(its[p]) for p in which.tolist()])
+
+    def _pack_rows(
+        self, piece: Slice, k: int, end: int, cursors: list[int]
+    ) -> tuple[list[bytes], list[str]]:
+        """Rows ``k:end`` (replay order) as one XADD each, with each one's stream key (a
+        cluster routes them by the key's slot)."""
+        which = piece.which[k:end]
+        counts = np.bincount(which, minlength=len(piece.parts))
+        chunks: dict[int, Iterator[bytes]] = {}
+        keys: dict[int, Iterator[str]] = {}
+        for p in np.flatnonzero(counts).tolist():
+            part, c0 = piece.parts[p], cursors[p]
+            c1 = c0 + int(counts[p])
+            enc = self._encoder(part.channel, part.exchange)
+            rows = part.table.slice(c0, c1 - c0)
+            chunks[p] = iter(enc.commands(rows, part.ms[c0:c1], part.seq[c0:c1]))
+            keys[p] = iter([enc.key(s) for s in rows.column("symbol").to_pylist()])
+            cursors[p] = c1
+        order = which.tolist()
+        return [next(chunks[p]) for p in order], [next(keys[p]) for p in order]
+
+    async def _send_cluster(self, commands: list[bytes], keys: list[str]) -> None:
+        """One batch on a cluster: each node's commands (in replay order, so each stream's)
+        in one write on a connection of that node, the nodes at once; every reply read
+        before the next batch. An error reply (MOVED during a resharding too) ends the
+        replay once all are counted."""
+        by_node: dict[str, tuple[Any, list[bytes]]] = {}
+        for cmd, key in zip(commands, keys, strict=True):
+            node = self._nodes.get(key)
+            if node is None:
+                node = self._nodes[key] = self.redis.get_node_from_key(key)
+            by_node.setdefault(node.name, (node, []))[1].append(cmd)
+        if not self._started:
+            self._started = time.perf_counter()
+        results = await asyncio.gather(
+            *(self._node_batch(node, cmds) for node, cmds in by_node.values())
+        )
+        errors = [r for replies in results for r in replies if isinstance(r, Exception)]
+        self.stats.records += sum(map(len, results)) - len(errors)
+        if errors:
+            text = f"Redis refused a replayed entry: {errors[0]}"
+            if is_refusal(errors[0]):
+                raise RedisUnavailableError(text)
+            raise FatalError(text)
+
+    @staticmethod
+    async def _node_batch(node: Any, cmds: list[bytes]) -> list[Any]:
+        conn = node.acquire_connection()
+        try:
+            await conn.send_packed_command(b"".join(cmds), check_health=False)
+            out: list[Any] = []
+            for _ in cmds:
+                try:
+                    out.append(await conn.read_response())
+                except aioredis.ResponseError as e:
+                    out.append(e)
+            return out
+        except BaseException:
+            await conn.disconnect()
+            raise
+        finally:
+            node.release(conn)
 
     async def _connection(self) -> Any:
         if self._conn is None:
@@ -407,6 +479,8 @@ class Replay:
         return out
 
     async def _release(self, broken: bool = False) -> None:
+        if self._cluster:
+            return  # cluster batches hold no connection between them
         conn, self._conn = self._conn, None
         if conn is None:
             return
