@@ -32,8 +32,16 @@ fresh client, the same TypeError raised in our code is a bug."""
 _RETRY_AFTER = re.compile(r"retry[- ]after[\"':\s]*(\d+(?:\.\d+)?)", re.IGNORECASE)
 
 
+RETRY_AFTER_ATTR = "marketbus_retry_after"
+"""Set on a CCXT refusal by ``publisher.rest_hooks.tag_retry_after``: the Retry-After of the
+refused response itself (``last_response_headers`` may be another request's by then)."""
+
+
 def retry_after_of(e: BaseException, headers: dict[str, str] | None = None) -> float | None:
     """Seconds the exchange asked us to wait (Retry-After), if it said so."""
+    tagged = getattr(e, RETRY_AFTER_ATTR, None)
+    if isinstance(tagged, int | float):
+        return max(0.0, float(tagged))
     if headers:
         for k, v in headers.items():
             if k.lower() == "retry-after":

@@ -19,7 +19,7 @@ from typing import Any
 
 import ccxt
 
-from publisher.errors_map import retry_after_of
+from publisher.errors_map import RETRY_AFTER_ATTR, retry_after_of
 from publisher.pacing import Pacer
 
 DEFAULT_RETRY_AFTER_S = 5.0
@@ -28,6 +28,9 @@ SNAPSHOT_ATTEMPTS = 5
 """Snapshot fetches refused for the rate before the book's watch gets the error."""
 
 _STATUS = re.compile(r"\b(418|429)\b")
+REFUSED = (ccxt.DDoSProtection, ccxt.RateLimitExceeded)
+"""CCXT's refusals for the rate: in ccxt 4.5.90 ``RateLimitExceeded`` (OKX's 50011, Coinbase's
+429) is a ``NetworkError``, not a ``DDoSProtection``."""
 
 
 def refusal_status(e: BaseException) -> int:
@@ -36,6 +39,44 @@ def refusal_status(e: BaseException) -> int:
     if m is not None:
         return int(m.group(1))
     return 418 if "banned" in str(e).lower() else 429
+
+
+def tag_retry_after(client: Any) -> None:
+    """Tag each 429/418 CCXT raises with the Retry-After of its own response.
+
+    ``client.last_response_headers`` is the last response's, not the refused one's: OKX's
+    ``load_markets`` sends three requests at once, and those that succeed overwrite the
+    header the refused one carried (the worker then retried after its 0.5 s backoff, not the
+    2 s asked). CCXT calls ``handle_errors`` with each response's own headers, then
+    ``handle_http_status_code``, with no ``await`` between them or before the raise.
+    """
+    handle_errors = client.handle_errors
+    handle_status = client.handle_http_status_code
+    current: dict[str, Any] = {}
+
+    def tag(e: BaseException, headers: Any) -> None:
+        wait = retry_after_of(e, headers if isinstance(headers, dict) else None)
+        if wait is not None:
+            setattr(e, RETRY_AFTER_ATTR, wait)
+
+    def tagged_errors(code: Any, reason: Any, url: Any, method: Any, headers: Any,
+                      *rest: Any) -> Any:  # fmt: skip
+        current["headers"] = headers
+        try:
+            return handle_errors(code, reason, url, method, headers, *rest)
+        except REFUSED as e:
+            tag(e, headers)
+            raise
+
+    def tagged_status(*args: Any) -> Any:
+        try:
+            return handle_status(*args)
+        except REFUSED as e:
+            tag(e, current.get("headers"))
+            raise
+
+    client.handle_errors = tagged_errors
+    client.handle_http_status_code = tagged_status
 
 
 def pace_rest(client: Any, pacer: Pacer) -> bool:
@@ -61,7 +102,7 @@ def pace_rest(client: Any, pacer: Pacer) -> bool:
         await budget.acquire(cost)
         try:
             return await fetch2(path, api, method, params, config)
-        except ccxt.DDoSProtection as e:  # 429 and 418; RateLimitExceeded is one too
+        except REFUSED as e:  # 429 and 418
             headers = getattr(client, "last_response_headers", None)
             wait = retry_after_of(e, headers if isinstance(headers, dict) else None)
             budget.block(DEFAULT_RETRY_AFTER_S if wait is None else wait, refusal_status(e))
@@ -85,7 +126,7 @@ def pace_rest(client: Any, pacer: Pacer) -> bool:
             while True:
                 try:
                     return await fetch_order_book(symbol, limit, params)
-                except ccxt.DDoSProtection:
+                except REFUSED:
                     refused += 1
                     if refused >= SNAPSHOT_ATTEMPTS:
                         raise
@@ -102,4 +143,4 @@ def pace_rest(client: Any, pacer: Pacer) -> bool:
     return True
 
 
-__all__ = ["pace_rest", "refusal_status"]
+__all__ = ["pace_rest", "refusal_status", "tag_retry_after"]

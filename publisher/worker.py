@@ -50,7 +50,7 @@ from publisher.normalize import NormalizeError, ticker_from_ccxt, trade_from_ccx
 from publisher.pacing import Pacer
 from publisher.poller import polled
 from publisher.polling import PollingMixin
-from publisher.rest_hooks import pace_rest
+from publisher.rest_hooks import pace_rest, tag_retry_after
 from publisher.state import ConnState
 from publisher.subscribing import SubscriptionsMixin
 from publisher.trade_ids import TradeIdTracker
@@ -361,6 +361,7 @@ class ExchangeWorker(SubscriptionsMixin, WatchMixin, PollingMixin, DerivativesMi
             guard_frames(client, self._on_malformed, fast, self._on_frame)
         if isinstance(self._sink, ReadGate):
             pace_reading(client, self._sink)
+        tag_retry_after(client)  # each refusal's own Retry-After, not the last reply's
         pace_rest(client, self.pacer)  # within the exchange's limits, fake or live
         limits = self.pacer.limits
         if limits.messages_per_second or limits.subscribes_per_window:
