@@ -6,7 +6,7 @@ while it backfills, asks :func:`first_request` where to start, fetches a page, a
 :class:`~publisher.trade_ids.TradeIdTracker` drops what REST and the websocket both carried,
 so each trade is published once.
 
-Two ways to page, chosen per exchange by :func:`backfill_mode`:
+Three ways to page, chosen per exchange by :func:`backfill_mode`:
 
 - ``from_id`` (Binance, ``aggTrade`` stream): ``fetch_trades(symbol, None, limit,
   {"fromId": last_id + 1})`` hits ``GET /api/v3/aggTrades?fromId=``, whose ids are the
@@ -17,8 +17,16 @@ Two ways to page, chosen per exchange by :func:`backfill_mode`:
   ``MAX_SAME_MS_LIMIT``), never stepped over while the exchange can give more; only when it
   cannot (its own page cap) is the rest of that millisecond skipped, and reported.
 
-The worker publishes page by page (memory: one page), so a long outage on a busy market
-never piles its whole gap up in memory.
+- ``back_by_id`` (OKX): ``GET /api/v5/market/history-trades?after=<tradeId>`` gives the
+  100 trades before a trade id, newest first, and pages only backwards (OKX's
+  ``market/trades``, CCXT's default, holds just the latest 500 with no paging: a longer gap
+  was lost there). Pages go back from the first live trade held (or the latest) until they
+  reach the last trade published (:func:`back_next`); the trades are then published oldest
+  first. Memory: the gap, up to ``MAX_BACK_TRADES`` (past it the oldest part stays a counted
+  gap).
+
+The forward modes publish page by page (memory: one page), so a long outage on a busy
+market never piles its whole gap up in memory.
 
 Binance's ``@trade`` stream carries trade ids (``t``) that ``aggTrades`` cannot be paged
 by, and ``/api/v3/historicalTrades`` is not served by every deployment: no backfill there
@@ -34,6 +42,10 @@ from typing import Any
 
 DEFAULT_LIMIT = 1_000
 """Trades per REST page (Binance's maximum for aggTrades)."""
+BACK_LIMIT = 100
+"""Trades per page paging back (OKX's ``history-trades`` maximum)."""
+MAX_BACK_TRADES = 200_000
+"""The most trades one backward backfill collects before publishing them."""
 MAX_SAME_MS_LIMIT = 16_000
 """The largest page asked for while one millisecond's trades do not fit in a page."""
 
@@ -41,6 +53,7 @@ MAX_SAME_MS_LIMIT = 16_000
 class BackfillMode(StrEnum):
     FROM_ID = "from_id"
     SINCE = "since"
+    BACK_BY_ID = "back_by_id"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +80,8 @@ def backfill_mode(
     """How this exchange's missed trades can be fetched, or ``None`` when they cannot."""
     if exchange_id == "binance":
         return BackfillMode.FROM_ID if trade_stream == "aggTrade" else None
+    if exchange_id == "okx" and has_fetch_trades:
+        return BackfillMode.BACK_BY_ID
     return BackfillMode.SINCE if has_fetch_trades else None
 
 
@@ -76,6 +91,8 @@ def first_cursor(mode: BackfillMode, last: TradeMark | None) -> int | None:
         return None
     if mode is BackfillMode.FROM_ID:
         return None if last.id is None else last.id + 1
+    if mode is BackfillMode.BACK_BY_ID:
+        return last.id  # the last trade published: paging back stops there
     return last.ts_ms
 
 
@@ -85,7 +102,42 @@ def request_for(
     """The ``fetch_trades`` call for the page starting at ``cursor``."""
     if mode is BackfillMode.FROM_ID:
         return BackfillRequest(symbol, None, limit, {"fromId": cursor})
+    if mode is BackfillMode.BACK_BY_ID:
+        return back_request(symbol, cursor, limit)
     return BackfillRequest(symbol, cursor, limit)
+
+
+def back_request(symbol: str, before_id: int | None, limit: int = BACK_LIMIT) -> BackfillRequest:
+    """The page of trades older than trade id ``before_id`` (None: the latest), through
+    OKX's ``history-trades`` (CCXT's ``fetchTrades`` ``method`` option)."""
+    params: dict[str, Any] = {"method": "publicGetMarketHistoryTrades"}
+    if before_id is not None:
+        params["after"] = str(before_id)  # OKX: "after" = older than this tradeId
+    return BackfillRequest(symbol, None, min(limit, BACK_LIMIT), params)
+
+
+def in_back_page(trade_id: int, last_id: int, before_id: int | None) -> bool:
+    """Whether a trade of a backward page belongs to the gap: after the last published, and
+    older than the page's start (an id that is not is no trade of this page: an exchange
+    whose ids are not monotonic there, as the fake's synthetic history, ends the paging)."""
+    return trade_id > last_id and (before_id is None or trade_id < before_id)
+
+
+def back_next(
+    page_ids: Sequence[int],
+    last_id: int,
+    limit: int = BACK_LIMIT,
+    collected: int = 0,
+    before_id: int | None = None,
+) -> int | None:
+    """The trade id the next backward page starts before, or None when done: the page is
+    empty or short (nothing older), it reached the last trade published, it held ids that
+    are not older than its start, or ``MAX_BACK_TRADES`` were collected."""
+    ids = [n for n in page_ids if before_id is None or n < before_id]
+    if not ids or len(ids) < limit or collected >= MAX_BACK_TRADES:
+        return None
+    oldest = min(ids)
+    return None if oldest <= last_id + 1 else oldest
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,14 +198,19 @@ def next_page(
 
 
 __all__ = [
+    "BACK_LIMIT",
     "DEFAULT_LIMIT",
+    "MAX_BACK_TRADES",
     "MAX_SAME_MS_LIMIT",
     "BackfillMode",
     "BackfillRequest",
     "NextPage",
     "TradeMark",
+    "back_next",
+    "back_request",
     "backfill_mode",
     "first_cursor",
+    "in_back_page",
     "next_page",
     "request_for",
 ]

@@ -505,6 +505,8 @@ class ExchangeWorker(SubscriptionsMixin, WatchMixin, PollingMixin, DerivativesMi
         Each page is published before the next is asked for (memory: one page, however
         long the outage), after the sink has room (a backfill obeys backpressure too).
         """
+        if mode is BackfillMode.BACK_BY_ID:
+            return await self._backfill_back(client, symbol, cursor)
         fetched = published = 0
         nxt: bfill.NextPage | None = bfill.NextPage(cursor, bfill.DEFAULT_LIMIT)
         while nxt is not None:
@@ -538,6 +540,44 @@ class ExchangeWorker(SubscriptionsMixin, WatchMixin, PollingMixin, DerivativesMi
                     "backfill_millisecond_skipped", symbol=symbol, ms=nxt.skipped_ms,
                     hint="more trades in one millisecond than the exchange's largest page",
                 )  # fmt: skip
+        return fetched, published
+
+    async def _backfill_back(self, client: Any, symbol: str, last_id: int) -> tuple[int, int]:
+        """The gap paged backwards (``BackfillMode.BACK_BY_ID``): from the first live trade
+        held (or the latest) back to ``last_id``, then published oldest first, in chunks
+        after the sink has room: (trades fetched, trades published)."""
+        held = self._held.get(symbol)
+        before = int_or_none(held[0].id) if held else None
+        gap: dict[int, Trade] = {}
+        fetched = 0
+        while True:
+            req = bfill.back_request(symbol, before)
+            rows = await client.fetch_trades(req.symbol, req.since, req.limit, dict(req.params))
+            recv_ns = time.time_ns()
+            ids: list[int] = []
+            for row in rows:
+                try:
+                    t = trade_from_ccxt(self.name, row, recv_ns)
+                except NormalizeError as e:
+                    self._invalid(e)
+                    continue
+                n = int_or_none(t.id)
+                if t.symbol != symbol or n is None:
+                    continue
+                fetched += 1
+                ids.append(n)
+                if bfill.in_back_page(n, last_id, before):
+                    gap[n] = t
+            nxt = bfill.back_next(ids, last_id, req.limit, len(gap), before)
+            if nxt is None:
+                break
+            before = nxt
+        published = 0
+        ordered = [gap[n] for n in sorted(gap)]
+        for i in range(0, len(ordered), 1_000):
+            if isinstance(self._sink, ReadGate):
+                await self._sink.wait_for_room()
+            published += sum(self._emit_trade(t) for t in ordered[i : i + 1_000])
         return fetched, published
 
     async def _watchdog(self) -> None:

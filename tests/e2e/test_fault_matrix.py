@@ -128,7 +128,7 @@ VENUES = {
 BACKFILL = {
     "binance": "REST `aggTrades?fromId=` (by trade id)",
     "binanceusdm": "REST `aggTrades?startTime=` (by time)",
-    "okx": "REST `market/trades` (the latest 500, no older pages)",
+    "okx": "REST `history-trades?after=` (by trade id, paged back)",
     "bybit": "REST `recent-trade` (the latest 60 spot / 1000 linear, no older pages)",
     "coinbase": "REST `products/{id}/ticker?start=&end=` (by time)",
     "kraken": "REST `Trades?since=` (by time)",

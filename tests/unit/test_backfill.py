@@ -13,7 +13,9 @@ def test_binance_aggtrades_page_by_id() -> None:
     mode = bf.backfill_mode("binance", "aggTrade", True)
     assert mode is BackfillMode.FROM_ID
     assert bf.backfill_mode("binance", "trade", True) is None
-    assert bf.backfill_mode("okx", "aggTrade", True) is BackfillMode.SINCE
+    assert bf.backfill_mode("bybit", "aggTrade", True) is BackfillMode.SINCE
+    assert bf.backfill_mode("bybit", "aggTrade", False) is None
+    assert bf.backfill_mode("okx", "aggTrade", True) is BackfillMode.BACK_BY_ID
     assert bf.backfill_mode("okx", "aggTrade", False) is None
     assert bf.first_cursor(mode, None) is None
     assert bf.first_cursor(mode, TradeMark(None, 1_000)) is None
@@ -90,3 +92,54 @@ def test_paging_by_time_fetches_every_trade(counts: list[int], limit: int) -> No
         marks = [TradeMark(None, ms) for ms, _ in page]
         nxt = bf.next_page(BackfillMode.SINCE, nxt.cursor, marks, None, nxt.limit, limit)
     assert seen == set(trades)
+
+
+def test_okx_pages_back_by_trade_id_until_the_last_published() -> None:
+    mode = BackfillMode.BACK_BY_ID
+    assert bf.first_cursor(mode, TradeMark(500, 9)) == 500
+    assert bf.first_cursor(mode, TradeMark(None, 9)) is None  # no id: nothing to page back to
+    req = bf.back_request("BTC/USDT", 900)
+    assert (req.since, req.limit) == (None, 100)
+    assert req.params == {"method": "publicGetMarketHistoryTrades", "after": "900"}
+    assert "after" not in bf.back_request("BTC/USDT", None).params  # the latest
+    page = list(range(800, 900))
+    assert bf.back_next(page, 500) == 800  # a full page above the last published: go on
+    assert bf.back_next(list(range(450, 550)), 500) is None  # reached it
+    assert bf.back_next(page[:40], 500) is None  # a short page: nothing older
+    assert bf.back_next([], 500) is None
+    assert bf.back_next(page, 500, collected=bf.MAX_BACK_TRADES) is None  # the bound
+    # ids not older than the page's start are no trades of it: they end the paging
+    odd = list(range(850, 900)) + list(range(10**12, 10**12 + 50))
+    assert bf.back_next(odd, 500, before_id=900) is None
+    assert bf.in_back_page(899, 500, 900) and not bf.in_back_page(10**12, 500, 900)
+    assert not bf.in_back_page(500, 500, None) and bf.in_back_page(501, 500, None)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    total=st.integers(min_value=0, max_value=1_500),
+    last=st.integers(min_value=0, max_value=1_500),
+    start=st.one_of(st.none(), st.integers(min_value=0, max_value=1_600)),
+)
+def test_paging_back_fetches_every_trade_of_the_gap(
+    total: int, last: int, start: int | None
+) -> None:
+    """Against an exchange holding trade ids 1..total that serves the 100 before an id
+    (newest first): the trades between the last published and the first held live one
+    (``start``; None: no live trade yet) are all fetched, nothing older is asked for once
+    the gap is closed, and the plan ends."""
+    trades = list(range(1, total + 1))
+    want = {t for t in trades if t > last and (start is None or t < start)}
+    got: set[int] = set()
+    before, pages = start, 0
+    while True:
+        pages += 1
+        assert pages < 1_000
+        req = bf.back_request("X", before)
+        older = [t for t in trades if before is None or t < before][::-1][: req.limit]
+        got.update(t for t in older if bf.in_back_page(t, last, before))
+        nxt = bf.back_next(older, last, req.limit, len(got), before)
+        if nxt is None:
+            break
+        before = nxt
+    assert got == want
