@@ -41,6 +41,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import ResponseError
 
+from archive import acks
 from archive.config import ArchiveConfig
 from archive.decode import decode, parse_id
 from archive.store import Committed, Partition, Store, WriterBusyError
@@ -63,7 +65,7 @@ from marketbus.settings import RedisSettings
 log = structlog.get_logger("marketbus.archive")
 
 _NO_ID = (0, 0)  # below every entry id (Redis never writes 0-0)
-_ACK_CHUNK = 10_000
+_first = itemgetter(0)
 
 
 @dataclass
@@ -160,11 +162,12 @@ class Archiver:
         self._adopting = False  # this instance drains a gone member's entries (_Adopter)
         self._task: asyncio.Task[None] | None = None
         self._read: asyncio.Task[Any] | None = None
+        self._read_blocks = False  # the read in flight has BLOCK (else its reply comes at once)
         # raw reads with read-ahead on a standalone client with a pool, else redis-py's
         pooled = getattr(self.redis, "connection", 1) is None  # not a single-connection client
-        self._pipe = (
-            ReplyPipe(self.redis) if isinstance(self.redis, aioredis.Redis) and pooled else None
-        )
+        self._pooled = isinstance(self.redis, aioredis.Redis) and pooled
+        self._pipe = ReplyPipe(self.redis) if self._pooled else None
+        self._ack_task: asyncio.Task[None] | None = None
         self._behind = True  # the last read was full: more is waiting
         self._ahead: list[_Stream] = []  # the streams of the read sent ahead
         self._stopping = False
@@ -194,8 +197,8 @@ class Archiver:
         ``stop_timeout_s`` stays pending in Redis (read again at the next start)."""
         self._stopping = True
         self._stop_event.set()
-        if self._read is not None:
-            self._read.cancel()
+        if self._read is not None and self._read_blocks:
+            self._read.cancel()  # (a read-ahead's reply comes at once: taken, not dropped)
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(asyncio.shield(self._task), 5.0)
@@ -204,6 +207,7 @@ class Archiver:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await self._task
         if self._pipe is not None:
+            await self._take_read_ahead()
             await self._pipe.close()
         try:
             if self._opened:
@@ -215,6 +219,21 @@ class Archiver:
             if self._owns_redis:
                 with contextlib.suppress(Exception):
                     await self.redis.aclose()
+
+    async def _take_read_ahead(self) -> None:
+        """At stop: the reply of a read sent ahead (without BLOCK) that the loop did not take
+        is read and its entries held, so the last commit archives them: dropped, they would
+        stay pending under this name until it starts again (or a running member adopts
+        them). Given up after a few seconds or on an error: then they do stay pending."""
+        pipe = self._pipe
+        if pipe is None or not pipe.in_flight or self._read_blocks or not self._opened:
+            return
+        try:
+            async with asyncio.timeout(5.0):
+                await self._read_reply(self._ahead, history=False)
+        except Exception as e:
+            log.warning("archive_read_ahead_dropped", error=str(from_redis(e))[:200],
+                        effect="its entries stay pending: read again at the next start")  # fmt: skip
 
     async def __aenter__(self) -> Archiver:
         try:
@@ -242,8 +261,7 @@ class Archiver:
                 if time.monotonic() >= self._next_adopt:
                     await self._adopt_gone()
                 await self._commit_step()
-                if self._unsent_acks:
-                    await self._send_acks()
+                self._ack_soon()
                 if self._holding():
                     await self._wait_for_commit()
                 else:
@@ -338,9 +356,11 @@ class Archiver:
         pipe = self._pipe
         if pipe is None:
             command = self._read_command(streams, block=not history)
+            self._read_blocks = not history
             self._read = asyncio.create_task(raw_command(self.redis, *command))
         else:
             if not pipe.in_flight:
+                self._read_blocks = not history
                 await pipe.send([self._read_command(streams, block=not history)])
             self._read = asyncio.create_task(pipe.reply())
         try:
@@ -356,6 +376,7 @@ class Archiver:
         if full and not history and pipe is not None and not self._stopping:
             ahead = self._ahead = list(self._streams.values())
             if not any(s.cursor is not None for s in ahead):  # (none joined since)
+                self._read_blocks = False
                 await pipe.send([self._read_command(ahead, block=False)])
         if history:  # a stream whose own pending entries are all read again is done
             if not items:
@@ -392,7 +413,7 @@ class Archiver:
             start += 1
         self.stats.skipped += start
         batch = self._batch
-        batch.acks.setdefault(key, []).extend(e[0] for e in entries)
+        batch.acks.setdefault(key, []).extend(map(_first, entries))
         if start == len(entries):
             return
         fresh = entries[start:]
@@ -500,22 +521,46 @@ class Archiver:
         for key, ids in batch.acks.items():  # sent by the loop next (Redis errors are its job)
             self._unsent_acks.setdefault(key, []).extend(ids)
 
+    def _ack_soon(self) -> None:
+        """The acknowledgements due sent in the background (one send in flight), so the loop
+        decodes the next reply while Redis runs them. A send that failed raises its error
+        here (for the loop's retry); its ids were queued again."""
+        task = self._ack_task
+        if task is not None:
+            if not task.done():
+                return
+            self._ack_task = None
+            if not task.cancelled():
+                task.result()
+        if self._unsent_acks:
+            self._ack_task = asyncio.create_task(self._send_acks())
+
+    async def _wait_acks_sent(self) -> None:
+        """The background send in flight, if any, finished (its error left to the caller's
+        next send: its ids were queued again)."""
+        task, self._ack_task = self._ack_task, None
+        if task is not None:
+            await asyncio.wait({task})
+            if not task.cancelled():
+                task.exception()  # (retrieved: its ids are queued again)
+
     async def _send_acks(self) -> None:
-        """XACK every id whose commit is durable, in one pipelined round trip. On an error
-        they stay queued and go again with the next try; if they never reach Redis, the
-        entries are read again after a restart and skipped (the manifest has them)."""
-        todo = self._unsent_acks
-        pipe = self.redis.pipeline(transaction=False)
-        for key, ids in todo.items():
-            for i in range(0, len(ids), _ACK_CHUNK):
-                pipe.xack(key, self.config.group, *ids[i : i + _ACK_CHUNK])
-        replies = await pipe.execute(raise_on_error=False) if len(pipe) else []
-        todo.clear()
-        for r in replies:
-            if isinstance(r, Exception):
-                log.warning("archive_ack_refused", error=str(r)[:200])  # read again, skipped
-            else:
-                self.stats.acked += int(r)
+        """XACK every id whose commit is durable, in one pipelined round trip
+        (:mod:`archive.acks`). On an error they are queued again and go with the next try;
+        if they never reach Redis, the entries are read again after a restart and skipped
+        (the manifest has them)."""
+        todo, self._unsent_acks = self._unsent_acks, {}
+        try:
+            acked, refused = await acks.send(
+                self.redis, self.config.group, todo, pooled=self._pooled
+            )
+        except BaseException:
+            for key, ids in todo.items():
+                self._unsent_acks.setdefault(key, []).extend(ids)
+            raise
+        self.stats.acked += acked
+        for error in refused:
+            log.warning("archive_ack_refused", error=error)  # read again, skipped
 
     async def _drain(self) -> None:
         """At stop: every entry held committed and acknowledged, within ``stop_timeout_s``."""
@@ -535,6 +580,7 @@ class Archiver:
                     )  # fmt: skip
                     break
                 await asyncio.sleep(max(0.0, self._retry_at - time.monotonic()))
+        await self._wait_acks_sent()
         if self._unsent_acks:
             try:
                 async with asyncio.timeout(2.0):

@@ -1,8 +1,9 @@
 """Stream entries of one stream -> Arrow record batches in the archive's schema, by date. Pure.
 
-The consumer's own decoding is reused, so an archived row holds exactly what a ring buffer
-row would: :func:`marketbus.codec.unpack_columns` and :func:`consumers.columns.batch_columns`
-for a whole batch of trades or tickers in C-level passes, :func:`marketbus.codec.unpack` and
+An archived row holds exactly what a ring buffer row would. A batch of trades or tickers is
+read column-wise from the msgpack bytes (:mod:`archive.wire_columns`, no Python object per
+record), or else with the consumer's own decoding: :func:`marketbus.codec.unpack_columns` and
+:func:`consumers.columns.batch_columns` in C-level passes; :func:`marketbus.codec.unpack` and
 :func:`consumers.columns.row_at` entry by entry for books, candles, and any batch holding a
 bad entry (which is found, reported and left out).
 """
@@ -12,12 +13,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import chain, repeat
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from archive import wire_columns
 from consumers.archive_layout import DAY_MS, LEVEL, LEVELS, day_text, file_schema
 from consumers.columns import BATCH_CHANNELS, COLUMNS, batch_columns, row_at
 from consumers.ringbuffer import Column
@@ -26,6 +29,8 @@ from marketbus import codec
 from marketbus.errors import DecodeError
 from marketbus.keys import StreamKey
 from marketbus.models import Channel
+
+_fields = itemgetter(1)
 
 
 @dataclass
@@ -43,7 +48,7 @@ def decode(sk: StreamKey, entries: Sequence[Sequence[Any]]) -> Decoded:
     entry trimmed since) of the stream ``sk``. A record of another channel, exchange or
     symbol than its stream's is invalid."""
     out = Decoded()
-    live = [e for e in entries if e[1]]
+    live = entries if all(map(_fields, entries)) else [e for e in entries if e[1]]
     out.trimmed = len(entries) - len(live)
     if not live:
         return out
@@ -59,15 +64,18 @@ def decode(sk: StreamKey, entries: Sequence[Sequence[Any]]) -> Decoded:
 def _columns(sk: StreamKey, entries: Sequence[Sequence[Any]]) -> pa.RecordBatch | None:
     """The whole batch column-wise, or None when an entry is not plainly valid."""
     ids, fields = zip(*entries, strict=True)
-    stamps = id_numbers(ids)
+    stamps = wire_columns.entry_numbers(ids) or id_numbers(ids)
     datas = payloads(fields)
     if stamps is None or datas is None:
         return None
-    cols = codec.unpack_columns(sk.channel, datas)
-    if cols is None or set(cols[2]) != {sk.exchange} or set(cols[3]) != {sk.symbol}:
-        return None
     ms, seq = stamps
-    values = batch_columns(sk.channel, cols, ms)
+    values = wire_columns.columns(sk.channel, datas, sk.exchange, sk.symbol)
+    if values is None:  # not in the layout the fast path reads: the consumer's decoding
+        cols = codec.unpack_columns(sk.channel, datas)
+        if cols is None or set(cols[2]) != {sk.exchange} or set(cols[3]) != {sk.symbol}:
+            return None
+        values = batch_columns(sk.channel, cols, ms)
+    values["entry_ms"] = ms
     return build(sk.channel, sk.symbol, [values[c.name] for c in COLUMNS[sk.channel]], seq)
 
 
@@ -128,7 +136,10 @@ def build(
 
 def column_array(col: Column, values: Any) -> pa.Array:
     """One ring-buffer column's values as its Arrow type (category: int8 codes into the
-    column's fixed categories, as the buffer stores them; an unknown value is null)."""
+    column's fixed categories, as the buffer stores them; an unknown value is null). An
+    Arrow array (from :mod:`archive.wire_columns`) is taken as it is."""
+    if isinstance(values, pa.Array):
+        return values
     if col.type == "category":
         index = {c: i for i, c in enumerate(col.categories)}
         codes = np.fromiter(map(index.get, values, repeat(-1)), dtype=np.int8, count=len(values))

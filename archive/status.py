@@ -131,3 +131,34 @@ def health(status: dict[str, Any], now_ms: int, max_age_s: float) -> tuple[bool,
             f"{ratio:.0%} of MAXLEN {status.get('maxlen')}: entries will be trimmed unread"
         )
     return True, f"{name} archiving, lag {status.get('lag')}"
+
+
+def _count(v: Any) -> str:
+    return f"{v:,}" if isinstance(v, int) else "?"
+
+
+def status_line(status: dict[str, Any], now_ms: int) -> str:
+    """One archiver's figures on one line (``marketbus doctor`` and ``inspect``): its lag
+    (entries not archived; on its busiest stream, against MAXLEN), rows and files written,
+    the age of its last commit and of its status, its errors."""
+    lag = f"lag {_count(status.get('lag'))} entries"
+    ratio, maxlen = status.get("lag_ratio"), status.get("maxlen")
+    if status.get("lag_max") is not None:
+        lag += f" (busiest stream {_count(status.get('lag_max'))}"
+        if isinstance(ratio, int | float) and isinstance(maxlen, int):
+            lag += f", {ratio:.0%} of MAXLEN {maxlen:,}"
+        lag += ")"
+    written = f"{_count(status.get('rows'))} rows in {_count(status.get('files'))} files"
+    last = status.get("last_commit_ms")
+    commit = (
+        f"last commit {max(now_ms - last, 0) / 1000:.0f} s ago"
+        if isinstance(last, int)
+        else "no commit yet"
+    )
+    errors = f"errors: {_count(status.get('write_errors'))} write, "
+    errors += f"{_count(status.get('redis_errors'))} Redis"
+    if status.get("last_error"):
+        errors += f" (last: {str(status['last_error'])[:120]})"
+    age = (now_ms - int(status.get("updated_ms") or 0)) / 1000
+    head = f"{status.get('state')}, status {age:.0f} s old"
+    return "; ".join((head, lag, written, commit, errors))

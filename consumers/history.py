@@ -10,7 +10,9 @@ A read lists only the directories of its channel, exchange and dates (partition 
 then scans their files with a filter on ``symbol`` and ``ts_ms`` that Parquet's row-group
 statistics answer (files are sorted by symbol, then time), so one symbol and hour is read
 without a scan of the day. Rows come back ordered by ``ts_ms`` then entry id, each entry id
-once. Bad files are reported by name and skipped (:mod:`consumers.archive_catalog`).
+once. Bad files are reported by name and skipped (:mod:`consumers.archive_catalog`). A file
+listed but deleted before it is read (compacted or pruned meanwhile) makes the read list the
+partitions again and start over.
 
 :meth:`History.read_ids` reads by entry id instead (what a consumer fills a trimmed range
 with): the same pruning, on the ``entry_ms`` column, whose row-group statistics are as tight
@@ -33,6 +35,12 @@ from consumers.consumer_parts import id_tuple
 from marketbus.errors import ConfigError
 from marketbus.models import Channel
 from marketbus.symbols import normalize_symbol
+
+_RELISTS = 5  # listings whose files vanished before a read gives up (a clear error)
+
+
+class _Vanished(Exception):
+    """A listed file was deleted before it was read: the listing is stale."""
 
 
 class History:
@@ -63,10 +71,10 @@ class History:
         sym = normalize_symbol(symbol)
         if start_ms >= end_ms:
             return result_schema(ch).empty_table()
-        files = self.catalog.files(ch.value, exchange, date_of(start_ms), date_of(end_ms - 1))
+        dates = (date_of(start_ms), date_of(end_ms - 1))
         ts = pc.field("ts_ms")
         condition = (pc.field("symbol") == sym) & (ts >= start_ms) & (ts < end_ms)
-        table = self._scan(ch, files, condition)
+        table = self._scan(ch, exchange, dates, condition)
         return _finish(ch, exchange, table)
 
     def read_ids(
@@ -92,12 +100,11 @@ class History:
             return result_schema(ch).empty_table()
         first = date_of(max(lo[0] - DAY_MS, 0))
         last = None if hi is None else date_of(hi[0] + DAY_MS)
-        files = self.catalog.files(ch.value, exchange, first, last)
         ms_field = pc.field("entry_ms")
         condition = (pc.field("symbol") == sym) & (ms_field >= lo[0])
         if hi is not None:
             condition = condition & (ms_field <= hi[0])
-        table = self._scan(ch, files, condition)
+        table = self._scan(ch, exchange, (first, last), condition)
         if table.num_rows:
             ms = table.column("entry_ms").to_numpy()
             seq = table.column("entry_seq").to_numpy()
@@ -107,10 +114,35 @@ class History:
             table = table.filter(pa.array(keep))
         return _finish(ch, exchange, table, by_id=True)
 
-    def _scan(self, ch: Channel, files: list[Path], condition: ds.Expression) -> pa.Table:
+    def _scan(
+        self,
+        ch: Channel,
+        exchange: str,
+        dates: tuple[str | None, str | None],
+        condition: ds.Expression,
+    ) -> pa.Table:
+        """The matching rows of the usable files of ``dates`` (listed here).
+
+        A listed file deleted before it is read (compaction replaced it, or retention
+        dropped it, and its grace period ran out meanwhile) means the listing is stale:
+        everything read is dropped and the partitions listed again, which finds the
+        compacted file instead (or the day gone): never a day twice, nor not at all."""
+        for _ in range(_RELISTS):
+            files = self.catalog.files(ch.value, exchange, *dates)
+            try:
+                return self._read_files(ch, files, condition)
+            except _Vanished:
+                continue
+        raise FileNotFoundError(
+            f"the files of {ch.value}/{exchange} {dates[0]}..{dates[1]} in {self.path} were "
+            f"replaced while being read, {_RELISTS} times in a row (compactions running "
+            "with no grace period?)"
+        )
+
+    def _read_files(self, ch: Channel, files: list[Path], condition: ds.Expression) -> pa.Table:
         """The matching rows of ``files``; a file whose data fails to read (a valid footer
         over damaged pages) is reported, left out from now on, and the rest read file by
-        file."""
+        file. :class:`_Vanished` when one of them is no longer there."""
         schema = file_schema(ch)
         if not files:
             return schema.empty_table()
@@ -123,6 +155,8 @@ class History:
             try:
                 parts.append(_dataset([f], schema).to_table(filter=condition))
             except (OSError, pa.ArrowException) as e:
+                if not f.exists():
+                    raise _Vanished(f) from e
                 self.catalog.forget(f, f"data unreadable: {str(e)[:200]}")
         return pa.concat_tables(parts) if parts else schema.empty_table()
 

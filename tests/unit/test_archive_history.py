@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from structlog.testing import capture_logs
 
+from archive.compact import compact
 from archive.store import STATE_DIR, Store
 from consumers.archive_layout import DAY_MS, META_KEY, result_schema
 from consumers.candles import CANDLE_SCHEMA, CandleBuilder
@@ -201,3 +202,55 @@ def test_candles_put_backfilled_trades_in_time_between_the_live_ones(store: Stor
     got = History(store.root).candles("binance", "BTC/USDT", "1m", base, base + 5 * m)
     assert got.column("start_ms").to_pylist() == [base + i * m for i in range(5)]
     assert got.column("close").to_pylist() == [10.0, 11.0, 12.0, 13.0, 14.0]
+
+
+def test_a_read_whose_listed_files_were_compacted_away_lists_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The day's files listed, then compacted and deleted (grace over) before they are read:
+    the read lists the partition again and reads the compacted file: the same rows, each
+    entry once, none missing."""
+    store = Store(tmp_path, writer="a")
+    store.open()
+    for c in range(3):  # three commits: three files of one day, two symbols
+        entries = [(f"{1000 + 10 * c + i}-0", trade(10 * c + i, symbol=sym))
+                   for i, sym in enumerate(["BTC/USDT", "ETH/USDT"] * 5)]  # fmt: skip
+        commit_records(store, None, entries)
+    store.close()
+    h = History(tmp_path)
+    before = h.read("binance", "BTC/USDT", "trades", 0, 2**62)
+    by_id = h.read_ids("binance", "BTC/USDT", "trades", "0-0")
+    assert before.num_rows == 15 and len(part_files(tmp_path)) == 3
+    listed, real = [], h.catalog.files
+
+    def files_then_compact(*args: object, **kwargs: object) -> list[Path]:
+        out = real(*args, **kwargs)  # type: ignore[arg-type]
+        listed.append(out)
+        if len(listed) in (1, 3):  # the first read's and the second read's first listing
+            compact(tmp_path, date="2023-11-14", grace_s=0, zstd_level=1)
+            assert not any(f.exists() for f in out)  # gone before the read opens them
+            day_commit(len(listed))
+        return out
+
+    def day_commit(k: int) -> None:  # a later commit, so the next compaction has work
+        s = Store(tmp_path, writer="b")
+        s.open()
+        commit_records(s, None, [(f"{2000 + k}-0", trade(100 + k))])
+        s.close()
+
+    monkeypatch.setattr(h.catalog, "files", files_then_compact)
+    after = h.read("binance", "BTC/USDT", "trades", 0, 2**62)
+    assert len(listed) == 2 and len(listed[1]) == 2  # listed again: the compacted file + 1
+    assert after.column("entry_id").to_pylist() == [
+        *before.column("entry_id").to_pylist(),
+        "2001-0",
+    ]
+    assert after.slice(0, 15).equals(before)
+    again = h.read_ids("binance", "BTC/USDT", "trades", "0-0")
+    assert len(listed) == 4
+    assert again.column("entry_id").to_pylist() == [
+        *by_id.column("entry_id").to_pylist(),
+        "2001-0",
+        "2003-0",
+    ]
+    assert h.skipped == {}  # nothing reported as damaged: the files were replaced, not bad
