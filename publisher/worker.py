@@ -515,6 +515,9 @@ class ExchangeWorker(SubscriptionsMixin, WatchMixin, PollingMixin, DerivativesMi
             req = bfill.request_for(mode, symbol, nxt.cursor, nxt.limit)
             rows = await client.fetch_trades(req.symbol, req.since, req.limit, dict(req.params))
             recv_ns = time.time_ns()
+            self.stats.last_frame_ns = max(
+                self.stats.last_frame_ns, recv_ns
+            )  # liveness (_backfill_back)
             page: list[TradeMark] = []
             for row in rows:
                 try:
@@ -554,6 +557,9 @@ class ExchangeWorker(SubscriptionsMixin, WatchMixin, PollingMixin, DerivativesMi
             req = bfill.back_request(symbol, before)
             rows = await client.fetch_trades(req.symbol, req.since, req.limit, dict(req.params))
             recv_ns = time.time_ns()
+            # a REST page is the exchange answering: a long backfill on a quiet socket must
+            # not look stale to the watchdog (it would restart the session, and the backfill)
+            self.stats.last_frame_ns = max(self.stats.last_frame_ns, recv_ns)
             ids: list[int] = []
             for row in rows:
                 try:

@@ -30,7 +30,7 @@ SYMBOL = "AAA/USDT"
 FAST = {"status_interval_s": 0.2, "heartbeat_s": 5, "backoff_min_s": 0.2, "backoff_max_s": 1}
 
 
-async def until(cond: Any, timeout: float = 30.0) -> None:
+async def until(cond: Any, timeout: float = 90.0) -> None:
     async with asyncio.timeout(timeout):
         while not await cond():
             await asyncio.sleep(0.05)

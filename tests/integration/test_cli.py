@@ -390,7 +390,10 @@ def _bad_configs(tmp_path: Path) -> list[tuple[list[str], tuple[str, ...]]]:
         (["publish", "--redis-url", "http://localhost"], ("redis.url", "http://localhost")),
         (["publish", "--log-level", "loud"], ("--log-level", "loud")),
         (["publish", "--parser", "fast"], ("parser", "'fast'")),
-        (["publish", "--exchange", "kraken", "--parser", "native"], ("native", "binance, okx")),
+        (
+            ["publish", "--exchange", "kraken", "--parser", "native"],
+            ("native", "binance, bybit, okx"),
+        ),
         (["tail", "--channels", "foo", "--json"], ("channels", "'foo'")),
     ]
 
