@@ -30,11 +30,14 @@ PEER_MAXLEN = 50_000_000
 """Per stream: above any run's trades, so every id is still there to be counted."""
 
 
-def marketbus_settings(redis_url: str, base_url: str, symbols: list[str], parser: str) -> Settings:
+def marketbus_settings(
+    redis_url: str, base_url: str, symbols: list[str], parser: str, linger_ms: float = 0.0
+) -> Settings:
     """Binance trades via the fake on one websocket connection; everything else default but
-    ``maxlen`` and the heartbeat (60 s: the bench reads Redis back between loads)."""
+    ``maxlen``, the heartbeat (60 s: the bench reads Redis back between loads) and, where a
+    row says so, the sink's ``linger_ms``."""
     return load_settings(
-        redis={"url": redis_url, "maxlen": PEER_MAXLEN},
+        redis={"url": redis_url, "maxlen": PEER_MAXLEN, "linger_ms": linger_ms},
         exchanges=[
             {
                 "name": "binance",
@@ -63,7 +66,9 @@ def _counters(obj: object) -> dict[str, Any]:
 async def _marketbus(spec: dict[str, Any]) -> None:
     from publisher.app import Publisher
 
-    settings = marketbus_settings(spec["redis"], spec["base_url"], spec["symbols"], spec["parser"])
+    settings = marketbus_settings(
+        spec["redis"], spec["base_url"], spec["symbols"], spec["parser"], spec.get("linger_ms", 0)
+    )
     async with Publisher(settings) as pub:
         worker = next(iter(pub.workers.values()))
 
@@ -140,8 +145,13 @@ class Child:
         self._err.close()
 
 
-def marketbus_child(redis_url: str, base_url: str, symbols: list[str], parser: str) -> Child:
-    spec = {"redis": redis_url, "base_url": base_url, "symbols": symbols, "parser": parser}
+def marketbus_child(
+    redis_url: str, base_url: str, symbols: list[str], parser: str, linger_ms: float = 0.0
+) -> Child:
+    spec = {
+        "redis": redis_url, "base_url": base_url, "symbols": symbols, "parser": parser,
+        "linger_ms": linger_ms,
+    }  # fmt: skip
     argv = [sys.executable, "-m", "bench.peer_procs", "marketbus", orjson.dumps(spec).decode()]
     return Child(argv)
 

@@ -47,6 +47,8 @@ class Publisher:
     """``cryptofeed`` or ``marketbus``."""
     option: str
     """cryptofeed: the backend's ``overflow`` ("" = its default); marketbus: ``--parser``."""
+    linger_ms: float = 0.0
+    """marketbus: the sink's ``redis.linger_ms``."""
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ def stream_of(pub: Publisher, symbol: str) -> str:
 def _child(pub: Publisher, env: PeerEnv | None, redis_url: str, port: int, fx: PeerFake,
            tmp: str) -> Child:  # fmt: skip
     if pub.kind == "marketbus":
-        return marketbus_child(redis_url, fx.base_url, fx.symbols, pub.option)
+        return marketbus_child(redis_url, fx.base_url, fx.symbols, pub.option, pub.linger_ms)
     if env is None:
         raise RuntimeError("no cryptofeed venv")
     spec = {

@@ -46,6 +46,7 @@ class Publisher:
             batch_size=r.batch_size,
             spool_size=r.spool_size,
             pause_at=r.pause_reading_at,
+            linger_ms=r.linger_ms,
         )
         self.workers = {
             e.bus_name: ExchangeWorker(e, self.sink, settings.supervisor)

@@ -48,6 +48,9 @@ from marketbus.models import Record
 from marketbus.redis_client import from_redis, is_refusal
 from publisher.resp import XaddPacker
 
+_IDLE_CHECK_S = 1.0
+"""A held connection idle this long is probed before the next batch (see ``_connection``)."""
+
 log = structlog.get_logger("marketbus.sink")
 
 
@@ -95,10 +98,12 @@ class StreamSink:
         retry_min_s: float = 0.05,
         retry_max_s: float = 2.0,
         pause_at: int = 10_000,
+        linger_ms: float = 0.0,
     ) -> None:
         self._redis = redis
         self._maxlen = maxlen
         self._batch_size = batch_size
+        self._linger_s = max(0.0, linger_ms) / 1000
         self._spool_size = max(spool_size, batch_size)
         self._prefix = prefix
         self._retry_min_s = retry_min_s
@@ -123,6 +128,8 @@ class StreamSink:
         self._uncertain = False
         self.stats = SinkStats()
         self._packer = XaddPacker(maxlen) if _plain_connection(redis) else None
+        self._conn: Any = None  # the writer's held connection (packed path), see _connection
+        self._conn_used = 0.0
         self.last_lag_ms: float | None = None
 
     # -- intake ---------------------------------------------------------------------------
@@ -186,8 +193,12 @@ class StreamSink:
             log.warning("sink_stopped_with_pending", pending=len(self._spool))
         await cancel_and_wait(self._task, 2.0, self._disconnect)
         self._task = None
+        with contextlib.suppress(Exception):  # back to the pool, for whoever shares it
+            await self._release_connection()
 
     async def _disconnect(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._release_connection()
         pool = getattr(self._redis, "connection_pool", None)
         if pool is not None:
             await pool.disconnect()
@@ -227,6 +238,8 @@ class StreamSink:
             if not self._spool:
                 self._wake.clear()
                 await self._wake.wait()
+            if self._linger_s and len(self._spool) < self._batch_size:
+                await asyncio.sleep(self._linger_s)  # let a few more records join the batch
             n = min(len(self._spool), self._batch_size)
             batch = [self._spool[i] for i in range(n)]
             self._inflight, self._evicted = n, set()
@@ -303,8 +316,7 @@ class StreamSink:
         connection raises and is dropped, and the batch is retried by ``_run``.
         """
         assert self._packer is not None
-        pool = self._redis.connection_pool
-        conn = await pool.get_connection()
+        conn = await self._connection()
         try:
             await conn.send_packed_command(packed, check_health=False)
             results: list[Any] = []
@@ -320,16 +332,43 @@ class StreamSink:
                         await parser.read_from_socket()  # type: ignore[union-attr]
                         continue
                     results.append(reply)
-                return results
-            for _ in range(n):
-                try:
-                    results.append(await conn.read_response())
-                except ResponseError as e:
-                    results.append(e)
+            else:
+                for _ in range(n):
+                    try:
+                        results.append(await conn.read_response())
+                    except ResponseError as e:
+                        results.append(e)
+            self._conn_used = time.monotonic()
             return results
         except BaseException:
-            await conn.disconnect()
+            await self._release_connection(broken=True)
             raise
+
+    async def _connection(self) -> Any:
+        """The writer's own connection, held between batches (a pool checkout, its lock,
+        metrics and a zero-timeout readability probe per batch cost more than the batch's
+        XADDs at a steady few thousand records/s). One idle longer than
+        ``_IDLE_CHECK_S`` is probed again first, as the pool would (Redis may have closed it)."""
+        conn = self._conn
+        pool = self._redis.connection_pool
+        if conn is None:
+            conn = self._conn = await pool.get_connection()
+        elif time.monotonic() - self._conn_used > _IDLE_CHECK_S:
+            try:
+                await pool.ensure_connection(conn)
+            except BaseException:
+                await self._release_connection(broken=True)
+                raise
+        return conn
+
+    async def _release_connection(self, broken: bool = False) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        pool = self._redis.connection_pool
+        try:
+            if broken:
+                await conn.disconnect()
         finally:
             await pool.release(conn)
 
