@@ -30,7 +30,8 @@ pending entries under its name, skips those at or below its marks, archives the 
 marks, and acknowledges them, so nothing waits for a member that is gone and nothing is
 written twice. A commit that fails (disk full, unwritable directory) is retried with backoff,
 reading stops meanwhile, nothing is acknowledged: Redis keeps the entries (docs/history.md says
-how long MAXLEN lets it). Standalone Redis only, for now.
+how long MAXLEN lets it). On a Redis Cluster the reads and acknowledgements go node by node
+(:mod:`archive.cluster_read`); the rest is the same.
 """
 
 from __future__ import annotations
@@ -48,16 +49,18 @@ from typing import Any
 import pyarrow as pa
 import redis.asyncio as aioredis
 import structlog
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from archive import acks
+from archive.cluster_read import ClusterIO
 from archive.config import ArchiveConfig
 from archive.decode import decode, parse_id
 from archive.store import Committed, Partition, Store, WriterBusyError
 from consumers.archive_layout import valid_name
 from consumers.consumer_parts import as_str, reply_items
 from consumers.streams import ReplyPipe, gc_paused, raw_command
-from marketbus.errors import ConfigError, DecodeError, RedisAuthError
+from marketbus.errors import DecodeError, RedisAuthError
 from marketbus.keys import StreamKey, parse_stream_key
 from marketbus.redis_client import connect, from_redis
 from marketbus.settings import RedisSettings
@@ -140,8 +143,6 @@ class Archiver:
         self._owns_redis = isinstance(redis, str | RedisSettings)
         if isinstance(redis, str):
             redis = RedisSettings(url=redis)
-        if isinstance(redis, RedisSettings) and redis.cluster:
-            raise ConfigError("the archiver reads a standalone Redis (cluster: not yet)")
         self.redis: Any = connect(redis) if isinstance(redis, RedisSettings) else redis
         self.dir = Path(dir)
         self._store = Store(
@@ -167,6 +168,10 @@ class Archiver:
         pooled = getattr(self.redis, "connection", 1) is None  # not a single-connection client
         self._pooled = isinstance(self.redis, aioredis.Redis) and pooled
         self._pipe = ReplyPipe(self.redis) if self._pooled else None
+        self._cluster: ClusterIO | None = None  # a cluster: reads and acks node by node
+        if isinstance(self.redis, RedisCluster):
+            c = self.config
+            self._cluster = ClusterIO(self.redis, c.group, c.name, c.count)
         self._ack_task: asyncio.Task[None] | None = None
         self._behind = True  # the last read was full: more is waiting
         self._ahead: list[_Stream] = []  # the streams of the read sent ahead
@@ -336,6 +341,8 @@ class Archiver:
         # decoding (consumers.streams.gc_paused says why), never for a read that may block
         with gc_paused(self.config.pause_gc and (history or self._behind)):
             self._behind = await self._read_reply(streams, history)
+        if self._cluster is not None and not history and not self._cluster.found:
+            await self._pause(self._cluster.idle_wait(self._block_ms() / 1000))  # (no BLOCK)
 
     def _read_command(self, streams: list[_Stream], *, block: bool) -> tuple[Any, ...]:
         args: list[Any] = [
@@ -348,11 +355,37 @@ class Archiver:
         return (*args, "STREAMS", *keys, *(s.cursor or ">" for s in streams))
 
     async def _read_reply(self, streams: list[_Stream], history: bool) -> bool:
-        """One XREADGROUP reply into the batch; whether a stream returned a full ``count``.
+        """One XREADGROUP reply (on a cluster: one round, :mod:`archive.cluster_read`) into
+        the batch; whether a stream returned a full ``count``."""
+        error: Exception | None = None
+        if self._cluster is not None:
+            ids = [s.cursor or ">" for s in streams]
+            items, error = await self._cluster.read([s.key for s in streams], ids)
+        else:
+            items = await self._read_standalone(streams, history)
+        if error is None:
+            self.stats.redis_up = True
+        full = any(len(entries) >= self.config.count for _, entries in items)
+        if history:  # a stream whose own pending entries are all read again is done
+            if not items and error is None:
+                for s in streams:
+                    s.cursor = None
+            for k, entries in items:
+                done = self._streams.get(as_str(k))
+                if done is not None and not entries:
+                    done.cursor = None
+        for k, entries in items:
+            if entries:
+                self._ingest(as_str(k), entries)
+        if error is not None:
+            raise error  # (what the other nodes answered is held)
+        return full
 
-        While behind, the next read is sent before this reply is decoded (read-ahead, on a
-        standalone client): Redis builds it meanwhile. A read-ahead already in flight is
-        this read (sent without BLOCK, with ``>`` for every stream it named)."""
+    async def _read_standalone(self, streams: list[_Stream], history: bool) -> list[Any]:
+        """One XREADGROUP reply's streams. While behind, the next read is sent before this
+        reply is decoded (read-ahead, on a client with a pool): Redis builds it meanwhile. A
+        read-ahead already in flight is this read (sent without BLOCK, with ``>`` for every
+        stream it named)."""
         pipe = self._pipe
         if pipe is None:
             command = self._read_command(streams, block=not history)
@@ -369,7 +402,6 @@ class Archiver:
             self._read = None
         if isinstance(resp, Exception):
             raise resp
-        self.stats.redis_up = True
         items = reply_items(resp)
         resp = None
         full = any(len(entries) >= self.config.count for _, entries in items)
@@ -378,18 +410,7 @@ class Archiver:
             if not any(s.cursor is not None for s in ahead):  # (none joined since)
                 self._read_blocks = False
                 await pipe.send([self._read_command(ahead, block=False)])
-        if history:  # a stream whose own pending entries are all read again is done
-            if not items:
-                for s in streams:
-                    s.cursor = None
-            for k, entries in items:
-                done = self._streams.get(as_str(k))
-                if done is not None and not entries:
-                    done.cursor = None
-        for k, entries in items:
-            if entries:
-                self._ingest(as_str(k), entries)
-        return full
+        return items
 
     def _block_ms(self) -> int:
         """Block no longer than the batch's age deadline (unless a commit is in flight: its
@@ -550,10 +571,14 @@ class Archiver:
         if they never reach Redis, the entries are read again after a restart and skipped
         (the manifest has them)."""
         todo, self._unsent_acks = self._unsent_acks, {}
+        failed: Exception | None = None
         try:
-            acked, refused = await acks.send(
-                self.redis, self.config.group, todo, pooled=self._pooled
-            )
+            if self._cluster is not None:  # (a node's ids queued again if it failed)
+                acked, refused, failed = await self._cluster.ack(todo, self._unsent_acks)
+            else:
+                acked, refused = await acks.send(
+                    self.redis, self.config.group, todo, pooled=self._pooled
+                )
         except BaseException:
             for key, ids in todo.items():
                 self._unsent_acks.setdefault(key, []).extend(ids)
@@ -561,6 +586,8 @@ class Archiver:
         self.stats.acked += acked
         for error in refused:
             log.warning("archive_ack_refused", error=error)  # read again, skipped
+        if failed is not None:
+            raise failed
 
     async def _drain(self) -> None:
         """At stop: every entry held committed and acknowledged, within ``stop_timeout_s``."""

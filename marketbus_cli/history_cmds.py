@@ -128,8 +128,6 @@ def archive(
             # a process of its own: the GC paused while it catches up (unless the file says)
             pause_gc=True if section.pause_gc is None else None,
         )  # fmt: skip
-        if settings.redis.cluster:
-            raise ConfigError("the archiver reads a standalone Redis (cluster: not yet)")
     except MarketbusError as e:
         raise _fail(e) from None
     ops = _Ops(

@@ -1,8 +1,8 @@
 """Replay into a 3-master Redis Cluster: every archived entry lands on the node serving its
 stream's slot, with its id and bytes, and a reset deletes the namespace's streams on every node.
 
-The archive is made on a standalone redis-server (the archiver reads a standalone Redis), as
-in tests/integration/test_replay.py."""
+The archive is made on a standalone redis-server, as in tests/integration/test_replay.py (the
+archiver on a cluster: tests/integration/test_archive_cluster.py)."""
 
 from __future__ import annotations
 
