@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -102,7 +103,7 @@ def streams_from_path(path: str, query_streams: str | None) -> list[str]:
     return [s for s in tail.split("/") if "@" in s]
 
 
-def too_many_streams(current: set[str], ctl: Control, limit: int) -> Payload | None:
+def too_many_streams(current: AbstractSet[str], ctl: Control, limit: int) -> Payload | None:
     """The error reply for a SUBSCRIBE that would hold more than ``limit`` streams on one
     connection (Binance: 1,024), or None when it fits. Nothing of a refused request is
     subscribed."""

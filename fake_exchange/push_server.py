@@ -1,136 +1,65 @@
-"""The engine the push-protocol fakes (OKX, Bybit, Coinbase) share: lifecycle, player, fan-out,
-faults.
+"""The engine every fake exchange runs on (Binance spot and USD-M, OKX, Bybit, Coinbase,
+Kraken): lifecycle, player, connections, fan-out, faults.
 
-An exchange subclasses `PushServer` with its protocol: the routes it serves, how it reads a
-client's text (`_on_text`), what it does with a source event (`_publish`, usually mirror it
-and `_fan_out` the frame) and what its sent log holds. Everything else, the part that does
-not depend on the exchange, lives here once: loopback-only binding, the player that keeps the
-source's timing (with stalls, and the hold until the first subscription), per-connection
-outboxes with backpressure, subscriptions by key with epochs, `wait_subscribed`, `flush`, the
-websocket off switch and the `Faults` target.
+An exchange subclasses `PushEngine` (`PushServer` for the (channel, id)-keyed ones) with its
+protocol: the routes it serves, how it reads a client's text (`_on_text`), what it does with a
+source event (`_publish`, usually mirror it and `_fan_out` the frame) and what its sent log
+holds. Everything else, the part that does not depend on the exchange, lives here once:
+loopback-only binding, the player that keeps the source's timing (with stalls, and the hold
+until the first subscription), per-connection outboxes with backpressure, subscriptions by key
+with epochs, `wait_subscribed`, `flush`, bursts of ready-made frames, the websocket off switch
+and the `Faults` target.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
-import ipaddress
 import itertools
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from types import TracebackType
-from typing import Any, Generic, Protocol, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 import orjson
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from fake_exchange.faults import Faults, HttpFailure
+from fake_exchange.faults import Faults
+from fake_exchange.push_common import (
+    Hold,
+    State,
+    TimedEvent,
+    chain,
+    fault_middleware,
+    json_response,
+    loopback,
+)
 from fake_exchange.sources import Clock
-from fake_exchange.ws_conn import Connection, Key, Out, Outbox, Payload, write_loop
+from fake_exchange.ws_conn import Connection, Key, Out, Outbox, Payload, WsConn, write_loop
+from fake_exchange.wsframes import text_frames
 
 SentT = TypeVar("SentT")
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+K = TypeVar("K", bound=Hashable)
+C = TypeVar("C", bound=WsConn[Any])
 
 _YIELD_EVERY = 256
 """Events published back to back before the player yields to the loop (fast mode)."""
+CHUNK_FRAMES = 2_000
+"""Frames of a burst per transport write (`_send_chunked`)."""
 
 
-class State(enum.Enum):
-    NEW = "new"
-    RUNNING = "running"
-    STOPPED = "stopped"
-
-
-class Hold:
-    """`hold_until_subscribed`: the player waits for the first websocket subscription, then
-    `delay` seconds more, so a client started after the server misses none of the source's
-    frames. Later subscriptions change nothing; `delay` None: no hold."""
-
-    def __init__(self, delay: float | None) -> None:
-        if delay is not None and not delay >= 0:
-            raise ValueError(f"hold_until_subscribed: a delay >= 0 s or None, not {delay!r}")
-        self.delay = delay
-        self.subscribed_at: float | None = None
-        """Wall-clock time of the first subscription (None: none yet)."""
-        self._first = asyncio.Event()
-
-    def subscribed(self) -> None:
-        if self.subscribed_at is None:
-            self.subscribed_at = time.time()
-            self._first.set()
-
-    async def wait(self) -> None:
-        """Until `delay` after the first subscription (at once without a hold)."""
-        if self.delay is None:
-            return
-        await self._first.wait()
-        assert self.subscribed_at is not None
-        left = self.subscribed_at + self.delay - time.time()
-        if left > 0:
-            await asyncio.sleep(left)
-
-
-class TimedEvent(Protocol):
-    @property
-    def delay(self) -> float: ...
-
-
-def loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def json_response(
-    body: Any, status: int = 200, headers: dict[str, str] | None = None
-) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(body), status=status, headers=headers, content_type="application/json"
-    )
-
-
-def fault_middleware(
-    faults: Faults,
-    websocket_enabled: Callable[[], bool],
-    failure: Callable[[HttpFailure], web.Response],
-    not_found: Callable[[], web.Response],
-    not_allowed: Callable[[], web.Response],
-    ws_prefixes: tuple[str, ...],
-) -> Middleware:
-    """Refusals, a disabled websocket and planned REST errors first (bodies in the exchange's
-    own format from `failure`); its JSON for unknown paths and methods."""
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        is_ws = request.path.startswith(ws_prefixes)
-        if faults.refusing() or (is_ws and not websocket_enabled()):
-            # what a load balancer in front of a down backend says: no exchange JSON body
-            return web.Response(status=503, text="503 Service Unavailable")
-        if not is_ws:
-            planned = faults.take_http_error()
-            if planned is not None:
-                return failure(planned)
-        try:
-            return await handler(request)
-        except web.HTTPNotFound:
-            return not_found()
-        except web.HTTPMethodNotAllowed:
-            return not_allowed()
-
-    return middleware
-
-
-class PushServer(ABC, Generic[SentT]):
-    """A fake exchange whose clients subscribe to keys and get pushed frames; see the module."""
+class PushEngine(ABC, Generic[SentT, K, C]):
+    """A fake exchange whose clients subscribe to keys `K` over connections `C` and get pushed
+    frames, logging each written one as a `SentT`; see the module."""
 
     label = "fake exchange"
+    loopback_only = True
+    """Refuse to bind anything but a loopback address."""
+    ws_off_close: tuple[int, bytes] = (1013, b"websocket disabled")
+    """The close frame open sockets get when the websocket is switched off."""
 
     def __init__(
         self,
@@ -143,7 +72,7 @@ class PushServer(ABC, Generic[SentT]):
         sent_limit: int,
         hold_until_subscribed: float | None = None,
     ) -> None:
-        if not loopback(host):
+        if self.loopback_only and not loopback(host):
             raise ValueError(f"{type(self).__name__} serves loopback addresses only, not {host!r}")
         self.host = host
         self.port = port
@@ -154,8 +83,8 @@ class PushServer(ABC, Generic[SentT]):
         self._queue_size = queue_size
         self._sent_limit = sent_limit
         self._sent: list[SentT] = []
-        self._conns: dict[int, Connection] = {}
-        self._subs: dict[Key, set[Connection]] = {}
+        self._conns: dict[int, C] = {}
+        self._subs: dict[K, set[C]] = {}
         self._ids = itertools.count(1)
         self._epochs = itertools.count(1)
         self._sub_waiters: list[asyncio.Future[None]] = []
@@ -194,10 +123,18 @@ class PushServer(ABC, Generic[SentT]):
     async def _publish(self, ev: Any) -> None: ...
 
     @abstractmethod
-    def _on_text(self, conn: Connection, text: str) -> None: ...
+    def _on_text(self, conn: C, text: str) -> None: ...
 
     @abstractmethod
-    def _sent_frame(self, conn_id: int, key: Key, frame: Payload, sent_ns: int) -> SentT: ...
+    def _sent_frame(self, conn_id: int, key: K, frame: Payload, sent_ns: int) -> SentT: ...
+
+    @abstractmethod
+    def _connection(self, conn_id: int, ws: web.WebSocketResponse, request: web.Request) -> C:
+        """A new connection object (its outbox bounded by `self._queue_size`)."""
+        ...
+
+    def _opened(self, conn: C) -> None:
+        """Right after the handshake, before the first client text (default: nothing)."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -266,21 +203,24 @@ class PushServer(ABC, Generic[SentT]):
 
     @property
     def websocket_enabled(self) -> bool:
+        """False: websocket handshakes answer 503 while REST keeps serving a moving market."""
         return self._websocket
 
     @websocket_enabled.setter
     def websocket_enabled(self, enabled: bool) -> None:
-        """False: handshakes get 503 and open sockets are closed (1013 try again later)."""
+        """Switching off also closes the open sockets (`ws_off_close`), as a websocket service
+        going down would; switching on accepts handshakes again."""
         self._websocket = enabled
         if not enabled:
+            code, message = self.ws_off_close
             for conn in list(self._conns.values()):
-                self._spawn(conn.ws.close(code=1013, message=b"websocket disabled"))
+                self._spawn(conn.ws.close(code=code, message=message))
 
-    def subscribed(self) -> set[Key]:
+    def subscribed(self) -> set[K]:
         """Keys some connection is subscribed to."""
         return {k for k, conns in self._subs.items() if conns}
 
-    async def wait_subscribed(self, keys: Iterable[Key], timeout: float = 10.0) -> None:
+    async def wait_subscribed(self, keys: Iterable[K], timeout: float = 10.0) -> None:
         """Return once every key is subscribed by some connection."""
         want = set(keys)
         loop = asyncio.get_running_loop()
@@ -305,11 +245,12 @@ class PushServer(ABC, Generic[SentT]):
             await asyncio.shield(self._player)
             await self.flush()
 
-    async def flush(self) -> None:
-        """Wait until everything queued so far on every connection was written."""
+    async def flush(self, conns: Iterable[C] | None = None) -> None:
+        """Wait until everything queued so far on these connections (default: every one) was
+        written."""
         loop = asyncio.get_running_loop()
         markers: list[asyncio.Future[None]] = []
-        for conn in list(self._conns.values()):
+        for conn in list(self._conns.values() if conns is None else conns):
             if conn.closed:
                 continue
             marker: asyncio.Future[None] = loop.create_future()
@@ -372,37 +313,78 @@ class PushServer(ABC, Generic[SentT]):
             count += 1
         self.log.info("source exhausted after %d events", count)
 
-    async def _fan_out(self, key: Key, frame: Payload) -> None:
+    async def _fan_out(self, key: K, frame: Payload) -> None:
         """Queue `frame` on every connection subscribed to `key` (waiting for room)."""
         conns = self._subs.get(key)
         if not conns:
             return
         text = orjson.dumps(frame).decode()
-        targets = [(c, c.subs[key]) for c in conns if not c.closed]
-        for conn, epoch in targets:
+        await self._deliver(key, frame, [(c, text, c.subs[key]) for c in conns if not c.closed])
+
+    async def _deliver(self, key: K, frame: Payload, targets: list[tuple[C, str, int]]) -> None:
+        """Queue `frame` as each target's own text; one waits for room while its outbox is
+        full (backpressure), and is skipped if its subscription (the epoch) ended meanwhile."""
+        for conn, text, epoch in targets:
             out = Out(text, key, frame)
             if not conn.outbox.try_push_data(out):
                 await conn.outbox.push_data(out, conn.still_subscribed(key, epoch))
 
+    async def _send_chunked(
+        self,
+        frames: Iterator[tuple[K, Payload]],
+        targets: Callable[[K, Payload], Iterable[tuple[C, bytes]]],
+    ) -> None:
+        """A burst: `frames` made `CHUNK_FRAMES` at a time, each chunk written to each
+        connection `targets` names as one buffer of ready-made websocket frames (in order with
+        what was queued before, every frame logged); returns once all were written.
+
+        Through `send_str` one by one, the fake ran out of CPU before the client under test did.
+        """
+        touched: set[C] = set()
+        more = True
+        while more:
+            per_conn: dict[C, tuple[list[bytes], list[tuple[K, Payload]]]] = {}
+            made = 0
+            for key, frame in itertools.islice(frames, CHUNK_FRAMES):
+                made += 1
+                for conn, text in targets(key, frame):
+                    texts, logged = per_conn.setdefault(conn, ([], []))
+                    texts.append(text)
+                    logged.append((key, frame))
+            more = made == CHUNK_FRAMES
+            for conn, (texts, logged) in per_conn.items():
+                out = Out(chunk=text_frames(texts), frames=logged)
+                if not conn.outbox.try_push_data(out):
+                    await conn.outbox.push_data(out, lambda: True)
+            touched.update(per_conn)
+            await asyncio.sleep(0)  # the writers send this chunk while the next one is made
+        await self.flush(touched)
+
     # ------------------------------------------------------------------ connections
 
-    def _record(self, conn_id: int, key: Key, frame: Payload) -> None:
+    def _record(self, conn_id: int, key: K, frame: Payload) -> None:
         self._sent.append(self._sent_frame(conn_id, key, frame, time.time_ns()))
+        if len(self._sent) > self._sent_limit:
+            del self._sent[: len(self._sent) - self._sent_limit // 2]
+
+    def _record_chunk(self, conn_id: int, frames: list[tuple[K, Payload]]) -> None:
+        """The frames of one burst chunk, written at once: one time for all."""
+        now, make = time.time_ns(), self._sent_frame
+        self._sent.extend([make(conn_id, key, frame, now) for key, frame in frames])
         if len(self._sent) > self._sent_limit:
             del self._sent[: len(self._sent) - self._sent_limit // 2]
 
     async def _ws_handler(self, request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(compress=False, autoping=True, max_msg_size=1 << 20)
         await ws.prepare(request)
-        conn_id = next(self._ids)
-        kind = request.path.rsplit("/", 1)[-1]
-        conn = Connection(conn_id, f"{conn_id:08x}", kind, ws, request, Outbox(self._queue_size))
-        self._conns[conn_id] = conn
+        conn = self._connection(next(self._ids), ws, request)
+        self._conns[conn.conn_id] = conn
         conn.writer = asyncio.create_task(
-            write_loop(conn, self.faults.stalled_for, self._record),
-            name=f"{self.label}-ws-writer-{conn_id}",
+            write_loop(conn, self.faults.stalled_for, self._record, self._record_chunk),
+            name=f"{self.label}-ws-writer-{conn.conn_id}",
         )
-        self.log.debug("ws connection %d on %s", conn_id, request.path_qs)
+        self.log.debug("ws connection %d on %s", conn.conn_id, request.path_qs)
+        self._opened(conn)
         try:
             async for msg in ws:
                 if msg.type == web.WSMsgType.TEXT:
@@ -411,15 +393,15 @@ class PushServer(ABC, Generic[SentT]):
             await self._drop(conn)
         return ws
 
-    def _control(self, conn: Connection, body: Payload | str) -> None:
+    def _control(self, conn: C, body: Payload | str) -> None:
         text = body if isinstance(body, str) else orjson.dumps(body).decode()
         conn.outbox.push_control(Out(text))
 
-    def _push_initial(self, conn: Connection, key: Key, frame: Payload) -> None:
+    def _push_initial(self, conn: C, key: K, frame: Payload) -> None:
         """A data frame sent right after a subscribe (a snapshot): in order, logged, unbounded."""
         conn.outbox.push_control(Out(orjson.dumps(frame).decode(), key, frame))
 
-    def _register(self, conn: Connection, key: Key) -> None:
+    def _register(self, conn: C, key: K) -> None:
         conn.subs[key] = next(self._epochs)
         self._subs.setdefault(key, set()).add(conn)
         self.hold.subscribed()
@@ -430,7 +412,7 @@ class PushServer(ABC, Generic[SentT]):
             if not fut.done():
                 fut.set_result(None)
 
-    def _unregister(self, conn: Connection, key: Key) -> None:
+    def _unregister(self, conn: C, key: K) -> None:
         conn.subs.pop(key, None)
         subs = self._subs.get(key)
         if subs is not None:
@@ -438,7 +420,7 @@ class PushServer(ABC, Generic[SentT]):
             if not subs:
                 del self._subs[key]
 
-    async def _drop(self, conn: Connection) -> None:
+    async def _drop(self, conn: C) -> None:
         conn.closed = True
         self._conns.pop(conn.conn_id, None)
         for key in list(conn.subs):
@@ -447,11 +429,25 @@ class PushServer(ABC, Generic[SentT]):
         self.log.debug("ws connection %d closed", conn.conn_id)
 
 
+class PushServer(PushEngine[SentT, Key, Connection]):
+    """The (channel, id)-keyed fakes (OKX, Bybit, Coinbase, Kraken): a connection's `kind` is
+    the last segment of its url."""
+
+    def _connection(
+        self, conn_id: int, ws: web.WebSocketResponse, request: web.Request
+    ) -> Connection:
+        kind = request.path.rsplit("/", 1)[-1]
+        return Connection(conn_id, f"{conn_id:08x}", kind, ws, request, Outbox(self._queue_size))
+
+
 __all__ = [
+    "CHUNK_FRAMES",
     "Hold",
+    "PushEngine",
     "PushServer",
     "State",
     "TimedEvent",
+    "chain",
     "fault_middleware",
     "json_response",
     "loopback",

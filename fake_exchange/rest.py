@@ -18,7 +18,7 @@ USD-M serves the same routes under `/fapi/v1` (its rows in its own shapes, `Venu
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from itertools import islice
 from typing import Any
 
@@ -27,15 +27,15 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from fake_exchange import binance_frames as bf
+from fake_exchange import push_common
 from fake_exchange.binance_frames import SPOT, Payload, Venue
 from fake_exchange.derive import INTERVAL_MS, Candle, kline_frame
 from fake_exchange.faults import Faults
 from fake_exchange.history import HOUR_MS, HistTrade, SyntheticHistory, floor_day, units_text
 from fake_exchange.limits import BinanceLimits, Verdict, WeightLimiter, rest_weight
 from fake_exchange.market_state import MarketState
+from fake_exchange.push_common import Handler, json_response
 from fake_exchange.sources import unified_symbols
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 KLINE_INTERVALS = frozenset(INTERVAL_MS) | {"3d", "1w", "1M"}
 """Every interval Binance spot accepts (the calendar ones answer with no rows here); USD-M
@@ -43,15 +43,6 @@ has no `1s`."""
 
 WS_PREFIXES = ("/ws", "/stream", "/public/", "/market/")
 """Websocket paths (USD-M's `/public/ws`, `/market/ws` too): not REST, no weight, no JSON."""
-
-
-def json_response(
-    body: Any, status: int = 200, headers: dict[str, str] | None = None
-) -> web.Response:
-    """orjson-encoded JSON response."""
-    return web.Response(
-        body=orjson.dumps(body), status=status, headers=headers, content_type="application/json"
-    )
 
 
 def _error(status: int, code: int, msg: str) -> web.Response:
@@ -322,27 +313,17 @@ def _take(rows: Iterable[Payload], limit: int) -> list[Payload]:
     return list(islice(rows, limit))
 
 
-def fault_middleware(faults: Faults) -> Middleware:
-    """Refusals and planned REST errors first; Binance-style JSON for unknown paths."""
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        is_ws = request.path.startswith(WS_PREFIXES)
-        if faults.refusing():
-            # what a load balancer in front of a down backend says: no Binance JSON body
-            return web.Response(status=503, text="503 Service Unavailable")
-        if not is_ws:
-            failure = faults.take_http_error()
-            if failure is not None:
-                return json_response(failure.body, failure.status, failure.headers)
-        try:
-            return await handler(request)
-        except web.HTTPNotFound:
-            return _error(404, -1020, "This operation is not supported.")
-        except web.HTTPMethodNotAllowed:
-            return _error(405, -1020, "This operation is not supported.")
-
-    return middleware
+def fault_middleware(faults: Faults, websocket_enabled: Callable[[], bool]) -> Middleware:
+    """Refusals, a disabled websocket (503) and planned REST errors first; Binance-style JSON
+    for unknown paths (the shared `push_common.fault_middleware` in Binance's words)."""
+    return push_common.fault_middleware(
+        faults,
+        websocket_enabled,
+        lambda f: json_response(f.body, f.status, f.headers),
+        lambda: _error(404, -1020, "This operation is not supported."),
+        lambda: _error(405, -1020, "This operation is not supported."),
+        WS_PREFIXES,
+    )
 
 
 def _limit_message(verdict: Verdict, limits: BinanceLimits) -> str:

@@ -22,6 +22,8 @@ from fake_exchange import binance_frames as bf
 from fake_exchange.binance_frames import Payload
 
 Category = Literal["public", "market"]
+CATEGORIES: tuple[Category, ...] = ("public", "market")
+"""USD-M's url categories (`/public/ws`, `/market/ws`)."""
 
 FUNDING_PERIOD_MS = 8 * 3_600_000
 """Binance funds USD-M perpetuals every 8 hours (00:00, 08:00, 16:00 UTC) by default."""
@@ -50,6 +52,15 @@ def category(channel: str) -> Category | None:
     if _MARKET.match(channel):
         return "market"
     return None
+
+
+def split_category(path: str) -> tuple[Category | None, str]:
+    """A websocket url path's category and the rest ('/market/stream' -> ('market',
+    '/stream')); (None, path) for the legacy urls without one (and for spot)."""
+    for cat in CATEGORIES:
+        if path.startswith(f"/{cat}/"):
+            return cat, path.removeprefix(f"/{cat}")
+    return None, path
 
 
 def stream_ok(stream: str, known_symbol: Callable[[str], bool], on: Category | None = None) -> bool:
@@ -200,6 +211,7 @@ def unified_symbol(entry: Payload) -> str:
 
 
 __all__ = [
+    "CATEGORIES",
     "FUNDING_PERIOD_MS",
     "OPEN_INTEREST",
     "Category",
@@ -211,6 +223,7 @@ __all__ = [
     "open_interest_event",
     "rest_open_interest",
     "rest_premium_index",
+    "split_category",
     "stream_ok",
     "unified_symbol",
 ]

@@ -1,35 +1,44 @@
-"""One websocket connection of a push-protocol fake (OKX, Bybit): outbox, writer, sent log.
+"""One websocket connection of a push-engine fake: outbox, writer, sent log.
 
 Each connection owns an outbox and one writer task, so frames reach a socket in the order they
 were queued. Data frames are bounded: a slow reader slows the player (backpressure) instead of
 losing frames, while control frames (acks, snapshots, pongs) never wait, so the reader task is
-never blocked by its own replies.
+never blocked by its own replies. A burst chunk (many ready-made frames, `wsframes`) goes to the
+transport in one write, in order with the rest.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from aiohttp import web
 
 Payload = dict[str, Any]
 Key = tuple[str, str]
-"""What a client subscribes to: (channel, instId) on OKX, (category, topic) on Bybit."""
+"""What a client subscribes to: (channel, instId) on OKX, (category, topic) on Bybit; the
+engine takes any hashable key (Binance: the stream name)."""
+K = TypeVar("K", bound=Hashable)
+
+CHUNK_HIGH_WATER = 1 << 20
+"""Bytes the transport may hold before the writer of a chunk waits for the client to read."""
 
 
 @dataclass(slots=True)
 class Out:
-    """A queued write; `key`/`frame` set for data frames (logged), `marker` for flushes."""
+    """A queued write; `key`/`frame` set for data frames (logged), `marker` for flushes,
+    `chunk`/`frames` for ready-made frames written at once (each of `frames` logged)."""
 
     text: str = ""
-    key: Key | None = None
+    key: Hashable | None = None
     frame: Payload | None = None
     marker: asyncio.Future[None] | None = None
     counted: bool = False
+    chunk: bytes = b""
+    frames: Sequence[tuple[Hashable, Payload]] | None = None
 
 
 class Outbox:
@@ -93,7 +102,9 @@ class Outbox:
 
 
 @dataclass(eq=False)
-class Connection:
+class WsConn(Generic[K]):
+    """A connection subscribed to keys of type `K` (`Connection`: the push fakes' pairs)."""
+
     conn_id: int
     tag: str
     kind: str
@@ -101,12 +112,12 @@ class Connection:
     ws: web.WebSocketResponse
     request: web.Request
     outbox: Outbox
-    subs: dict[Key, int] = field(default_factory=dict)
+    subs: dict[K, int] = field(default_factory=dict)
     """Subscribed keys -> subscription epoch (new on every subscribe)."""
     writer: asyncio.Task[None] | None = None
     closed: bool = False
 
-    def still_subscribed(self, key: Key, epoch: int) -> Callable[[], bool]:
+    def still_subscribed(self, key: K, epoch: int) -> Callable[[], bool]:
         """Whether a frame waiting for room still belongs to this subscription (a new
         subscribe sent a fresh snapshot that already contains it)."""
         return lambda: not self.closed and self.subs.get(key) == epoch
@@ -121,11 +132,21 @@ class Connection:
                 out.marker.set_result(None)
 
 
-Record = Callable[[int, Key, Payload], None]
+Connection = WsConn[Key]
+"""A connection of the (channel, id)-keyed fakes: OKX, Bybit, Coinbase, Kraken."""
+
+Record = Callable[[int, Any, Payload], None]
 """What the writer calls for every data frame written: (conn_id, key, frame)."""
+RecordChunk = Callable[[int, Any], None]
+"""What it calls for the frames of a chunk written: (conn_id, [(key, frame), ...])."""
 
 
-async def write_loop(conn: Connection, stalled_for: Callable[[], float], record: Record) -> None:
+async def write_loop(
+    conn: WsConn[Any],
+    stalled_for: Callable[[], float],
+    record: Record,
+    record_chunk: RecordChunk | None = None,
+) -> None:
     """The writer task: send in queue order, hold while stalled, log every data frame."""
     while True:
         out = await conn.outbox.pop()
@@ -137,6 +158,15 @@ async def write_loop(conn: Connection, stalled_for: Callable[[], float], record:
         while stall > 0:
             await asyncio.sleep(stall)
             stall = stalled_for()
+        if out.frames is not None:
+            if not await write_chunk(conn.request, out.chunk):
+                return
+            if record_chunk is not None:
+                record_chunk(conn.conn_id, out.frames)
+            else:
+                for key, frame in out.frames:
+                    record(conn.conn_id, key, frame)
+            continue
         try:
             await conn.ws.send_str(out.text)
         except ConnectionError:
@@ -145,4 +175,31 @@ async def write_loop(conn: Connection, stalled_for: Callable[[], float], record:
             record(conn.conn_id, out.key, out.frame)
 
 
-__all__ = ["Connection", "Key", "Out", "Outbox", "Payload", "Record", "write_loop"]
+async def write_chunk(request: web.Request, data: bytes) -> bool:
+    """Ready-made frames straight to the socket, paced like `send_str`: wait while the kernel
+    has not taken the last chunk (a reader that stops reading stalls the burst)."""
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        return False
+    transport.write(data)
+    while transport.get_write_buffer_size() > CHUNK_HIGH_WATER:
+        if transport.is_closing():
+            return False
+        await asyncio.sleep(0.0005)
+    return True
+
+
+__all__ = [
+    "CHUNK_HIGH_WATER",
+    "Connection",
+    "K",
+    "Key",
+    "Out",
+    "Outbox",
+    "Payload",
+    "Record",
+    "RecordChunk",
+    "WsConn",
+    "write_chunk",
+    "write_loop",
+]

@@ -628,3 +628,8 @@ async def test_rest_depth_polling_keeps_the_synthetic_book_moving() -> None:
             assert len(later["bids"]) == len(later["asks"]) == 10
             bid_now = (await ex.fetch_trades("BTC/USDT", limit=1))[0]["price"]
             assert later["bids"][0][0] == pytest.approx(bid_now, rel=0.01)
+
+
+def test_only_loopback_hosts() -> None:
+    with pytest.raises(ValueError, match="loopback"):
+        FakeExchange(SyntheticSource(["BTC/USDT"], rate=10), host="0.0.0.0")
