@@ -100,12 +100,14 @@ NATIVE_PARSERS = frozenset({"binance", "okx", "bybit"})
 """Exchanges with a native trade/ticker parser whose equivalence tests cover every frame kind
 the publisher subscribes to (tests/unit/test_native_parser.py, tests/unit/test_native_okx.py,
 tests/unit/test_native_bybit.py);
-``publisher.native.FAST_PATHS`` holds the parsers (a test keeps the two lists equal)."""
+the exchanges' profiles name the parsers (``publisher.exchanges.FAST_PATHS``; settings may not
+import the publisher, so a test keeps the two lists equal)."""
 
 
 SANDBOX_TESTED = ("binance", "binanceusdm", "bybit", "okx")
 """Exchanges whose sandbox mode is tested here (against the fake exchange: the testnets
-themselves are not reachable from the tests). CCXT 4.5.90 has test urls for 44 more."""
+themselves are not reachable from the tests). CCXT 4.5.90 has test urls for 44 more. The same
+as the profiles' ``sandbox_tested`` (``publisher.exchanges``; a test keeps them equal)."""
 
 
 def _sandbox_in_options(options: dict[str, Any]) -> bool:

@@ -6,7 +6,7 @@ while it backfills, asks :func:`first_request` where to start, fetches a page, a
 :class:`~publisher.trade_ids.TradeIdTracker` drops what REST and the websocket both carried,
 so each trade is published once.
 
-Three ways to page, chosen per exchange by :func:`backfill_mode`:
+Three ways to page, chosen per exchange by :func:`backfill_mode` (the profile's ``backfill``):
 
 - ``from_id`` (Binance, ``aggTrade`` stream): ``fetch_trades(symbol, None, limit,
   {"fromId": last_id + 1})`` hits ``GET /api/v3/aggTrades?fromId=``, whose ids are the
@@ -37,8 +37,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
+
+from publisher.exchanges import profile
+from publisher.profile import BackfillMode
 
 DEFAULT_LIMIT = 1_000
 """Trades per REST page (Binance's maximum for aggTrades)."""
@@ -48,12 +50,6 @@ MAX_BACK_TRADES = 200_000
 """The most trades one backward backfill collects before publishing them."""
 MAX_SAME_MS_LIMIT = 16_000
 """The largest page asked for while one millisecond's trades do not fit in a page."""
-
-
-class BackfillMode(StrEnum):
-    FROM_ID = "from_id"
-    SINCE = "since"
-    BACK_BY_ID = "back_by_id"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,11 +74,7 @@ def backfill_mode(
     exchange_id: str, trade_stream: str, has_fetch_trades: bool
 ) -> BackfillMode | None:
     """How this exchange's missed trades can be fetched, or ``None`` when they cannot."""
-    if exchange_id == "binance":
-        return BackfillMode.FROM_ID if trade_stream == "aggTrade" else None
-    if exchange_id == "okx" and has_fetch_trades:
-        return BackfillMode.BACK_BY_ID
-    return BackfillMode.SINCE if has_fetch_trades else None
+    return profile(exchange_id).backfill(trade_stream, has_fetch_trades)
 
 
 def first_cursor(mode: BackfillMode, last: TradeMark | None) -> int | None:

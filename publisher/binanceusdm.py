@@ -20,12 +20,20 @@
 - **Liquidations**: ``<s>@forceOrder`` (``watch_liquidations_for_symbols``); ``S`` is the
   liquidation order's side, as the record wants it.
 - **Open interest**: REST only (``/fapi/v1/openInterest``, ``fetch_open_interest``), polled.
+- **Limits**: 2,400 weight a minute per IP (CCXT's fapi costs are the weights, at 20 a second:
+  1,200 a minute, half of it); 10 incoming messages a second per connection, so 5.
+
+All of it is in its :data:`PROFILE`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+
+from marketbus.models import Channel
+from publisher import binance
+from publisher.profile import ExchangeLimits, ExchangeProfile, Feed, Source, Tap
 
 EXCHANGE = "binanceusdm"
 
@@ -65,11 +73,34 @@ def funding_from_mark_price(ticker: Any) -> dict[str, Any] | None:
     }
 
 
+PROFILE = ExchangeProfile(
+    EXCHANGE,
+    taps=(  # Binance's parsers
+        Tap("parse_ws_trade", Channel.TRADES),
+        Tap("parse_ws_ticker", Channel.TICKER, binance.is_ticker_event),
+        Tap("parse_ws_ticker", Channel.MARK, is_mark_price),
+        Tap("parse_ws_ticker", Channel.FUNDING, is_mark_price, convert=funding_from_mark_price),
+        Tap("parse_ws_liquidation", Channel.LIQUIDATIONS, within="handle_liquidation"),
+    ),
+    market_types=MARKET_TYPES,
+    default_type=DEFAULT_TYPE,
+    streams_per_connection=STREAMS_PER_CONNECTION,
+    watch_params=binance.stream_params,
+    limits=ExchangeLimits(True, 5.0, (5, 10, 20, 50, 100, 500, 1_000)),
+    # the mark price stream also carries the funding rate and next funding time (r, T); the
+    # tap reads them (funding_from_mark_price). Mark price, liquidations and open interest
+    # take the generic rows: watch_mark_prices, watch_liquidations_for_symbols (forceOrder),
+    # fetch_open_interest (REST /fapi/v1/openInterest, polled)
+    feeds={Channel.FUNDING: Source(Feed.WATCH, "watch_mark_prices", True)},
+    sandbox_tested=True,
+)
+
 __all__ = [
     "DEFAULT_TYPE",
     "EXCHANGE",
     "MARKET_TYPES",
     "MARK_PRICE_EVENT",
+    "PROFILE",
     "STREAMS_PER_CONNECTION",
     "funding_from_mark_price",
     "is_mark_price",

@@ -14,6 +14,12 @@ again. Each book carries its ``u`` as ccxt's ``nonce``, so records carry Bybit's
 
 Tickers: ccxt stamps a ticker with the message's ``ts`` after parsing it, so the tap reads that
 time from the handler's arguments (:func:`ticker_event_time`).
+
+The rest of what the publisher knows about Bybit is its :data:`PROFILE`: spot and linear
+markets, 10 topics per subscribe request (Bybit spot refuses more), trade ids that are unique
+but not consecutive per market (linear: UUIDs; spot: one counter shared by every symbol),
+linear tickers that carry funding, mark and open interest, and a liquidation side that is
+the liquidated position's.
 """
 
 from __future__ import annotations
@@ -24,6 +30,10 @@ from typing import Any
 
 import aiohttp
 from ccxt.base.errors import InvalidNonce
+
+from marketbus.models import Channel
+from publisher.native_bybit import BybitFastPath
+from publisher.profile import ExchangeProfile, Tap
 
 CHAINS_KEY = "_marketbus_bybit_books"
 
@@ -132,7 +142,31 @@ def ticker_event_time(handler_args: tuple[Any, ...]) -> Any:
     return message.get("ts") if isinstance(message, dict) else None
 
 
+PROFILE = ExchangeProfile(
+    "bybit",
+    taps=(
+        Tap("parse_ws_trade", Channel.TRADES, within="handle_trades"),
+        Tap(
+            "parse_ticker", Channel.TICKER, within="handle_ticker", event_time=ticker_event_time
+        ),  # its linear tickers also feed funding, mark and open interest (deriv_feeds)
+        Tap("parse_ws_liquidation", Channel.LIQUIDATIONS, within="handle_liquidation"),
+    ),
+    # ccxt 4.5.90 does not check Bybit's update ids (u): a lost delta would leave a wrong book
+    overrides={
+        "handle_order_book": checked_order_book,
+        "watch_topics": resubscribing_watch_topics,
+    },
+    market_types=("spot", "linear"),
+    subscribe_limit=10,
+    native_parser=BybitFastPath,
+    unique_trade_ids=True,
+    ticker_carries=frozenset({Channel.FUNDING, Channel.MARK, Channel.OPEN_INTEREST}),
+    liquidation_side_is_position=True,
+    sandbox_tested=True,
+)
+
 __all__ = [
+    "PROFILE",
     "BookChains",
     "chains_of",
     "checked_order_book",

@@ -4,13 +4,14 @@ CCXT caches trades between two ``watch_*`` calls (``tradesLimit``) and keeps onl
 latest ticker per symbol, so a caller that polls loses data under bursts (see
 docs/ccxt.md). A *tap* subclasses the adapter and hands each structure to us the
 moment CCXT parses it; the ``watch_*`` loops then only hold the subscriptions.
+Which methods are tapped or overridden, and the adapter's options, are each exchange's
+profile's (``publisher.exchanges``); this module only builds the client from it.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import ccxt
@@ -20,164 +21,39 @@ import ccxt.pro
 from marketbus.errors import ConfigError, UnknownExchangeError
 from marketbus.models import Channel
 from marketbus.settings import ExchangeSettings
-from publisher import binanceusdm, bybit, coinbase, kraken
 from publisher.endpoints import rebase_urls
-from publisher.okx_books import checked_book_message
-from publisher.okx_index import indexed_tickers
+from publisher.exchanges import profile
 from publisher.pacing import snapshot_limit
+from publisher.profile import Tap
 
 OnParsed = Callable[[Channel, dict[str, Any]], None]
 
-
-@dataclass(frozen=True)
-class Tap:
-    """Wrap ``method`` of the adapter: its result is a structure of ``channel``.
-
-    ``within``: only while CCXT runs this (websocket) handler, for adapters whose websocket
-    and REST paths share one parse method (OKX's ``parse_trade``): REST results are the
-    caller's to publish. ``event_time``: where the exchange time is when the parsed structure
-    has none yet (Bybit's tickers: CCXT stamps them after parsing), read from the arguments
-    of the ``within`` handler. ``message``: a test of those arguments, for a handler that
-    serves several channels (OKX's ``handle_ticker`` parses ``tickers`` and ``mark-price``
-    frames alike); several taps may share a method. ``convert``: the structure of ``channel``
-    made from the parsed one (None: nothing to deliver), where CCXT parses it as something
-    else (Binance USD-M's funding rate inside its mark price ticker).
-    """
-
-    method: str
-    channel: Channel
-    accept: Callable[[tuple[Any, ...]], bool] = lambda args: True
-    within: str | None = None
-    event_time: Callable[[tuple[Any, ...]], Any] | None = None
-    message: Callable[[tuple[Any, ...]], bool] | None = None
-    convert: Callable[[Any], Any] | None = None
-
-
-def _binance_ticker_event(args: tuple[Any, ...]) -> bool:
-    # parse_ws_ticker also parses bookTicker frames (watch_bids_asks): not a 24 h ticker
-    message = args[0] if args else None
-    return isinstance(message, dict) and message.get("e") in ("24hrTicker", "24hrMiniTicker")
-
-
-def _okx_channel(name: str) -> Callable[[tuple[Any, ...]], bool]:
-    """Whether ``handle_*(client, message)`` is handling a frame of OKX channel ``name``."""
-
-    def test(handler_args: tuple[Any, ...]) -> bool:
-        message = handler_args[1] if len(handler_args) > 1 else None
-        arg = message.get("arg") if isinstance(message, dict) else None
-        return isinstance(arg, dict) and arg.get("channel") == name
-
-    return test
-
-
-TAPS: dict[str, tuple[Tap, ...]] = {
-    "binance": (
-        Tap("parse_ws_trade", Channel.TRADES),
-        Tap("parse_ws_ticker", Channel.TICKER, _binance_ticker_event),
-    ),
-    "okx": (
-        Tap("parse_trade", Channel.TRADES, within="handle_trades"),
-        Tap(
-            "parse_ticker", Channel.TICKER, within="handle_ticker", message=_okx_channel("tickers")
-        ),
-        Tap(
-            "parse_ticker", Channel.MARK, within="handle_ticker", message=_okx_channel("mark-price")
-        ),
-        Tap("parse_funding_rate", Channel.FUNDING, within="handle_funding_rate"),
-        Tap("parse_ws_liquidation", Channel.LIQUIDATIONS, within="handle_liquidation"),
-    ),
-    "bybit": (
-        Tap("parse_ws_trade", Channel.TRADES, within="handle_trades"),
-        Tap(
-            "parse_ticker",
-            Channel.TICKER,
-            within="handle_ticker",
-            event_time=bybit.ticker_event_time,
-        ),  # its linear tickers also feed funding, mark and open interest (deriv_feeds)
-        Tap("parse_ws_liquidation", Channel.LIQUIDATIONS, within="handle_liquidation"),
-    ),
-    "coinbase": (
-        # parse_trade is REST's too (fetch_trades): only its websocket calls are tapped
-        Tap("parse_trade", Channel.TRADES, within="handle_trade"),
-        Tap(
-            "parse_ws_ticker",
-            Channel.TICKER,
-            within="handle_tickers",
-            event_time=coinbase.message_time,
-        ),
-    ),
-    "binanceusdm": (  # Binance's parsers (publisher.binanceusdm)
-        Tap("parse_ws_trade", Channel.TRADES),
-        Tap("parse_ws_ticker", Channel.TICKER, _binance_ticker_event),
-        Tap("parse_ws_ticker", Channel.MARK, binanceusdm.is_mark_price),
-        Tap(
-            "parse_ws_ticker",
-            Channel.FUNDING,
-            binanceusdm.is_mark_price,
-            convert=binanceusdm.funding_from_mark_price,
-        ),
-        Tap("parse_ws_liquidation", Channel.LIQUIDATIONS, within="handle_liquidation"),
-    ),
-    "kraken": (  # websocket v2; parse_trade is REST's too: only its websocket calls are tapped
-        Tap("parse_trade", Channel.TRADES, within="handle_trades"),
-        Tap("safe_ticker", Channel.TICKER, within="handle_ticker", event_time=kraken.ticker_time),
-    ),
-}
-
-OVERRIDES: dict[str, dict[str, Callable[[Any], Any]]] = {
-    # ccxt 4.5.90 does not verify OKX's book checksum: we do, in front of its handler; nor
-    # join index-tickers into mark prices (publisher.okx_index)
-    "okx": {"handle_order_book_message": checked_book_message, "handle_ticker": indexed_tickers},
-    # nor Bybit's update ids (u): a lost delta would leave a wrong book (publisher.bybit)
-    "bybit": {
-        "handle_order_book": bybit.checked_order_book,
-        "watch_topics": bybit.resubscribing_watch_topics,
-    },
-    # nor Coinbase's sequence_num, and more (publisher.coinbase)
-    "coinbase": coinbase.OVERRIDES,
-    # nor Kraken's book checksum (off in ccxt 4.5.90), and more (publisher.kraken)
-    "kraken": kraken.OVERRIDES,
-}
-
-MARKET_TYPES: dict[str, tuple[str, ...]] = {
-    "bybit": ("spot", "linear"),
-    "okx": ("spot", "swap", "future"),
-    "binanceusdm": binanceusdm.MARKET_TYPES,
-}
-"""What ``load_markets`` loads (CCXT's ``fetchMarkets.types``); every other exchange: spot.
-Bybit's perpetuals and OKX's swaps (and dated futures) are what most of their bots trade. Bybit's spot and linear
-ids are the same strings (``BTCUSDT``), told apart by the websocket url each arrives on;
-OKX's differ (``BTC-USDT``, ``BTC-USDT-SWAP``). Binance USD-M has no spot at all."""
-
-DEFAULT_TYPES: dict[str, str] = {"binanceusdm": binanceusdm.DEFAULT_TYPE}
-"""CCXT's ``defaultType`` (what a call without a market means); every other exchange: spot."""
-
-SUBSCRIBE_LIMITS: dict[str, int] = {"bybit": 10}
-"""Symbols per subscribe request (one ``watch_*_for_symbols`` call): Bybit spot refuses a
-request with more than 10 topics."""
-
-STREAMS_PER_CONNECTION: dict[str, dict[str, int]] = {
-    "binance": {"spot": 1_024, "margin": 1_024, "linear": 1_024, "inverse": 1_024},
-    "binanceusdm": binanceusdm.STREAMS_PER_CONNECTION,
-}
-"""Streams one websocket connection may hold, by market type (CCXT's
-``subscriptionLimitByStream``: it counts the streams it puts on each connection and refuses
-a watch past the limit). CCXT 4.5 still assumes Binance's old 200; spot and futures take
-1,024 (options keep CCXT's 200)."""
+__all__ = [
+    "OnParsed",
+    "Tap",
+    "ccxt_config",
+    "enter_sandbox",
+    "has_taps",
+    "make_client",
+    "streams_per_connection",
+    "subscribe_limit",
+    "tapped_channels",
+    "watch_params",
+]
 
 
 def has_taps(exchange_id: str) -> bool:
-    return exchange_id in TAPS
+    return bool(profile(exchange_id).taps)
 
 
 def tapped_channels(exchange_id: str) -> frozenset[Channel]:
     """The channels a tap delivers on this exchange (the others are read from what the
     watch calls return)."""
-    return frozenset(t.channel for t in TAPS.get(exchange_id, ()))
+    return frozenset(t.channel for t in profile(exchange_id).taps)
 
 
 def _tapped_class(
-    base: type[Any], taps: tuple[Tap, ...], overrides: dict[str, Callable[[Any], Any]]
+    base: type[Any], taps: tuple[Tap, ...], overrides: Mapping[str, Callable[[Any], Any]]
 ) -> type[Any]:
     namespace: dict[str, Any] = {m: make(getattr(base, m)) for m, make in overrides.items()}
     by_method: dict[str, list[Tap]] = {}
@@ -261,17 +137,18 @@ def _counting(original: Any, method: str) -> Any:
 
 def ccxt_config(cfg: ExchangeSettings) -> dict[str, Any]:
     """The config dict for the adapter: our defaults, then ``cfg.options`` (URLs come later)."""
+    p = profile(cfg.name)
     options: dict[str, Any] = {
         # with a tap every trade is seen as parsed, so the cache only costs memory and
         # full-GC time (every cached trade is a few dicts the collector walks)
-        "tradesLimit": cfg.trades_limit or (10 if has_taps(cfg.name) else 100_000),
-        "defaultType": DEFAULT_TYPES.get(cfg.name, "spot"),
-        "fetchMarkets": {"types": list(MARKET_TYPES.get(cfg.name, ("spot",)))},
+        "tradesLimit": cfg.trades_limit or (10 if p.taps else 100_000),
+        "defaultType": p.default_type,
+        "fetchMarkets": {"types": list(p.market_types)},
     }
-    if cfg.name == "kraken":  # the book depth to subscribe (ccxt's default is 10 levels)
-        options.update(kraken.client_options(cfg.book_depth))
-    if cfg.name in STREAMS_PER_CONNECTION:
-        options["subscriptionLimitByStream"] = dict(STREAMS_PER_CONNECTION[cfg.name])
+    if p.client_options is not None:  # Kraken: the book depth to subscribe
+        options.update(p.client_options(cfg.book_depth))
+    if p.streams_per_connection is not None:  # where CCXT's own limit is wrong (Binance)
+        options["subscriptionLimitByStream"] = dict(p.streams_per_connection)
     snapshot = snapshot_limit(cfg.name, cfg.book_depth)
     if snapshot is not None:
         # the REST snapshot a book starts from: CCXT asks 1,000 levels (Binance weight 50)
@@ -295,9 +172,8 @@ def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 def _client_class(exchange_id: str, base: type[Any]) -> type[Any]:
     """The adapter class with our taps and overrides, built once per exchange (not per
     reconnect)."""
-    taps = TAPS.get(exchange_id, ())
-    overrides = OVERRIDES.get(exchange_id, {})
-    return _tapped_class(base, taps, overrides) if taps or overrides else base
+    p = profile(exchange_id)
+    return _tapped_class(base, p.taps, p.overrides) if p.taps or p.overrides else base
 
 
 def make_client(cfg: ExchangeSettings, on_parsed: OnParsed | None) -> Any:
@@ -306,13 +182,12 @@ def make_client(cfg: ExchangeSettings, on_parsed: OnParsed | None) -> Any:
     base = getattr(ccxt.pro, cfg.name, None) or getattr(ccxt.async_support, cfg.name, None)
     if base is None:
         raise UnknownExchangeError(f"exchange {cfg.name!r} is not in ccxt")
-    taps = TAPS.get(cfg.name, ())
     client = _client_class(cfg.name, base)(ccxt_config(cfg))
     if cfg.sandbox:
         enter_sandbox(client)
     if cfg.url:  # after the sandbox switch: the test urls are the ones rebased
         client.urls = {**client.urls, "api": rebase_urls(client.urls["api"], cfg.url)}
-    client.__dict__["_marketbus_on_parsed"] = on_parsed if taps else None
+    client.__dict__["_marketbus_on_parsed"] = on_parsed if has_taps(cfg.name) else None
     return client
 
 
@@ -332,7 +207,8 @@ def enter_sandbox(client: Any) -> None:
 
 def subscribe_limit(exchange_id: str, default: int) -> int:
     """Most symbols one watch loop (one subscribe request) may hold on this exchange."""
-    return SUBSCRIBE_LIMITS.get(exchange_id, default)
+    limit = profile(exchange_id).subscribe_limit
+    return default if limit is None else limit
 
 
 def streams_per_connection(client: Any, market_type: object) -> int | None:
@@ -346,7 +222,5 @@ def streams_per_connection(client: Any, market_type: object) -> int | None:
 
 def watch_params(exchange_id: str, channel: Channel, cfg: ExchangeSettings) -> dict[str, Any]:
     """Extra params for the ``watch_*`` call: which stream to use, where it matters."""
-    if exchange_id in ("binance", "binanceusdm"):
-        name = cfg.trade_stream if channel is Channel.TRADES else cfg.ticker_stream
-        return {"name": name}
-    return {}
+    make = profile(exchange_id).watch_params
+    return {} if make is None else make(channel, cfg)

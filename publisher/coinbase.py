@@ -47,6 +47,9 @@ from typing import Any
 import aiohttp
 from ccxt.base.errors import InvalidNonce
 
+from marketbus.models import Channel
+from publisher.profile import ExchangeProfile, Tap
+
 STATE_KEY = "_marketbus_coinbase"
 HEARTBEATS = {"type": "subscribe", "product_ids": [], "channel": "heartbeats"}
 BOOK_CHANNEL = "level2"
@@ -294,8 +297,19 @@ OVERRIDES: dict[str, Callable[[Any], Any]] = {
 }
 """Everything this module changes on ``ccxt.pro.coinbase`` (``publisher.ccxt_client``)."""
 
+PROFILE = ExchangeProfile(
+    "coinbase",
+    taps=(
+        # parse_trade is REST's too (fetch_trades): only its websocket calls are tapped
+        Tap("parse_trade", Channel.TRADES, within="handle_trade"),
+        Tap("parse_ws_ticker", Channel.TICKER, within="handle_tickers", event_time=message_time),
+    ),
+    overrides=OVERRIDES,
+)
+
 __all__ = [
     "OVERRIDES",
+    "PROFILE",
     "Sequence",
     "checked_message",
     "fetch_trades_until_now",

@@ -2,12 +2,13 @@
 
 In order of preference:
 
-0. an exchange's own row (:data:`EXCHANGE_FEEDS`), where CCXT carries a channel inside another
+0. an exchange's own row (its profile's ``feeds``), where CCXT carries a channel inside another
    one's structure: Binance USD-M's funding rate comes in the ``markPrice@1s`` frames
    ``watch_mark_prices`` subscribes (CCXT 4.5.90 has no ``watch_funding_rate`` there);
-1. ``TICKER``: the exchange's own ticker carries it (Bybit linear tickers hold the funding
-   rate, mark and index price and open interest): the ``tickers`` subscription feeds it, no
-   subscription of its own (one ``watch_tickers`` holds it, shared with channel ``ticker``);
+1. ``TICKER``: the exchange's own ticker carries it (its profile's ``ticker_carries``: Bybit
+   linear tickers hold the funding rate, mark and index price and open interest): the
+   ``tickers`` subscription feeds it, no subscription of its own (one ``watch_tickers`` holds
+   it, shared with channel ``ticker``);
 2. ``WATCH``: a CCXT websocket method (``watch_funding_rates``, ``watch_mark_prices``,
    ``watch_liquidations_for_symbols``, or their one-symbol forms), as the adapter's ``has``
    declares them;
@@ -22,36 +23,12 @@ In order of preference:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from enum import StrEnum
+from collections.abc import Mapping
 from typing import Any
 
 from marketbus.models import DERIVATIVES, Channel
-from publisher import okx_index
-
-MARK_INDEX: dict[
-    str, tuple[Callable[[Mapping[str, Any], list[str]], list[str]], dict[str, str]]
-] = {
-    "okx": (okx_index.index_symbols, okx_index.WATCH_PARAMS),
-}
-"""Exchanges whose mark price frames lack the index price, which another subscription carries:
-(the symbols to watch for these contracts, the ``watch_tickers`` params). OKX: its
-``index-tickers`` channel, joined in by ``publisher.okx_index``."""
-
-
-class Feed(StrEnum):
-    TICKER = "ticker"
-    WATCH = "watch"
-    POLL = "poll"
-    NONE = "none"
-
-
-TICKER_CARRIES: dict[str, frozenset[Channel]] = {
-    "bybit": frozenset({Channel.FUNDING, Channel.MARK, Channel.OPEN_INTEREST}),
-}
-"""Exchanges whose contract tickers carry these channels' values (read by
-``publisher.derivatives.from_ticker_info``)."""
+from publisher.exchanges import profile
+from publisher.profile import Feed, Source
 
 WATCH_METHODS: dict[Channel, tuple[tuple[str, str, bool], ...]] = {
     # (CCXT ``has`` key, method, takes a list of symbols), in order of preference
@@ -75,26 +52,6 @@ FETCH_METHODS: dict[Channel, tuple[tuple[str, str, bool], ...]] = {
 }  # fmt: skip
 
 
-@dataclass(frozen=True)
-class Source:
-    """How one channel is fed: the feed, and the CCXT method (``None`` for TICKER/NONE);
-    ``many``: the method takes a list of symbols."""
-
-    feed: Feed
-    method: str | None = None
-    many: bool = False
-
-
-EXCHANGE_FEEDS: dict[str, dict[Channel, Source]] = {
-    # the mark price stream also carries the funding rate and next funding time (r, T); the
-    # tap reads them (publisher.binanceusdm.funding_from_mark_price). Mark price, liquidations
-    # and open interest take the generic rows: watch_mark_prices, watch_liquidations_for_symbols
-    # (forceOrder), fetch_open_interest (REST /fapi/v1/openInterest, polled)
-    "binanceusdm": {Channel.FUNDING: Source(Feed.WATCH, "watch_mark_prices", True)},
-}
-"""Per exchange, the websocket feed of a channel where the generic rows would miss it."""
-
-
 def _first(has: Mapping[str, Any], methods: tuple[tuple[str, str, bool], ...]) -> Source | None:
     for cap, method, many in methods:
         if has.get(cap):
@@ -107,12 +64,11 @@ def source(exchange: str, channel: Channel, has: Mapping[str, Any], mode: str = 
     if channel not in DERIVATIVES:
         raise ValueError(f"{channel.value} is not a derivatives channel")
     if mode != "poll":
-        own = EXCHANGE_FEEDS.get(exchange, {}).get(channel)
+        p = profile(exchange)
+        own = p.feeds.get(channel)
         if own is not None and own.method is not None and has.get(_has_key(own.method)):
             return own
-        if channel in TICKER_CARRIES.get(exchange, ()) and (
-            has.get("watchTickers") or has.get("watchTicker")
-        ):
+        if channel in p.ticker_carries and (has.get("watchTickers") or has.get("watchTicker")):
             return Source(Feed.TICKER)
         watch = _first(has, WATCH_METHODS[channel])
         if watch is not None:
@@ -133,9 +89,7 @@ def is_contract(market: Mapping[str, Any] | None) -> bool:
 
 
 __all__ = [
-    "EXCHANGE_FEEDS",
     "FETCH_METHODS",
-    "TICKER_CARRIES",
     "WATCH_METHODS",
     "Feed",
     "Source",

@@ -4,7 +4,7 @@
 Each channel is fed the way :func:`publisher.deriv_feeds.source` picks for the exchange: from
 the exchange's tickers (Bybit: the ``tickers`` subscription, shared with channel ``ticker``),
 a CCXT watch method, or a CCXT fetch method on the polling timer. Records reach the worker
-through the taps as CCXT parses them (``publisher.ccxt_client.TAPS``: lossless, like trades);
+through the taps as CCXT parses them (the profile's ``taps``: lossless, like trades);
 the loops here only hold the subscriptions, or poll. Values go through
 :mod:`publisher.derivatives` (pure) and a :class:`~publisher.derivatives.DerivativesGate` that
 drops repeats. A derivatives channel asked for a spot market is skipped with a log line
@@ -22,8 +22,9 @@ import ccxt
 
 from marketbus.models import DERIVATIVES, Channel
 from publisher.ccxt_client import tapped_channels
-from publisher.deriv_feeds import MARK_INDEX, TICKER_CARRIES, Feed, Source, is_contract, source
+from publisher.deriv_feeds import Feed, Source, is_contract, source
 from publisher.derivatives import DerivativesGate, derivative_from_ccxt, from_ticker_info
+from publisher.exchanges import profile
 from publisher.normalize import NormalizeError
 from publisher.worker_parts import WorkerParts
 
@@ -83,7 +84,7 @@ class DerivativesMixin(WorkerParts):
                              tapped, derive=channel)  # fmt: skip
             return
         if src.feed is Feed.WATCH:
-            index = MARK_INDEX.get(self.exchange_id) if channel is Channel.MARK else None
+            index = profile(self.exchange_id).mark_index if channel is Channel.MARK else None
             if index is None:
                 await self._hold_subscription(client, channel, src, symbols, tapped)
                 return
@@ -126,7 +127,7 @@ class DerivativesMixin(WorkerParts):
         symbols: list[str],
     ) -> None:
         """Hold the subscription that carries the index price of these contracts' marks
-        (``deriv_feeds.MARK_INDEX``). Its frames are taken in front of CCXT's handler, so
+        (the profile's ``mark_index``). Its frames are taken in front of CCXT's handler, so
         the call never returns; a refusal leaves the marks without index, said once."""
         watch = symbols_of(client.markets or {}, symbols)
         if not watch:
@@ -176,7 +177,7 @@ class DerivativesMixin(WorkerParts):
     ) -> None:
         """The derivatives channels an exchange's ticker carries (Bybit linear), for the ones
         this market is subscribed to."""
-        carried = TICKER_CARRIES.get(self.exchange_id)
+        carried = profile(self.exchange_id).ticker_carries
         if not carried or not isinstance(ticker, dict):
             return
         symbol = ticker.get("symbol")
@@ -193,7 +194,7 @@ class DerivativesMixin(WorkerParts):
         """Whether some channel still wants ``symbol``'s tickers subscription held (the
         ``ticker`` channel, or one its tickers carry)."""
         client = self._client
-        for channel in (Channel.TICKER, *TICKER_CARRIES.get(self.exchange_id, ())):
+        for channel in (Channel.TICKER, *profile(self.exchange_id).ticker_carries):
             if symbol not in desired.get(channel, ()):
                 continue
             if channel is Channel.TICKER or (

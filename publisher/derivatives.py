@@ -20,8 +20,8 @@ this module only reads what CCXT parsed:
 - a **liquidation structure** (``watch_liquidations``): ``contracts``, ``price``, ``side``.
   Exchanges mean different things by the side: OKX gives the liquidation order's side, Bybit
   the side of the liquidated position (``S``: ``Buy`` = a long was liquidated), which is
-  turned around here (:data:`POSITION_SIDE`), so ``side`` is always the order's: a liquidated
-  long is ``sell``.
+  turned around here (the profile's ``liquidation_side_is_position``), so ``side`` is always
+  the order's: a liquidated long is ``sell``.
 
 A record carries the exchange's event time where the structure has one, else our receive
 time. :class:`DerivativesGate` drops repeats: the same funding, mark or open interest values
@@ -38,12 +38,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from marketbus.models import Channel, Funding, Liquidation, MarkPrice, OpenInterest, Record
+from publisher.exchanges import profile
 from publisher.normalize import NormalizeError, opt_price, opt_size
 
 DerivativeRecord = Funding | MarkPrice | OpenInterest | Liquidation
-
-POSITION_SIDE = frozenset({"bybit"})
-"""Exchanges whose liquidation side is the liquidated position's, not the order's."""
 
 _INTERVAL_UNITS_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
@@ -128,7 +126,7 @@ def liquidation_from_ccxt(exchange: str, liq: Mapping[str, Any], recv_ns: int) -
     """A CCXT liquidation structure as a :class:`Liquidation` (side: the order's)."""
     side = liq.get("side")
     side = side.lower() if isinstance(side, str) else side
-    if exchange in POSITION_SIDE and side in ("buy", "sell"):
+    if profile(exchange).liquidation_side_is_position and side in ("buy", "sell"):
         side = "sell" if side == "buy" else "buy"
     return _build(  # type: ignore[no-any-return]
         Liquidation, exchange, liq.get("symbol"), _event_ms(liq, recv_ns), recv_ns,
@@ -237,7 +235,6 @@ class DerivativesGate:
 
 __all__ = [
     "FROM_CCXT",
-    "POSITION_SIDE",
     "DerivativeRecord",
     "DerivativesGate",
     "derivative_from_ccxt",

@@ -4,7 +4,7 @@ Every URL under ``urls.api`` keeps its path and loses its scheme and host, so th
 same adapter code path runs against the fake and the live exchange (Bybit's 14: five REST
 groups, the spot/linear/inverse/option public and the private websockets). Nothing else
 changes except what a local server needs (no rate limiter); which market types are loaded
-is the same as live (``publisher.ccxt_client.MARKET_TYPES``). In sandbox mode ``urls.api``
+is the same as live (the profile's ``market_types``). In sandbox mode ``urls.api``
 already holds CCXT's test urls when they are rebased, so the testnet path (its url paths,
 OKX's demo-trading header and ``?brokerId=`` websocket query) runs against the fake too.
 """

@@ -2,7 +2,7 @@
 
 A native parser (``publisher.native`` for Binance, ``publisher.native_okx`` for OKX,
 ``publisher.native_bybit`` for Bybit) is handed every websocket frame before CCXT parses it;
-:data:`publisher.native.FAST_PATHS` says which exchange has one.
+an exchange's profile names its own (``native_parser``, ``publisher.exchanges``).
 """
 
 from __future__ import annotations

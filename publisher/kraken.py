@@ -36,6 +36,9 @@ from typing import Any
 import aiohttp
 from ccxt.base.errors import ChecksumError
 
+from marketbus.models import Channel
+from publisher.profile import ExchangeProfile, Tap
+
 DEPTHS = (10, 25, 100, 500, 1000)
 CHECKSUM_LEVELS = 10
 BOOKS_KEY = "_marketbus_kraken_books"
@@ -278,9 +281,20 @@ OVERRIDES: dict[str, Callable[[Any], Any]] = {
 }
 """Everything this module changes on ``ccxt.pro.kraken`` (``publisher.ccxt_client``)."""
 
+PROFILE = ExchangeProfile(
+    "kraken",
+    taps=(  # websocket v2; parse_trade is REST's too: only its websocket calls are tapped
+        Tap("parse_trade", Channel.TRADES, within="handle_trades"),
+        Tap("safe_ticker", Channel.TICKER, within="handle_ticker", event_time=ticker_time),
+    ),
+    overrides=OVERRIDES,
+    client_options=client_options,  # the book depth to subscribe (ccxt's default: 10 levels)
+)
+
 __all__ = [
     "DEPTHS",
     "OVERRIDES",
+    "PROFILE",
     "CheckedBook",
     "book_limit",
     "checked_order_book",

@@ -4,8 +4,9 @@ CCXT spends ~35-45 µs a frame in its generic parsing; the frames we publish hav
 documented shape, so reading them with orjson and building the record directly costs a few
 µs. CCXT still does everything else (markets, symbols, subscriptions, REST, reconnects).
 Binance's parser is here, OKX's in :mod:`publisher.native_okx`, Bybit's in
-:mod:`publisher.native_bybit`; :data:`FAST_PATHS` says which exchange has one. Selected per exchange with ``parser = "native"`` (``auto``: wherever one
-exists); the output is the same record CCXT's path produces for the same frame (tested on
+:mod:`publisher.native_bybit`; an exchange's profile names its parser (``native_parser``,
+``publisher.exchanges``). Selected per exchange with ``parser = "native"`` (``auto``: wherever
+one exists); the output is the same record CCXT's path produces for the same frame (tested on
 recorded and synthetic frames).
 """
 
@@ -17,9 +18,7 @@ from typing import Any
 import orjson
 
 from marketbus.models import Channel, Record, Trade
-from publisher.fast_path import FastPath, FastPathBase, FastPathFactory
-from publisher.native_bybit import BybitFastPath
-from publisher.native_okx import OkxFastPath
+from publisher.fast_path import FastPath, FastPathBase
 from publisher.normalize import NormalizeError, ticker_record
 
 # what the frame's "e" says -> the channel it feeds
@@ -93,11 +92,4 @@ class BinanceFastPath(FastPathBase):
         return True
 
 
-__all__ = ["FAST_PATHS", "BinanceFastPath", "FastPath", "binance_record"]
-
-FAST_PATHS: dict[str, FastPathFactory] = {
-    "binance": BinanceFastPath,
-    "okx": OkxFastPath,
-    "bybit": BybitFastPath,
-}
-"""Exchange -> its native parser; ``marketbus.settings.NATIVE_PARSERS`` lists the same names."""
+__all__ = ["BinanceFastPath", "FastPath", "binance_record"]

@@ -3,7 +3,8 @@
 OKX's ``mark-price`` channel carries the mark price only; the index price a contract's mark
 follows is on ``index-tickers``, subscribed per index (a contract's ``uly``: ``BTC-USDT`` for
 ``BTC-USDT-SWAP``). CCXT 4.5.90 parses both with one ``handle_ticker`` (``idxPx`` becomes
-``indexPrice``) but never joins them. In front of that handler (an ``OVERRIDES`` row):
+``indexPrice``) but never joins them. In front of that handler (an override in OKX's profile,
+``publisher.okx``):
 
 - an ``index-tickers`` frame updates the latest index price per index and goes no further
   (CCXT would store it as the spot pair's ticker, which shares the index's id);

@@ -22,43 +22,14 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from publisher.exchanges import profile
+from publisher.profile import ExchangeLimits
+
 Clock = Callable[[], float]
 
 WINDOW_MARGIN_S = 0.25
 """Added to the exchange's window (clocks and windows are never quite the same length)."""
 
-
-@dataclass(frozen=True, slots=True)
-class ExchangeLimits:
-    """What the publisher keeps to on one exchange."""
-
-    rest_budget: bool = False
-    """Pace REST calls by CCXT's cost of each within ``60 s / rateLimit`` per window."""
-    messages_per_second: float | None = None
-    """At most this many messages sent a second on one websocket connection."""
-    snapshot_limits: tuple[int, ...] = ()
-    """Book snapshot sizes the exchange's REST serves, smallest first (empty: books come
-    over the websocket, no REST snapshot)."""
-    rest_window_ms: float | None = None
-    """The exchange's REST window when it is not CCXT's ``rollingWindowSize`` (60 s): OKX
-    counts per 2 s, so a minute's budget spent in one second would be refused."""
-    subscribes_per_window: int | None = None
-    """Subscribe/unsubscribe requests one websocket connection may send per
-    ``subscribe_window_s`` (OKX: 480 an hour)."""
-    subscribe_window_s: float = 3_600.0
-
-
-LIMITS: dict[str, ExchangeLimits] = {
-    # 6,000 weight a minute per IP; 5 messages a second per connection (pings and pongs
-    # counted: a request every 250 ms has been seen closed, every 500 ms held), so 3 a second
-    "binance": ExchangeLimits(True, 3.0, (100, 500, 1_000, 5_000)),
-    # per IP and endpoint, requests per 2 s (CCXT's okx costs encode them: cost 1 = 20 per
-    # 2 s at its rateLimit); 480 subscribe/unsubscribe requests an hour per connection
-    "okx": ExchangeLimits(True, rest_window_ms=2_000, subscribes_per_window=480),
-    # USD-M: 2,400 weight a minute per IP (CCXT's fapi costs are the weights, at 20 a second:
-    # 1,200 a minute, half of it); 10 incoming messages a second per connection, so 5
-    "binanceusdm": ExchangeLimits(True, 5.0, (5, 10, 20, 50, 100, 500, 1_000)),
-}
 
 SNAPSHOT_MARGIN = 5
 """A book published ``depth`` levels deep starts from a snapshot of at least this many times
@@ -66,7 +37,9 @@ as many levels: levels deeper than the snapshot are only known once a diff touch
 
 
 def limits_of(exchange: str) -> ExchangeLimits:
-    return LIMITS.get(exchange, ExchangeLimits())
+    """The limits in ``exchange``'s profile (each exchange's module says why they are what
+    they are)."""
+    return profile(exchange).limits
 
 
 def snapshot_limit(exchange: str, depth: int) -> int | None:
@@ -327,7 +300,6 @@ class Pacer:
 
 
 __all__ = [
-    "LIMITS",
     "BudgetStats",
     "ExchangeLimits",
     "Pacer",

@@ -12,8 +12,10 @@ and reported). If it follows the old floor, the suspect was a one-off outlier (c
 the market goes on as before. Ids beyond a signed 64-bit integer are not numbers any
 exchange uses: they are tracked as opaque ids (counted as out of range).
 
-Some exchanges' ids are unique but not consecutive per market (`UNIQUE_ONLY`): there a gap
-cannot be seen in the ids, so they are only de-duplicated, like opaque ids.
+Some exchanges' ids are unique but not consecutive per market (their profile's
+`unique_trade_ids`: Bybit's linear ids are UUIDs, its spot ids one counter shared by every spot
+symbol, so a symbol's ids jump): there a gap cannot be seen in the ids, so they are only
+de-duplicated, like opaque ids.
 """
 
 from __future__ import annotations
@@ -22,14 +24,12 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from publisher.exchanges import profile
+
 MAX_NUMERIC_ID = 2**63 - 1
 JUMP_LIMIT = 1_000_000
 """Ids further than this from the last one are suspect. Binance's busiest market makes a few
 million trades a day, so a real gap this wide means hours of outage; a backfill covers those."""
-
-UNIQUE_ONLY = frozenset({"bybit"})
-"""Exchanges whose trade ids never follow one another per market: Bybit's linear ids are
-UUIDs, its spot ids one counter shared by every spot symbol (so a symbol's ids jump)."""
 
 OnAnomaly = Callable[[str, str, int, int], None]
 """``(kind, symbol, last, id)``, kind "reset" or "outlier": for the caller to log."""
@@ -48,14 +48,14 @@ class TradeIdTracker:
     outliers: int = 0
     out_of_range: int = 0
     consecutive: bool = True
-    """False: ids are only checked for duplicates (see `UNIQUE_ONLY`)."""
+    """False: ids are only checked for duplicates (the profile's `unique_trade_ids`)."""
     _suspect: dict[str, int] = field(default_factory=dict)
     _recent: OrderedDict[tuple[str, str], None] = field(default_factory=OrderedDict)
 
     @classmethod
     def for_exchange(cls, exchange: str, on_anomaly: OnAnomaly | None = None) -> TradeIdTracker:
         """The tracker that fits ``exchange``'s ids."""
-        return cls(on_anomaly=on_anomaly, consecutive=exchange not in UNIQUE_ONLY)
+        return cls(on_anomaly=on_anomaly, consecutive=not profile(exchange).unique_trade_ids)
 
     def admit(self, symbol: str, trade_id: str) -> bool:
         """True if this trade is new for ``symbol``; counts gaps on the way."""

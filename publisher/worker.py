@@ -40,12 +40,13 @@ from publisher import gc_policy
 from publisher.backfill import BackfillMode, TradeMark
 from publisher.books import BookGate
 from publisher.ccxt_client import make_client
-from publisher.deriv_feeds import TICKER_CARRIES, Feed, source
+from publisher.deriv_feeds import Feed, source
 from publisher.deriv_worker import DerivativesMixin
 from publisher.derivatives import DerivativesGate
 from publisher.errors_map import from_ccxt
+from publisher.exchanges import profile
 from publisher.klines import CandleTracker
-from publisher.native import FAST_PATHS, FastPath
+from publisher.native import FastPath
 from publisher.normalize import NormalizeError, ticker_from_ccxt, trade_from_ccxt
 from publisher.pacing import Pacer
 from publisher.poller import polled
@@ -119,7 +120,7 @@ class ExchangeWorker(SubscriptionsMixin, WatchMixin, PollingMixin, DerivativesMi
         self._held_total = 0
         self._live_seen: dict[str, asyncio.Event] = {}
         self.log = log.bind(exchange=self.name)
-        self._ticker_carries = bool(TICKER_CARRIES.get(self.exchange_id)) and cfg.mode != "poll"
+        self._ticker_carries = bool(profile(self.exchange_id).ticker_carries) and cfg.mode != "poll"
 
     # -- state ----------------------------------------------------------------------------
     def _set_state(self, new: ConnState, **kw: Any) -> None:
@@ -348,7 +349,7 @@ class ExchangeWorker(SubscriptionsMixin, WatchMixin, PollingMixin, DerivativesMi
         self._client = client
         hook_frames(client, self._on_frame)
         fast = self._fast_path = None
-        make_fast = FAST_PATHS.get(self.exchange_id)
+        make_fast = profile(self.exchange_id).native_parser
         if self.cfg.native and make_fast is not None:
             fast = self._fast_path = make_fast(
                 self.name,

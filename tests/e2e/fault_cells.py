@@ -14,7 +14,7 @@ covers every trade of the fault window. Every exchange here backfills over REST 
 reconnect (``BACKFILL`` says through what), so a gap is never acceptable; a trade the exchange
 made that is missing counts as a failure, not as a counted gap. The comparison is made with
 the fake's own record of its trades, not with the publisher's gap counter, which cannot see a
-gap in Bybit's ids (``publisher.trade_ids.UNIQUE_ONLY``).
+gap in Bybit's ids (``unique_trade_ids`` in its profile, ``publisher.bybit``).
 
 The figures (recovery, trades made/stored, backfilled) are printed at the end of the module
 for docs/reliability.md ("The fault table on every exchange"), never asserted.

@@ -3,9 +3,9 @@ requests a connection may send per window, so a storm of book resyncs (each one 
 ``subscribe`` of the chunk's books) waits for room instead of having OKX close the connection.
 
 Scaled down: OKX allows 480 requests an hour per connection; here 3 per 4 s on both sides
-(the fake's ``OkxLimits`` and the publisher's ``pacing.LIMITS["okx"]``). The publisher's first
-three requests (trades, tickers, books of 40 markets) fill the window; each bad checksum then
-costs one more. Without the publisher's pacing the same run gets error 60014 and a closed
+(the fake's ``OkxLimits`` and the ``limits`` of the publisher's OKX profile). The publisher's
+first three requests (trades, tickers, books of 40 markets) fill the window; each bad checksum
+then costs one more. Without the publisher's pacing the same run gets error 60014 and a closed
 connection (the control below), so the test can tell the two apart. OKX's REST limits stay
 at OKX's own numbers: the publisher's calls (instruments) never get a 429.
 """
@@ -13,6 +13,7 @@ at OKX's own numbers: the publisher's calls (instruments) never get a 429.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 import pytest
@@ -24,7 +25,7 @@ from fake_exchange.okx.limits import OkxLimits
 from marketbus.keys import stream_key
 from marketbus.models import Channel
 from marketbus.settings import load_settings
-from publisher import pacing
+from publisher import exchanges, pacing
 from publisher.app import Publisher
 from tests.redis_server import RedisServer
 
@@ -53,16 +54,14 @@ async def publishing(r: aioredis.Redis, keys: list[str]) -> int:
 async def test_book_resyncs_stay_within_okx_subscribe_requests_per_connection(
     redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch, paced: bool
 ) -> None:
-    monkeypatch.setitem(
-        pacing.LIMITS,
-        "okx",
-        pacing.ExchangeLimits(
-            True,
-            rest_window_ms=2_000,
-            subscribes_per_window=PER_WINDOW if paced else None,
-            subscribe_window_s=WINDOW_S,
-        ),
+    ours = pacing.ExchangeLimits(
+        True,
+        rest_window_ms=2_000,
+        subscribes_per_window=PER_WINDOW if paced else None,
+        subscribe_window_s=WINDOW_S,
     )
+    okx = dataclasses.replace(exchanges.PROFILES["okx"], limits=ours)
+    monkeypatch.setitem(exchanges.PROFILES, "okx", okx)
     r = aioredis.Redis.from_url(redis_server.url)
     await r.flushdb()
     source = OkxSyntheticSource(MARKETS, rate=400, seed=3, channels=("trades", "tickers", "books"))

@@ -288,9 +288,12 @@ async def test_killed_process_resumes_from_its_cursor(tmp_path: Path) -> None:
 
 async def test_429s_are_waited_out_as_retry_after_says_and_never_banned(tmp_path: Path) -> None:
     # exchangeInfo (20) and one aggTrades page (4) fit a window; a second page within 3 s does not
+    # (the fake's windows are fixed, so the run starts just after a window opens: exchangeInfo
+    # late in one window and the pages early in the next would all be served)
     limits = BinanceLimits(weight_per_window=24, window_s=3.0, ban_after=2)
     plan = BackfillPlan((BTC,), (Channel.TRADES,), (), DAY, DAY + 4 * HOUR_MS)
     async with binance(limits=limits) as fx:
+        await asyncio.sleep(-time.time() % limits.window_s + 0.01)
         stats = await run(fx, "binance", tmp_path, plan, rate_limit=False, retry=Retry(min_s=0.05))
         assert fx.limit_stats is not None
         assert fx.limit_stats.limited >= 1 and fx.limit_stats.banned == 0

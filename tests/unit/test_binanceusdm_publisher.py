@@ -23,7 +23,7 @@ from marketbus.symbols import SymbolResolver
 from publisher import binanceusdm
 from publisher.ccxt_client import ccxt_config, make_client, streams_per_connection, watch_params
 from publisher.deriv_feeds import Feed, Source, source
-from publisher.native import FAST_PATHS
+from publisher.exchanges import FAST_PATHS
 from publisher.trade_ids import TradeIdTracker
 
 PERP = "SUSHI/USDT:USDT"

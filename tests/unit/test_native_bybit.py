@@ -26,7 +26,7 @@ from fake_exchange import BybitReplaySource, BybitSyntheticSource
 from marketbus.models import Channel, Record, Ticker, Trade
 from marketbus.settings import NATIVE_PARSERS, ExchangeSettings
 from publisher.ccxt_client import make_client
-from publisher.native import FAST_PATHS
+from publisher.exchanges import FAST_PATHS
 from publisher.native_bybit import BYBIT_TOPICS, BybitFastPath, bybit_ticker, bybit_trade
 from publisher.normalize import NormalizeError, ticker_from_ccxt, trade_from_ccxt
 from publisher.ws_hooks import guard_frames
