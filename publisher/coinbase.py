@@ -48,6 +48,7 @@ import aiohttp
 from ccxt.base.errors import InvalidNonce
 
 from marketbus.models import Channel
+from publisher.book_resyncs import reject_book
 from publisher.profile import ExchangeProfile, Tap
 
 STATE_KEY = "_marketbus_coinbase"
@@ -103,7 +104,8 @@ def resync_books(exchange: Any, client: Any, state: Sequence, reason: str) -> li
         market = (exchange.markets or {}).get(symbol)
         if isinstance(market, dict) and isinstance(market.get("id"), str):
             state.stale.add(market["id"])
-        client.reject(InvalidNonce(f"coinbase {reason}: resyncing {symbol}"), message_hash)
+        error = InvalidNonce(f"coinbase {reason}: resyncing {symbol}")
+        reject_book(exchange, client, symbol, error, message_hash)
         dropped.append(symbol)
     return dropped
 

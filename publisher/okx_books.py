@@ -19,6 +19,8 @@ from typing import Any
 
 from ccxt.base.errors import ChecksumError
 
+from publisher.book_resyncs import reject_book
+
 DEPTH = 25
 MAX_LEVELS = 400
 """Levels a side of OKX's ``books`` channel holds (its snapshot depth). Updates never delete
@@ -119,10 +121,8 @@ def checked_book_message(
             client.subscriptions.pop(message_hash, None)
             if symbol is not None:
                 self.orderbooks.pop(symbol, None)
-            client.reject(
-                ChecksumError(f"okx {symbol} book checksum {want} != {got}: resyncing"),
-                message_hash,
-            )
+            error = ChecksumError(f"okx {symbol} book checksum {want} != {got}: resyncing")
+            reject_book(self, client, str(symbol or inst), error, message_hash)
             return orderbook
         return original(self, client, message, orderbook, message_hash, market)
 

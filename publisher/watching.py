@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from typing import Any
 
 import ccxt
 
 from marketbus.errors import ExchangeUnavailableError
 from marketbus.models import DERIVATIVES, Channel
+from publisher.book_resyncs import take as take_resyncs
 from publisher.books import book_from_ccxt
 from publisher.ccxt_client import has_taps, watch_params
 from publisher.normalize import NormalizeError
@@ -99,6 +101,8 @@ class WatchMixin(WorkerParts):
             await self.pacer.books.admit(symbols)
         resyncs: list[float] = []
         seen: dict[str, tuple[Any, Any]] = {}
+        mine = frozenset(symbols)
+        counted: deque[Exception] = deque(maxlen=64)  # noted ones that may still be raised
         while True:
             try:
                 if many:
@@ -106,9 +110,20 @@ class WatchMixin(WorkerParts):
                 else:
                     book = await client.watch_order_book(symbols[0])
             except ccxt.InvalidNonce as e:  # ChecksumError is one too
-                self._book_resync(symbols, e, resyncs)
+                noted = take_resyncs(client, mine)
+                if not any(e is c for c in (*noted, *counted)):
+                    noted.append(e)  # CCXT's own gap path, which notes nothing
+                for err in noted:
+                    self._book_resync(symbols, err, resyncs)
+                counted.extend(noted)
                 seen.clear()
                 continue
+            noted = take_resyncs(client, mine)  # swallowed by a race's losing future
+            if noted:
+                for err in noted:
+                    self._book_resync(symbols, err, resyncs)
+                counted.extend(noted)
+                seen.clear()
             if not many:
                 self._on_book(book)
                 continue
