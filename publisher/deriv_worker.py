@@ -165,7 +165,9 @@ class DerivativesMixin(WorkerParts):
         if not isinstance(data, dict) or (channel, data.get("symbol")) not in self._allowed:
             return
         try:
-            record = derivative_from_ccxt(self.name, channel, data, recv_ns or time.time_ns())
+            record = derivative_from_ccxt(
+                self.name, channel, data, recv_ns or time.time_ns(), self.exchange_id
+            )
         except NormalizeError as e:
             self._invalid(e)
             return

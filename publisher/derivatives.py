@@ -122,11 +122,16 @@ def open_interest_from_ccxt(exchange: str, oi: Mapping[str, Any], recv_ns: int) 
     )  # fmt: skip
 
 
-def liquidation_from_ccxt(exchange: str, liq: Mapping[str, Any], recv_ns: int) -> Liquidation:
-    """A CCXT liquidation structure as a :class:`Liquidation` (side: the order's)."""
+def liquidation_from_ccxt(
+    exchange: str, liq: Mapping[str, Any], recv_ns: int, ccxt_id: str | None = None
+) -> Liquidation:
+    """A CCXT liquidation structure as a :class:`Liquidation` (side: the order's).
+
+    ``exchange`` is the bus name (``bybit-testnet`` for a sandbox), ``ccxt_id`` the adapter
+    whose side convention applies (``exchange`` when not given)."""
     side = liq.get("side")
     side = side.lower() if isinstance(side, str) else side
-    if profile(exchange).liquidation_side_is_position and side in ("buy", "sell"):
+    if profile(ccxt_id or exchange).liquidation_side_is_position and side in ("buy", "sell"):
         side = "sell" if side == "buy" else "buy"
     return _build(  # type: ignore[no-any-return]
         Liquidation, exchange, liq.get("symbol"), _event_ms(liq, recv_ns), recv_ns,
@@ -186,9 +191,16 @@ FROM_CCXT: dict[Channel, Any] = {
 
 
 def derivative_from_ccxt(
-    exchange: str, channel: Channel, d: Mapping[str, Any], recv_ns: int
+    exchange: str,
+    channel: Channel,
+    d: Mapping[str, Any],
+    recv_ns: int,
+    ccxt_id: str | None = None,
 ) -> DerivativeRecord:
-    """The record of ``channel`` from its CCXT structure (:class:`NormalizeError` if bad)."""
+    """The record of ``channel`` from its CCXT structure (:class:`NormalizeError` if bad);
+    ``ccxt_id``: the adapter, when the bus name is another (a sandbox's)."""
+    if channel is Channel.LIQUIDATIONS:
+        return liquidation_from_ccxt(exchange, d, recv_ns, ccxt_id)
     make = FROM_CCXT.get(channel)
     if make is None:
         raise NormalizeError(f"{channel.value} is not a derivatives channel")

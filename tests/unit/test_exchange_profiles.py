@@ -17,7 +17,7 @@ import ccxt.pro
 import pytest
 
 from fake_exchange.registry import FAKES
-from marketbus.models import Channel
+from marketbus.models import Channel, Record
 from marketbus.settings import NATIVE_PARSERS, SANDBOX_TESTED, ExchangeSettings
 from publisher.backfill import BackfillMode, backfill_mode
 from publisher.ccxt_client import (
@@ -33,6 +33,7 @@ from publisher.derivatives import liquidation_from_ccxt
 from publisher.exchanges import FAST_PATHS, GENERIC, PROFILES, profile
 from publisher.pacing import ExchangeLimits, limits_of, snapshot_limit
 from publisher.trade_ids import TradeIdTracker
+from publisher.worker import ExchangeWorker
 
 PUBLISHER = Path(__file__).resolve().parents[2] / "publisher"
 UNKNOWN = ("kraken2", "bitget", "binance-testnet")
@@ -134,3 +135,24 @@ def test_settings_name_lists_equal_the_registry() -> None:
     assert set(FAST_PATHS) == NATIVE_PARSERS
     assert {i for i, p in PROFILES.items() if p.native_parser is not None} == NATIVE_PARSERS
     assert {i for i, p in PROFILES.items() if p.sandbox_tested} == set(SANDBOX_TESTED)
+
+
+def test_a_sandbox_follows_its_adapters_liquidation_side() -> None:
+    """A Bybit testnet's records say ``bybit-testnet``; Bybit's side convention still applies."""
+    cfg = ExchangeSettings(name="bybit", sandbox=True, symbols=["BTC/USDT:USDT"],
+                           channels=[Channel.LIQUIDATIONS])  # fmt: skip
+    published: list[Record] = []
+    worker = ExchangeWorker(cfg, _Sink(published))
+    worker._allowed = frozenset({(Channel.LIQUIDATIONS, "BTC/USDT:USDT")})
+    liq = {"symbol": "BTC/USDT:USDT", "timestamp": TS_MS, "side": "buy", "price": 1.0,
+           "contracts": 2.0}  # fmt: skip
+    worker._on_derivative(Channel.LIQUIDATIONS, liq, RECV_NS)
+    assert [(r.exchange, r.side) for r in published] == [("bybit-testnet", "sell")]  # type: ignore[attr-defined]
+
+
+class _Sink:
+    def __init__(self, out: list[Record]) -> None:
+        self.out = out
+
+    def put(self, record: Record) -> None:
+        self.out.append(record)
