@@ -32,7 +32,6 @@ import aiohttp
 from ccxt.base.errors import InvalidNonce
 
 from marketbus.models import Channel
-from publisher.book_resyncs import reject_book
 from publisher.native_bybit import BybitFastPath
 from publisher.profile import ExchangeProfile, Tap
 
@@ -102,7 +101,7 @@ def checked_order_book(original: Any) -> Callable[..., Any]:
                 self.orderbooks.pop(symbol, None)
                 client.subscriptions.pop(message_hash, None)
                 error = InvalidNonce(f"bybit {topic}: u {u} does not follow {last}: resyncing")
-                reject_book(self, client, symbol, error, message_hash)
+                client.reject(error, message_hash)
             return None
         if not verdict:
             return None

@@ -48,7 +48,6 @@ import aiohttp
 from ccxt.base.errors import InvalidNonce
 
 from marketbus.models import Channel
-from publisher.book_resyncs import reject_book
 from publisher.profile import ExchangeProfile, Tap
 
 STATE_KEY = "_marketbus_coinbase"
@@ -105,7 +104,7 @@ def resync_books(exchange: Any, client: Any, state: Sequence, reason: str) -> li
         if isinstance(market, dict) and isinstance(market.get("id"), str):
             state.stale.add(market["id"])
         error = InvalidNonce(f"coinbase {reason}: resyncing {symbol}")
-        reject_book(exchange, client, symbol, error, message_hash)
+        client.reject(error, message_hash)
         dropped.append(symbol)
     return dropped
 

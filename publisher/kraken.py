@@ -37,7 +37,6 @@ import aiohttp
 from ccxt.base.errors import ChecksumError
 
 from marketbus.models import Channel
-from publisher.book_resyncs import reject_book
 from publisher.profile import ExchangeProfile, Tap
 
 DEPTHS = (10, 25, 100, 500, 1000)
@@ -168,7 +167,7 @@ def checked_order_book(original: Any) -> Callable[..., Any]:
                 client.subscriptions.pop(message_hash, None)
                 _stale(client).add(symbol)
                 error = ChecksumError(f"kraken {symbol} book checksum {expected} != {got}")
-                reject_book(self, client, symbol, error, message_hash)
+                client.reject(error, message_hash)
                 return None
         return original(self, client, message)
 

@@ -19,8 +19,6 @@ from typing import Any
 
 from ccxt.base.errors import ChecksumError
 
-from publisher.book_resyncs import reject_book
-
 DEPTH = 25
 MAX_LEVELS = 400
 """Levels a side of OKX's ``books`` channel holds (its snapshot depth). Updates never delete
@@ -122,7 +120,7 @@ def checked_book_message(
             if symbol is not None:
                 self.orderbooks.pop(symbol, None)
             error = ChecksumError(f"okx {symbol} book checksum {want} != {got}: resyncing")
-            reject_book(self, client, str(symbol or inst), error, message_hash)
+            client.reject(error, message_hash)
             return orderbook
         return original(self, client, message, orderbook, message_hash, market)
 

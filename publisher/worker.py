@@ -38,6 +38,7 @@ from marketbus.symbols import SymbolResolver
 from publisher import backfill as bfill
 from publisher import gc_policy
 from publisher.backfill import BackfillMode, TradeMark
+from publisher.book_resyncs import note_book_drops
 from publisher.books import BookGate
 from publisher.ccxt_client import make_client
 from publisher.deriv_feeds import Feed, source
@@ -348,6 +349,7 @@ class ExchangeWorker(SubscriptionsMixin, WatchMixin, PollingMixin, DerivativesMi
         client = self._client_factory(self.cfg, self._on_parsed)
         self._client = client
         hook_frames(client, self._on_frame)
+        note_book_drops(client)  # a batch watch may swallow a book's rejection: see the module
         fast = self._fast_path = None
         make_fast = profile(self.exchange_id).native_parser
         if self.cfg.native and make_fast is not None:

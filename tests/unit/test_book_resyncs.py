@@ -1,7 +1,7 @@
 """Every book resync is counted once, also one whose rejection lands on a race's losing future.
 
 The watch below races futures with CCXT's own ``Client.future``/``resolve``/``reject`` and
-``Future.race``: only the frames are scripted.
+``Future.race``, its client hooked as the worker hooks each one: only the frames are scripted.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from ccxt.base.errors import ChecksumError, InvalidNonce
 
 from marketbus.models import Channel
 from marketbus.settings import ExchangeSettings
-from publisher.book_resyncs import MAX_NOTES, reject_book, take
+from publisher.book_resyncs import MAX_NOTES, note, note_book_drops, noting, symbol_of, take
 from publisher.worker import ExchangeWorker
 
 A, B, C = "AAA/USDT", "BBB/USDT", "CCC/USDT"
@@ -37,9 +37,9 @@ class _Exchange:
     has = {"watchOrderBookForSymbols": True}
 
     def __init__(self, before: dict[int, list[Frame]], after: dict[int, list[Frame]]) -> None:
-        self.client = Client.__new__(Client)
-        self.client.futures = {}
-        self.client.rejections = {}
+        ws = Client.__new__(Client)
+        ws.futures, ws.rejections = {}, {}
+        self.client = noting(self, ws)
         self.orderbooks: dict[str, dict[str, Any]] = {}
         self.before, self.after = before, after
         self.calls = 0
@@ -59,7 +59,7 @@ class _Exchange:
 
 
 def h(symbol: str) -> str:
-    return "books:" + symbol
+    return "books:" + symbol  # OKX's spelling
 
 
 def book(symbol: str) -> Frame:
@@ -74,7 +74,7 @@ def book(symbol: str) -> Frame:
 def bad_checksum(symbol: str) -> Frame:
     def frame(ex: _Exchange) -> None:
         ex.orderbooks.pop(symbol, None)
-        reject_book(ex, ex.client, symbol, ChecksumError(f"{symbol} checksum"), h(symbol))
+        ex.client.reject(ChecksumError(f"{symbol} checksum"), h(symbol))
 
     return frame
 
@@ -120,9 +120,16 @@ async def test_a_rejection_with_no_future_is_raised_later_and_counts_once() -> N
     assert await _resyncs(ex) == 1
 
 
-async def test_ccxts_own_gaps_note_nothing_and_still_count() -> None:
+async def test_ccxts_own_gaps_count_once_each() -> None:
     ex = _Exchange(before={}, after={1: [ccxt_gap(A)], 2: [ccxt_gap(C)], 3: [book(B)]})
     assert await _resyncs(ex) == 2
+
+
+async def test_a_gap_raised_without_a_note_still_counts() -> None:
+    # a rejection that bypassed the hook (or a hash we cannot read) is counted when raised
+    ex = _Exchange(before={}, after={1: [ccxt_gap(A)], 2: [book(B)]})
+    ex.client.reject = Client.reject.__get__(ex.client)
+    assert await _resyncs(ex) == 1
 
 
 async def test_two_books_of_one_batch_in_one_go_count_twice() -> None:
@@ -134,7 +141,7 @@ def test_a_loop_takes_only_its_own_symbols_oldest_first() -> None:
     ex = _Exchange({}, {})
     errors = [ChecksumError(str(i)) for i in range(3)]
     for s, e in zip((A, B, A), errors, strict=True):
-        reject_book(ex, ex.client, s, e, h(s))
+        ex.client.reject(e, h(s))
     assert take(ex, {A}) == [errors[0], errors[2]]
     assert take(ex, {A}) == []
     assert take(ex, {B, C}) == [errors[1]]
@@ -143,5 +150,43 @@ def test_a_loop_takes_only_its_own_symbols_oldest_first() -> None:
 def test_notes_no_loop_takes_are_bounded() -> None:
     ex = _Exchange({}, {})
     for i in range(MAX_NOTES + 5):
-        reject_book(ex, ex.client, f"X{i}/USDT", ChecksumError("x"), h("x"))
+        note(ex, f"X{i}/USDT", ChecksumError("x"))
     assert len(take(ex, {f"X{i}/USDT" for i in range(MAX_NOTES + 5)})) == MAX_NOTES
+
+
+@pytest.mark.parametrize(
+    ("message_hash", "symbol"),
+    [
+        ("orderbook::BTC/USDT", "BTC/USDT"),  # Binance
+        ("books:BTC/USDT:USDT", "BTC/USDT:USDT"),  # OKX swap
+        ("orderbook:ETH/USDT", "ETH/USDT"),  # Bybit
+        ("level2::BTC/USD", "BTC/USD"),  # Coinbase
+        ("orderbook@BTC/USD", "BTC/USD"),  # Kraken
+        ("orderbook@BTC/USD#10", "BTC/USD"),
+        ("orderbook", None),
+    ],
+)
+def test_the_symbol_of_each_adapters_book_hash(message_hash: str, symbol: str | None) -> None:
+    assert symbol_of(message_hash) == symbol
+
+
+def test_only_book_errors_with_a_hash_are_noted() -> None:
+    ex = _Exchange({}, {})
+    ex.client.reject(ConnectionError("gone"), h(A))
+    ex.client.reject(InvalidNonce("all"))  # no hash: none of CCXT's futures, nothing to note
+    assert take(ex, {A}) == []
+
+
+def test_every_client_an_exchange_makes_notes() -> None:
+    class _Ccxt:
+        def client(self, url: str) -> Any:
+            ws = Client.__new__(Client)
+            ws.futures, ws.rejections, ws.url = {}, {}, url
+            return ws
+
+    ex = _Ccxt()
+    note_book_drops(ex)
+    ws = ex.client("wss://x")
+    err = InvalidNonce("gap")
+    ws.reject(err, "orderbook::BTC/USDT")
+    assert take(ex, {"BTC/USDT"}) == [err] and ws.rejections == {"orderbook::BTC/USDT": err}
