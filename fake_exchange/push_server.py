@@ -216,6 +216,11 @@ class PushEngine(ABC, Generic[SentT, K, C]):
             for conn in list(self._conns.values()):
                 self._spawn(conn.ws.close(code=code, message=message))
 
+    @property
+    def open_connections(self) -> int:
+        """Websocket connections open now."""
+        return sum(1 for c in self._conns.values() if not c.closed)
+
     def subscribed(self) -> set[K]:
         """Keys some connection is subscribed to."""
         return {k for k, conns in self._subs.items() if conns}

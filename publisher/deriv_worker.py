@@ -205,6 +205,21 @@ class DerivativesMixin(WorkerParts):
                 return True
         return False
 
+    def _watch_feeds(
+        self, symbol: str, method: str, desired: dict[Channel, list[str]], but: Channel
+    ) -> bool:
+        """Whether a channel other than ``but`` still wants ``symbol`` from the websocket
+        ``method`` (Binance USD-M: ``mark`` and ``funding`` both come in ``markPrice``)."""
+        client = self._client
+        if client is None:
+            return False
+        for channel in DERIVATIVES:
+            if channel is not but and symbol in desired.get(channel, ()):
+                src = self._deriv_source(client, channel)
+                if src.feed is Feed.WATCH and src.method == method:
+                    return True
+        return False
+
 
 def _structures(got: Any) -> Iterable[dict[str, Any]]:
     """What a CCXT call returned, as structures: one, a list, or a dict by symbol."""

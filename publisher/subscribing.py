@@ -17,6 +17,7 @@ from marketbus.subscriptions import Change, effective, loose_symbol
 from publisher.ccxt_client import streams_per_connection, subscribe_limit, watch_params
 from publisher.deriv_feeds import Feed, source
 from publisher.errors_map import from_ccxt
+from publisher.stream_routing import keep_on_batch_connection
 from publisher.worker_parts import MAX_SYMBOLS_PER_SUBSCRIBE, Batch, Wanted, WorkerParts, chunks
 
 
@@ -83,6 +84,7 @@ class SubscriptionsMixin(WorkerParts):
                 removed.setdefault(batch.channel, []).extend(gone)
                 keep = tuple(s for s in batch.symbols if s in want)
                 if keep:
+                    keep_on_batch_connection(client, batch.symbols, keep)
                     self._start_batch(client, batch.channel, keep)
             running.setdefault(batch.channel, set()).update(s for s in batch.symbols if s in want)
         added: dict[Channel, list[str]] = {}
@@ -155,8 +157,18 @@ class SubscriptionsMixin(WorkerParts):
             # mark, open interest): it goes only when none of them wants it any more
             gone = [s for s in gone if not self._ticker_feeds(s, desired)]
             if gone and batch.channel is not Channel.TICKER:
+                keep_on_batch_connection(client, batch.symbols, gone)
                 self._tg_unwatch(client, Channel.TICKER, gone)
                 return
+        if desired is not None and batch.channel in DERIVATIVES:
+            src = source(self.exchange_id, batch.channel, getattr(client, "has", {}) or {},
+                         self.cfg.mode)  # fmt: skip
+            if src.feed is Feed.WATCH and src.method is not None:
+                # one stream may feed two channels (Binance USD-M: markPrice, mark and funding)
+                method = src.method
+                gone = [s for s in gone
+                        if not self._watch_feeds(s, method, desired, but=batch.channel)]  # fmt: skip
+        keep_on_batch_connection(client, batch.symbols, gone)
         self._tg_unwatch(client, batch.channel, gone)
 
     def _tg_unwatch(self, client: Any, channel: Channel, gone: list[str]) -> None:
@@ -184,6 +196,8 @@ class SubscriptionsMixin(WorkerParts):
                 elif channel is Channel.CANDLES and client.has.get("unWatchOHLCVForSymbols"):
                     pairs = [[s, i] for s in symbols for i in self.cfg.candle_intervals]
                     await client.un_watch_ohlcv_for_symbols(pairs)
+                elif channel in DERIVATIVES:
+                    await self._unwatch_derivatives(client, channel, symbols)
         except asyncio.CancelledError:
             raise
         except Exception as e:  # the stream may stay open; the tap filter drops it
@@ -192,6 +206,33 @@ class SubscriptionsMixin(WorkerParts):
                 self.log.error("unwatch_bug", channel=channel.value, error=str(err), exc_info=e)
             else:
                 self.log.info("unwatch_failed", channel=channel.value, error=str(e)[:200])
+
+    async def _unwatch_derivatives(self, client: Any, channel: Channel, symbols: list[str]) -> None:
+        """The websocket stream of a derivatives channel, where CCXT can unsubscribe it
+        (``un_watch_mark_prices``); the others stay open and the filter drops them."""
+        src = source(self.exchange_id, channel, client.has, self.cfg.mode)
+        unwatch = UNWATCH_METHODS.get(src.method or "") if src.feed is Feed.WATCH else None
+        if unwatch is None or not client.has.get(unwatch[0]):
+            self.log.info("unwatch_not_offered", channel=channel.value, symbols=symbols[:5])
+            return
+        if unwatch[2]:
+            await getattr(client, unwatch[1])(symbols)
+        else:
+            for s in symbols:
+                await getattr(client, unwatch[1])(s)
+
+
+UNWATCH_METHODS: dict[str, tuple[str, str, bool]] = {
+    # a derivatives watch method -> (CCXT ``has`` key, its unwatch method, takes a list)
+    "watch_mark_prices": ("unWatchMarkPrices", "un_watch_mark_prices", True),
+    "watch_mark_price": ("unWatchMarkPrice", "un_watch_mark_price", False),
+    "watch_funding_rates": ("unWatchFundingRates", "un_watch_funding_rates", True),
+    "watch_funding_rate": ("unWatchFundingRate", "un_watch_funding_rate", False),
+    "watch_liquidations_for_symbols": (
+        "unWatchLiquidationsForSymbols", "un_watch_liquidations_for_symbols", True,
+    ),
+    "watch_liquidations": ("unWatchLiquidations", "un_watch_liquidations", False),
+}  # fmt: skip
 
 
 def _market_type(client: Any, symbol: str) -> object:

@@ -157,6 +157,10 @@ class WorkerParts:
 
         def _ticker_feeds(self, symbol: str, desired: dict[Channel, list[str]]) -> bool: ...
 
+        def _watch_feeds(
+            self, symbol: str, method: str, desired: dict[Channel, list[str]], but: Channel
+        ) -> bool: ...
+
 
 def int_or_none(s: str) -> int | None:
     try:

@@ -370,3 +370,26 @@ async def test_a_dropped_connection_reconnects_and_backfills_every_trade(
 
 async def _true(v: bool) -> bool:
     return v
+
+
+async def test_a_market_removed_at_run_time_unsubscribes_its_mark_price_stream(
+    redis_server: RedisServer,
+) -> None:
+    """``markPrice`` feeds both ``mark`` and ``funding``: it goes when neither wants it."""
+    perp, other = "AAA/USDT:USDT", "BBB/USDT:USDT"
+    aaa, bbb = "aaausdt@markPrice@1s", "bbbusdt@markPrice@1s"
+    async with FakeExchange(synthetic(), autoplay=False) as fx:
+        async with publisher(redis_server, fx, [perp, other], ["funding", "mark"]) as pub:
+            await fx.wait_subscribed([aaa, bbb], timeout=20)
+            w = pub.workers[EX]
+            w.set_wanted({"funding": [perp, other], "mark": [other]})
+            await asyncio.sleep(1.0)  # an unsubscribe would be out by now
+            assert {aaa, bbb} <= fx.subscribed_streams()  # funding still reads AAA's
+            w.set_wanted({"funding": [other], "mark": [other]})
+
+            async def gone() -> bool:
+                return aaa not in fx.subscribed_streams()
+
+            await until(gone, timeout=10)
+            assert bbb in fx.subscribed_streams()
+            assert w.active == {Channel.FUNDING: [other], Channel.MARK: [other]}

@@ -190,6 +190,45 @@ async def test_live_subscribe_unsubscribe_and_restart(redis_server: RedisServer)
     await r.aclose()
 
 
+async def test_a_market_leaving_a_batch_is_unsubscribed_on_the_batchs_connection(
+    redis_server: RedisServer,
+) -> None:
+    """CCXT's Binance adapter picks a connection by the symbol list of a call: the unsubscribe
+    of a removed market and the restart of the markets its batch keeps must stay on the
+    batch's connection, or the stream goes on (and the kept ones arrive twice)."""
+    source = SyntheticSource(["AAA/USDT", "BBB/USDT", "CCC/USDT"], rate=300, seed=3)
+    channels = [Channel.TRADES, Channel.TICKER, Channel.BOOK]
+    r = aioredis.Redis.from_url(redis_server.url)
+    await r.flushdb()
+    async with FakeExchange(source) as fx:
+        async with publisher(redis_server, fx, ["AAA/USDT", "BBB/USDT"], channels) as pub:
+            w = pub.workers["binance"]
+            await w.wait_connected(timeout=20)
+            await wait_for(lambda: _xlen(r, "BBB/USDT", Channel.BOOK), timeout=10)
+            held = fx.subscribed_streams()
+            assert {s.split("@")[0] for s in held} == {"aaausdt", "bbbusdt"}
+            conns = fx.open_connections  # CCXT: one per channel's batch here
+            w.set_wanted({c.value: ["BBB/USDT"] for c in channels})
+
+            async def aaa_gone() -> bool:
+                return not any(s.startswith("aaausdt@") for s in fx.subscribed_streams())
+
+            await wait_for(aaa_gone, timeout=10)
+            assert fx.subscribed_streams() == {s for s in held if s.startswith("bbbusdt@")}
+            before = await r.xlen(stream_key("binance", "BBB/USDT", Channel.TRADES))
+            await wait_for(lambda: _grew(r, "BBB/USDT", before + 50), timeout=10)
+            assert fx.open_connections == conns  # none more carrying BBB again
+            assert w.trade_ids.duplicates == 0 and w.trade_ids.gaps == 0
+            assert w.stats.book_resyncs == 0
+            ids = [t.id for t in await records(r, "BBB/USDT", Channel.TRADES)]
+            assert len(ids) == len(set(ids))
+    await r.aclose()
+
+
+async def _grew(r: aioredis.Redis, symbol: str, n: int) -> bool:
+    return await r.xlen(stream_key("binance", symbol, Channel.TRADES)) >= n
+
+
 async def _xlen(r: aioredis.Redis, symbol: str, channel: Channel) -> bool:
     return bool(await r.xlen(stream_key("binance", symbol, channel)))
 
