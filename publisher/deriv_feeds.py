@@ -40,6 +40,17 @@ WATCH_METHODS: dict[Channel, tuple[tuple[str, str, bool], ...]] = {
     Channel.LIQUIDATIONS: (("watchLiquidationsForSymbols", "watch_liquidations_for_symbols", True),
                            ("watchLiquidations", "watch_liquidations", False)),
 }  # fmt: skip
+UNWATCH_METHODS: dict[str, tuple[str, str, bool]] = {
+    # a derivatives watch method -> (CCXT ``has`` key, its unwatch method, takes a list)
+    "watch_mark_prices": ("unWatchMarkPrices", "un_watch_mark_prices", True),
+    "watch_mark_price": ("unWatchMarkPrice", "un_watch_mark_price", False),
+    "watch_funding_rates": ("unWatchFundingRates", "un_watch_funding_rates", True),
+    "watch_funding_rate": ("unWatchFundingRate", "un_watch_funding_rate", False),
+    "watch_liquidations_for_symbols": (
+        "unWatchLiquidationsForSymbols", "un_watch_liquidations_for_symbols", True,
+    ),
+    "watch_liquidations": ("unWatchLiquidations", "un_watch_liquidations", False),
+}  # fmt: skip
 FETCH_METHODS: dict[Channel, tuple[tuple[str, str, bool], ...]] = {
     Channel.FUNDING: (("fetchFundingRates", "fetch_funding_rates", True),
                       ("fetchFundingRate", "fetch_funding_rate", False)),

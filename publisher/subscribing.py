@@ -15,8 +15,9 @@ from marketbus.errors import InternalError, UnknownSymbolError
 from marketbus.models import DERIVATIVES, Channel
 from marketbus.subscriptions import Change, effective, loose_symbol
 from publisher.ccxt_client import streams_per_connection, subscribe_limit, watch_params
-from publisher.deriv_feeds import Feed, source
+from publisher.deriv_feeds import UNWATCH_METHODS, Feed, source
 from publisher.errors_map import from_ccxt
+from publisher.profile import Source
 from publisher.stream_routing import keep_on_batch_connection
 from publisher.worker_parts import MAX_SYMBOLS_PER_SUBSCRIBE, Batch, Wanted, WorkerParts, chunks
 
@@ -151,7 +152,7 @@ class SubscriptionsMixin(WorkerParts):
             batch.task.cancel()
         if desired is not None and (
             batch.channel is Channel.TICKER
-            or self._derivative_feed(client, batch.channel) is Feed.TICKER
+            or getattr(self._derivative_source(client, batch.channel), "feed", None) is Feed.TICKER
         ):
             # one tickers subscription may feed several channels (Bybit: ticker, funding,
             # mark, open interest): it goes only when none of them wants it any more
@@ -160,9 +161,8 @@ class SubscriptionsMixin(WorkerParts):
                 keep_on_batch_connection(client, batch.symbols, gone)
                 self._tg_unwatch(client, Channel.TICKER, gone)
                 return
-        if desired is not None and batch.channel in DERIVATIVES:
-            src = source(self.exchange_id, batch.channel, getattr(client, "has", {}) or {},
-                         self.cfg.mode)  # fmt: skip
+        src = self._derivative_source(client, batch.channel)
+        if desired is not None and src is not None:
             if src.feed is Feed.WATCH and src.method is not None:
                 # one stream may feed two channels (Binance USD-M: markPrice, mark and funding)
                 method = src.method
@@ -175,12 +175,10 @@ class SubscriptionsMixin(WorkerParts):
         if self._tg is not None and gone:
             self._tg.create_task(self._unwatch(client, channel, gone))
 
-    def _derivative_feed(self, client: Any, channel: Channel) -> Feed | None:
+    def _derivative_source(self, client: Any, channel: Channel) -> Source | None:
         if channel not in DERIVATIVES:
             return None
-        return source(
-            self.exchange_id, channel, getattr(client, "has", {}) or {}, self.cfg.mode
-        ).feed
+        return source(self.exchange_id, channel, getattr(client, "has", {}) or {}, self.cfg.mode)
 
     async def _unwatch(self, client: Any, channel: Channel, symbols: list[str]) -> None:
         """Tell the exchange to stop sending (best effort: our filter already drops them)."""
@@ -210,8 +208,8 @@ class SubscriptionsMixin(WorkerParts):
     async def _unwatch_derivatives(self, client: Any, channel: Channel, symbols: list[str]) -> None:
         """The websocket stream of a derivatives channel, where CCXT can unsubscribe it
         (``un_watch_mark_prices``); the others stay open and the filter drops them."""
-        src = source(self.exchange_id, channel, client.has, self.cfg.mode)
-        unwatch = UNWATCH_METHODS.get(src.method or "") if src.feed is Feed.WATCH else None
+        src = self._derivative_source(client, channel)
+        unwatch = UNWATCH_METHODS.get(src.method or "") if src and src.feed is Feed.WATCH else None
         if unwatch is None or not client.has.get(unwatch[0]):
             self.log.info("unwatch_not_offered", channel=channel.value, symbols=symbols[:5])
             return
@@ -220,19 +218,6 @@ class SubscriptionsMixin(WorkerParts):
         else:
             for s in symbols:
                 await getattr(client, unwatch[1])(s)
-
-
-UNWATCH_METHODS: dict[str, tuple[str, str, bool]] = {
-    # a derivatives watch method -> (CCXT ``has`` key, its unwatch method, takes a list)
-    "watch_mark_prices": ("unWatchMarkPrices", "un_watch_mark_prices", True),
-    "watch_mark_price": ("unWatchMarkPrice", "un_watch_mark_price", False),
-    "watch_funding_rates": ("unWatchFundingRates", "un_watch_funding_rates", True),
-    "watch_funding_rate": ("unWatchFundingRate", "un_watch_funding_rate", False),
-    "watch_liquidations_for_symbols": (
-        "unWatchLiquidationsForSymbols", "un_watch_liquidations_for_symbols", True,
-    ),
-    "watch_liquidations": ("unWatchLiquidations", "un_watch_liquidations", False),
-}  # fmt: skip
 
 
 def _market_type(client: Any, symbol: str) -> object:

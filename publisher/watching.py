@@ -104,26 +104,25 @@ class WatchMixin(WorkerParts):
         mine = frozenset(symbols)
         counted: deque[Exception] = deque(maxlen=64)  # noted ones that may still be raised
         while True:
+            raised: Exception | None = None
             try:
                 if many:
                     book = await client.watch_order_book_for_symbols(symbols)
                 else:
                     book = await client.watch_order_book(symbols[0])
             except ccxt.InvalidNonce as e:  # ChecksumError is one too
-                noted = take_resyncs(client, mine)
-                if not any(e is c for c in (*noted, *counted)):
-                    noted.append(e)  # CCXT's own gap path, which notes nothing
-                for err in noted:
-                    self._book_resync(symbols, err, resyncs)
-                counted.extend(noted)
-                seen.clear()
-                continue
-            noted = take_resyncs(client, mine)  # swallowed by a race's losing future
+                raised, book = e, None
+            # noted drops include those a race's losing future swallowed (book_resyncs)
+            noted = take_resyncs(client, mine)
+            if raised is not None and not any(raised is c for c in (*noted, *counted)):
+                noted.append(raised)  # CCXT's own gap path, which notes nothing
+            for err in noted:
+                self._book_resync(symbols, err, resyncs)
             if noted:
-                for err in noted:
-                    self._book_resync(symbols, err, resyncs)
                 counted.extend(noted)
                 seen.clear()
+            if book is None:
+                continue
             if not many:
                 self._on_book(book)
                 continue
